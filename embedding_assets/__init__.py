@@ -1,0 +1,1 @@
+"""Precomputed document embeddings, kept current in a Redis feature store by Dagster assets."""

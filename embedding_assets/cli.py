@@ -1,0 +1,233 @@
+"""``embedding-assets demo | dev | lookup``: the commands a person runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+STAMP = "%Y-%m-%d %H:%M:%SZ"
+SAMPLE_ODDITIES = [
+    # Real collections have these; the demo shows they are reported, not fatal.
+    {"doc_id": "odd-empty", "title": "", "body": "   ", "language": "en"},
+    {"doc_id": "odd-number-title", "title": 42, "body": None, "language": "xx"},
+]
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir or os.environ.get("EA_STATE_DIR", ".state")).resolve()
+
+
+def _use_state(state: Path) -> None:
+    """Point Dagster and the IO manager at the state directory, unless DAGSTER_HOME is set."""
+    os.environ["EA_STATE_DIR"] = str(state)
+    if os.environ.get("DAGSTER_HOME"):
+        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+        return
+    home = state / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+
+
+def demo(args: argparse.Namespace) -> int:
+    from embedding_assets.lib import corpus
+    from embedding_assets.lib.servers import EmbeddedServers
+
+    state = _state_dir(args)
+    if not args.keep and state.exists():
+        shutil.rmtree(state)
+    _use_state(state)
+    started = time.perf_counter()
+    with EmbeddedServers(state) as servers:
+        os.environ.update(servers.env)
+        if servers.started:
+            print(f"started embedded {', '.join(servers.started)} under {state}")
+        import pymongo
+
+        collection = pymongo.MongoClient(servers.mongo_uri)[os.environ.get("MONGO_DB", "search-engine")][
+            os.environ.get("MONGO_COLLECTION", "documents")
+        ]
+        docs = list(corpus.generate_documents(args.docs)) + SAMPLE_ODDITIES
+        corpus.load_into(collection, docs)
+        languages = len({d["language"] for d in docs if d.get("language") in corpus.LANGUAGES})
+        print(f"loaded {len(docs)} documents in {languages} languages")
+        result = _materialize_all()
+        wall = time.perf_counter() - started
+        _print_summary(result, servers.redis_url, collection, wall, args.neighbours)
+        print(
+            "\nOpen the Dagster UI on this data:  .venv/bin/embedding-assets dev"
+            f"{' --state-dir ' + str(state) if args.state_dir else ''}"
+        )
+    return 0 if result["success"] else 1
+
+
+def _materialize_all() -> dict:
+    import dagster as dg
+
+    from embedding_assets.definitions import defs
+    from embedding_assets.defs.partitions import shard_partitions
+    from embedding_assets.lib.feature_store import FeatureStore
+
+    keys = shard_partitions.get_partition_keys()
+    store = FeatureStore.from_url(os.environ["REDIS_URL"])
+    memory_before = store.used_memory()
+    run_started = time.perf_counter()
+    result = defs.resolve_job_def("embed_documents").execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        },
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        raise_on_error=False,
+    )
+    run_seconds = time.perf_counter() - run_started
+    metadata: dict[str, dict] = {}
+    for event in result.get_asset_materialization_events():
+        m = event.materialization
+        metadata[m.asset_key.to_user_string()] = {k: v.value for k, v in m.metadata.items()}
+    return {
+        "success": result.success,
+        "run_seconds": run_seconds,
+        "metadata": metadata,
+        "memory_delta": store.used_memory() - memory_before,
+    }
+
+
+def _print_summary(result: dict, redis_url: str, collection: object, wall: float, k: int) -> None:
+    from embedding_assets.client import EmbeddingClient
+
+    meta = result["metadata"]
+    if not result["success"]:
+        print("the run failed; see the log above")
+        return
+    entries = meta["feature_store_entries"]
+    chunks = meta["chunked_text"]
+    n = int(entries["rows"])
+    print("\n== summary")
+    print(f"documents embedded     {n}")
+    print(
+        f"run time               {result['run_seconds']:.1f} s with model load "
+        f"({n / result['run_seconds']:.1f} documents/s end to end)"
+    )
+    print(f"embedding step         {meta['document_vectors']['documents_per_second']} documents/s")
+    print(f"demo wall time         {wall:.1f} s")
+    print(f"skipped / failed       {chunks['skipped']}")
+    if chunks["skipped"]:
+        print(chunks["skip_reasons"])
+    print(f"version                {entries['version']} (active: {entries['active_version']})")
+    print(f"value bytes / document {entries['bytes_per_entry']}")
+    print(f"Redis bytes / document {result['memory_delta'] / max(n, 1):.0f} (INFO memory used_memory delta)")
+    client = EmbeddingClient.from_url(redis_url)
+    docs = {
+        d["doc_id"]: f"[{d.get('language')}] {d.get('title')}"
+        for d in collection.find({}, {"doc_id": 1, "language": 1, "title": 1})  # type: ignore[attr-defined]
+    }
+    ids = sorted(docs)
+    _print_lookup(client, ids[0], ids, k, docs)
+
+
+def _print_lookup(
+    client: object, doc_id: str, universe: Sequence[str], k: int, labels: dict[str, str] | None = None
+) -> None:
+    from embedding_assets.client import EmbeddingClient
+
+    assert isinstance(client, EmbeddingClient)
+    entry = client.get(doc_id)
+    if entry is None:
+        print(f"{doc_id}: no entry in version {client.version}")
+        return
+    print(f"\n== lookup {doc_id} {(labels or {}).get(doc_id, '')}")
+    labels = labels or {}
+    print(f"version {entry.version}  dim {entry.vector.shape[0]}  computed_at {entry.computed_at:{STAMP}}")
+    print(f"content_hash {entry.content_hash:016x}  source modified_at {entry.source_modified_at:{STAMP}}")
+    print("vector[:8] " + " ".join(f"{x:+.4f}" for x in entry.vector[:8]))
+    if k <= 0:
+        return
+    others = [e for e in client.get_many([d for d in universe if d != doc_id]) if e is not None]
+    if not others:
+        return
+    matrix = np.stack([e.vector for e in others])
+    scores = matrix @ entry.vector / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(entry.vector))
+    print(f"{k} nearest neighbours (cosine, brute force over {len(others)} entries):")
+    for i in np.argsort(-scores)[:k]:
+        print(f"  {others[i].doc_id:<16} {scores[i]:.4f}  {labels.get(others[i].doc_id, '')}")
+
+
+def lookup(args: argparse.Namespace) -> int:
+    from embedding_assets.client import EmbeddingClient
+    from embedding_assets.lib.feature_store import FeatureStore
+    from embedding_assets.lib.servers import EmbeddedServers
+
+    state = _state_dir(args)
+    env = dict(os.environ)
+    env.setdefault("MONGO_URI", "unused")  # lookups read Redis only
+    with EmbeddedServers(state, env) as servers:
+        client = EmbeddingClient.from_url(servers.redis_url, args.version)
+        universe: list[str] = []
+        if args.neighbours:
+            universe = list(FeatureStore(client.store.client).scan_doc_ids(client.version))
+        _print_lookup(client, args.doc_id, universe, args.neighbours)
+    return 0
+
+
+def dev(args: argparse.Namespace) -> int:
+    from embedding_assets.lib.servers import EmbeddedServers
+
+    state = _state_dir(args)
+    _use_state(state)
+    with EmbeddedServers(state) as servers:
+        env = {**os.environ, **servers.env}
+        print(
+            f"MONGO_URI={servers.mongo_uri}\nREDIS_URL={servers.redis_url}\nDAGSTER_HOME={env['DAGSTER_HOME']}"
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-m",
+            "embedding_assets.definitions",
+            "-p",
+            str(args.port),
+        ]
+        try:
+            return subprocess.call(command, env=env)
+        except KeyboardInterrupt:
+            return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = argparse.ArgumentParser(prog="embedding-assets", description=__doc__)
+    parser.add_argument("--state-dir", help="where embedded servers and Dagster keep data (default .state)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="load a sample corpus, materialize every shard, print a summary")
+    p.add_argument("--docs", type=int, default=600)
+    p.add_argument("--neighbours", type=int, default=5)
+    p.add_argument("--keep", action="store_true", help="keep earlier state instead of starting fresh")
+    p.set_defaults(func=demo)
+    p = sub.add_parser("dev", help="start servers if needed and run the Dagster UI")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=dev)
+    p = sub.add_parser("lookup", help="print one document's stored embedding")
+    p.add_argument("doc_id")
+    p.add_argument("--version", help="version tag (default: the active version)")
+    p.add_argument("--neighbours", type=int, default=0, help="also print the K nearest entries")
+    p.set_defaults(func=lookup)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

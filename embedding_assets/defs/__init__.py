@@ -1,0 +1,1 @@
+"""Dagster wiring only: partitions, resources, IO manager, assets."""

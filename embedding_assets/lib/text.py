@@ -1,0 +1,87 @@
+"""What text of a document gets embedded, and the hash that says when it changed.
+
+The content hash covers exactly the embedded text (after normalization) together with
+the version tag, so a document whose embedded text is unchanged is never re-embedded,
+and a new version never mistakes an old entry for a current one.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import xxhash
+
+# Bump when the normalization below changes what gets embedded: it is part of the version tag.
+TEXT_RULES = "t1"
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# C0 and C1 controls; tab/newline/CR are whitespace and are folded by split() below.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def normalize_text(value: str) -> str:
+    """NFC, lone surrogates replaced, control characters dropped, whitespace folded."""
+    if _SURROGATES.search(value):
+        value = _SURROGATES.sub("\ufffd", value)
+    value = unicodedata.normalize("NFC", value)
+    if _CONTROLS.search(value):
+        value = _CONTROLS.sub(" ", value)
+    return " ".join(value.split())
+
+
+@dataclass(frozen=True)
+class EmbeddableText:
+    """The text to embed, or why there is none."""
+
+    text: str
+    skip_reason: str | None = None
+    note: str | None = None
+
+
+def coerce_text_field(value: object, name: str) -> tuple[str | None, str | None]:
+    """A source field as text, with a note when it was not text."""
+    if value is None or isinstance(value, str):
+        return value, None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace"), f"{name} was bytes, decoded as UTF-8"
+    return None, f"{name} is {type(value).__name__}, not text; ignored"
+
+
+def embeddable_text(
+    title: str | None,
+    body: str | None,
+    *,
+    title_repeat: int = 2,
+    max_chars: int = 200_000,
+    notes: str | None = None,
+) -> EmbeddableText:
+    """Title repeated ``title_repeat`` times, then the body: titles weigh more, as users asked.
+
+    Text longer than ``max_chars`` is truncated with a note; the cap bounds tokenizer work.
+    """
+    title_text = normalize_text(title or "")
+    body_text = normalize_text(body or "")
+    notes_list = [notes] if notes else []
+    if not title_text and not body_text:
+        reason = "no text: title and body are missing or empty"
+        if notes:
+            reason += f" ({notes})"
+        return EmbeddableText("", skip_reason=reason)
+    parts = [title_text] * max(1, title_repeat) if title_text else []
+    if body_text:
+        parts.append(body_text)
+    text = "\n".join(parts)
+    if len(text) > max_chars:
+        notes_list.append(f"truncated from {len(text)} to {max_chars} characters")
+        text = text[:max_chars]
+    return EmbeddableText(text, note="; ".join(notes_list) or None)
+
+
+def content_hash(text: str, version: str) -> int:
+    """64-bit hash of the embedded text under one version tag."""
+    h = xxhash.xxh3_64(version.encode())
+    h.update(b"\x00")
+    h.update(text.encode("utf-8", "surrogatepass"))
+    return h.intdigest()

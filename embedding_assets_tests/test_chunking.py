@@ -1,0 +1,78 @@
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from embedding_assets.lib.chunking import chunk_texts, window_spans
+
+
+def _offsets(words: list[int]) -> list[tuple[int, int]]:
+    """Token offsets for words of the given piece counts, words separated by one space."""
+    out, pos = [], 0
+    for pieces in words:
+        for _ in range(pieces):
+            out.append((pos, pos + 2))
+            pos += 2
+        pos += 1
+    return out
+
+
+@given(
+    st.lists(st.integers(1, 4), min_size=1, max_size=300),
+    st.integers(2, 64),
+    st.data(),
+)
+def test_windows_cover_every_token_within_limits(words, window, data):
+    overlap = data.draw(st.integers(0, window - 1))
+    offsets = _offsets(words)
+    spans = window_spans(offsets, window, overlap)
+    assert all(1 <= n <= window for _, _, n in spans)
+    # every token lies inside some window, in order, first and last included
+    assert spans[0][0] == offsets[0][0]
+    assert spans[-1][1] == offsets[-1][1]
+    starts = [a for a, _, _ in spans]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    for (_, end, _), (next_start, _, _) in itertools.pairwise(spans):
+        assert next_start <= end + 1  # no gap between consecutive windows
+
+
+def test_window_end_moves_back_to_a_word_boundary():
+    offsets = _offsets([3, 3, 3])  # three words of three pieces
+    spans = window_spans(offsets, 4, 0)
+    # a window of 4 would cut the second word; it ends after the first word instead
+    assert spans[0][2] == 3
+    assert sum(n for _, _, n in spans) == 9
+
+
+def test_overlap_repeats_tokens():
+    offsets = _offsets([1] * 10)
+    spans = window_spans(offsets, 4, 2)
+    assert [n for _, _, n in spans] == [4, 4, 4, 4]
+
+
+def test_invalid_settings_are_rejected():
+    with pytest.raises(ValueError):
+        window_spans([(0, 1)], 0, 0)
+    with pytest.raises(ValueError):
+        window_spans([(0, 1)], 4, 4)
+
+
+def test_real_tokenizer_chunks_are_text_slices_within_the_window(embedder):
+    text = " ".join(f"sentence number {i} about caching and databases." for i in range(200))
+    [chunks] = chunk_texts([text], embedder.tokenizer, window=64, overlap=8)
+    assert len(chunks) > 5
+    for c in chunks:
+        assert c.text in text
+        assert c.n_tokens <= 64
+        retokenized = embedder.tokenizer(c.text, add_special_tokens=False)["input_ids"]
+        assert len(retokenized) == c.n_tokens
+
+
+def test_multilingual_text_and_empty_text(embedder):
+    texts = ["海面上昇と沿岸都市。" * 80, "", "Подъём уровня моря " * 60]
+    chunked = chunk_texts(texts, embedder.tokenizer, window=100, overlap=10)
+    assert chunked[1] == []
+    for text, chunks in zip(texts, chunked, strict=True):
+        for c in chunks:
+            assert c.text in text and c.n_tokens <= 100

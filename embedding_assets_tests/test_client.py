@@ -1,0 +1,81 @@
+"""The read API against a real Redis-protocol server, with synthetic vectors (no model)."""
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+import redis
+
+from embedding_assets.client import EmbeddingClient
+from embedding_assets.lib import codec, pipeline
+from embedding_assets.lib import quantization as q
+from embedding_assets.lib.feature_store import FeatureStore, entry_key
+from embedding_assets.lib.versioning import EmbeddingSpec
+
+pytestmark = pytest.mark.servers
+
+SPEC = EmbeddingSpec("m", "f", 16, 254, 32, 2, 1000, "t1", "fp32", "int8")
+
+
+def _publish(store: FeatureStore, spec: EmbeddingSpec, n: int = 10) -> tuple[pl.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(n, spec.dimension)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    frame = pl.DataFrame(
+        {
+            "doc_id": [f"d{i}" for i in range(n)],
+            "modified_at": pl.Series([1_700_000_000_000 + i for i in range(n)]).cast(pipeline.TS),
+            "content_hash": pl.Series(range(n), dtype=pl.UInt64),
+            "vector": pl.Series(v, dtype=pl.Array(pl.Float32, spec.dimension)),
+        }
+    )
+    store.register_version(spec)
+    calibration = pipeline.calibration_for(store, spec, [frame])
+    pipeline.publish(store, spec, frame, calibration)
+    store.activate_if_none(spec.tag)
+    return frame, v
+
+
+def test_get_and_get_many_return_dequantized_vectors(redis_url):
+    store = FeatureStore.from_url(redis_url)
+    _frame, v = _publish(store, SPEC)
+    client = EmbeddingClient.from_url(redis_url)
+    assert client.version == SPEC.tag
+    one = client.get("d3")
+    assert one.doc_id == "d3" and one.vector.dtype == np.float32
+    assert float(one.vector @ v[3]) / np.linalg.norm(one.vector) > 0.999
+    assert one.content_hash == 3
+    assert int(one.source_modified_at.timestamp() * 1000) == 1_700_000_000_003
+    many = client.get_many(["d1", "missing", "d9"])
+    assert [e and e.doc_id for e in many] == ["d1", None, "d9"]
+    assert client.get_many([]) == []
+
+
+def test_a_record_of_another_version_is_refused(redis_url):
+    store = FeatureStore.from_url(redis_url)
+    _publish(store, SPEC)
+    other = dataclasses.replace(SPEC, title_repeat=1)
+    raw = redis.Redis.from_url(redis_url)
+    foreign = raw.get(entry_key(SPEC.tag, "d0"))
+    header = codec.decode_header(foreign)
+    store.register_version(other)
+    raw.set(entry_key(other.tag, "d0"), foreign)
+    raw.set(f"doc_emb_meta:{other.tag}:calibration", raw.get(f"doc_emb_meta:{SPEC.tag}:calibration"))
+    assert header.version_id == SPEC.version_id != other.version_id
+    with pytest.raises(codec.CodecError):
+        EmbeddingClient(store, other.tag).get("d0")
+
+
+def test_binary_version_reads_sign_vectors(redis_url):
+    store = FeatureStore.from_url(redis_url)
+    spec = dataclasses.replace(SPEC, quantization=q.BINARY)
+    _, v = _publish(store, spec)
+    entry = EmbeddingClient(store, spec.tag).get("d0")
+    assert np.allclose(np.linalg.norm(entry.vector), 1)
+    assert (np.sign(entry.vector) == np.where(v[0] > 0, 1, -1)).all()
+
+
+def test_empty_store_says_materialize_first(redis_url):
+    with pytest.raises(LookupError, match="materialize"):
+        EmbeddingClient.from_url(redis_url)

@@ -1,0 +1,161 @@
+"""The asset graph end to end on real servers, checked against an independent computation."""
+
+import numpy as np
+import polars as pl
+import pytest
+import redis
+
+from embedding_assets.client import EmbeddingClient
+from embedding_assets.lib import codec
+from embedding_assets.lib.chunking import chunk_texts
+from embedding_assets.lib.feature_store import FeatureStore, entry_key
+from embedding_assets.lib.sharding import shard_of
+from embedding_assets.lib.text import content_hash, embeddable_text
+from embedding_assets_tests.runs import ALL_KEYS, collection, load_sample, materialize, metadata
+
+pytestmark = [pytest.mark.servers, pytest.mark.slow]
+
+ODD = [
+    {"doc_id": "odd-empty", "title": "", "body": "  \n "},
+    {"doc_id": "odd-none", "title": None},
+    {"doc_id": "odd-number", "title": 7, "body": ["not", "text"]},
+    {"title": "no doc id at all", "body": "lost?"},
+    {"doc_id": "title-only", "title": "Only a title, no body"},
+]
+
+
+def _expected_vector(model, text: str, window: int, overlap: int) -> np.ndarray:
+    """Direct SentenceTransformer.encode of the chunks, pooled by token count, by hand."""
+    [chunks] = chunk_texts([text], model.tokenizer, window=window, overlap=overlap)
+    vectors = model.encode([c.text for c in chunks], convert_to_numpy=True)
+    total = np.zeros(vectors.shape[1], dtype=np.float64)
+    for chunk, vector in zip(chunks, vectors, strict=True):
+        total += chunk.n_tokens * vector
+    return total / np.linalg.norm(total)
+
+
+def test_backfill_of_all_shards_embeds_every_document(pipeline_env, embedder):
+    docs = load_sample(pipeline_env, 120, ODD)
+    # a long document, so pooling over several chunks is exercised
+    long_doc = {
+        "doc_id": "long",
+        "title": "Long",
+        "body": " ".join(f"Fact {i} about caches." for i in range(600)),
+    }
+    collection(pipeline_env).insert_one(long_doc)
+    docs.append(long_doc)
+
+    result = materialize()
+    assert result.success
+
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    client = EmbeddingClient(store)
+    spec = store.versions()[client.version]
+    assert spec.dimension == 384 and spec.quantization == "int8"
+    model = embedder.model
+    skipped = {"odd-empty", "odd-none", "odd-number", None}
+    checked = 0
+    for doc in docs:
+        if doc.get("doc_id") in skipped:
+            continue
+        entry = client.get(doc["doc_id"])
+        assert entry is not None, doc["doc_id"]
+        assert entry.vector.shape == (384,) and entry.vector.dtype == np.float32
+        assert entry.version == client.version
+        title = doc.get("title") if isinstance(doc.get("title"), str) else None
+        body = doc.get("body") if isinstance(doc.get("body"), str) else None
+        text = embeddable_text(title, body, title_repeat=spec.title_repeat, max_chars=spec.max_chars).text
+        assert entry.content_hash == content_hash(text, client.version)
+        expected = _expected_vector(model, text, spec.window_tokens, spec.overlap_tokens)
+        cosine = float(entry.vector @ expected / np.linalg.norm(entry.vector))
+        assert cosine >= 0.99, (doc["doc_id"], cosine)
+        checked += 1
+    assert checked == len(docs) - 4
+
+    # documents without text are reported with their reasons and have no entry
+    chunks_meta = metadata(result, "chunked_text")
+    assert chunks_meta["skipped"] == 4
+    for doc_id in ("odd-empty", "odd-none", "odd-number"):
+        assert client.get(doc_id) is None
+        assert doc_id in chunks_meta["skip_reasons"]
+    assert "missing doc_id" in chunks_meta["skip_reasons"]
+    entries_meta = metadata(result, "feature_store_entries")
+    assert entries_meta["rows"] == checked
+    assert entries_meta["bytes_written"] == checked * 412
+
+
+def test_each_stored_shard_holds_exactly_its_documents(pipeline_env, tmp_path):
+    docs = load_sample(pipeline_env, 80)
+    assert materialize().success
+    seen = []
+    for key in ALL_KEYS:
+        frame = pl.read_parquet(tmp_path / "parquet" / "document_snapshots" / f"{key}.parquet")
+        shard = int(key.split("-")[1])
+        assert all(shard_of(d, 16) == shard for d in frame["doc_id"])
+        seen += frame["doc_id"].to_list()
+        vectors = pl.read_parquet(tmp_path / "parquet" / "document_vectors" / f"{key}.parquet")
+        assert vectors["doc_id"].to_list() == frame["doc_id"].to_list()
+        assert (vectors["n_chunks"] == vectors["chunk_vectors"].list.len()).all()
+    assert sorted(seen) == sorted(d["doc_id"] for d in docs)
+
+
+def test_single_shard_run_touches_only_that_shard(pipeline_env):
+    docs = load_sample(pipeline_env, 80)
+    key = ALL_KEYS[5]
+    result = materialize([key])
+    assert result.success
+    mine = {d["doc_id"] for d in docs if shard_of(d["doc_id"], 16) == 5}
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    version = store.active_version()
+    assert set(store.scan_doc_ids(version)) == mine
+    assert metadata(result, "document_snapshots")["rows"] == len(mine)
+
+
+def test_calibration_is_fixed_once_per_version(pipeline_env):
+    load_sample(pipeline_env, 80)
+    assert materialize(ALL_KEYS[:2]).success
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    version = store.active_version()
+    first = store.calibration(version)
+    ids = list(store.scan_doc_ids(version))
+    before = store.read_many(version, ids)
+
+    assert materialize(ALL_KEYS[2:]).success  # other shards, other vectors
+    assert store.calibration(version).to_bytes() == first.to_bytes()
+    assert materialize(ALL_KEYS[:2]).success  # the same shards again
+    after = store.read_many(version, ids)
+    for a, b in zip(before, after, strict=True):
+        # identical codes and hashes; only computed_at may move
+        assert a[codec.HEADER_SIZE :] == b[codec.HEADER_SIZE :]
+        assert codec.decode_header(a).content_hash == codec.decode_header(b).content_hash
+
+
+def test_a_new_setting_makes_a_new_version_beside_the_old(pipeline_env, monkeypatch):
+    docs = load_sample(pipeline_env, 40)
+    assert materialize().success
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    first = store.active_version()
+
+    monkeypatch.setenv("EA_QUANTIZATION", "binary")
+    assert materialize().success
+    versions = store.versions()
+    assert len(versions) == 2
+    second = next(v for v in versions if v != first)
+    assert store.active_version() == first  # switching is explicit
+    raw = redis.Redis.from_url(pipeline_env["REDIS_URL"])
+    for doc in docs:
+        assert raw.exists(entry_key(first, doc["doc_id"]), entry_key(second, doc["doc_id"])) == 2
+    binary = EmbeddingClient(store, second).get(docs[0]["doc_id"])
+    exact = EmbeddingClient(store, first).get(docs[0]["doc_id"])
+    assert len(raw.get(entry_key(second, docs[0]["doc_id"]))) == codec.HEADER_SIZE + 48
+    assert float(binary.vector @ exact.vector) / np.linalg.norm(exact.vector) > 0.6
+
+
+def test_entries_expire(pipeline_env, monkeypatch):
+    docs = load_sample(pipeline_env, 20)
+    monkeypatch.setenv("EA_TTL_SECONDS", "3600")
+    assert materialize().success
+    raw = redis.Redis.from_url(pipeline_env["REDIS_URL"])
+    version = FeatureStore(raw).active_version()
+    ttl = raw.ttl(entry_key(version, docs[0]["doc_id"]))
+    assert 3500 < ttl <= 3600

