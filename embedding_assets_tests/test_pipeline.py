@@ -79,7 +79,11 @@ def test_backfill_of_all_shards_embeds_every_document(pipeline_env, embedder):
         assert client.get(doc_id) is None
         assert doc_id in chunks_meta["skip_reasons"]
     assert "missing doc_id" in chunks_meta["skip_reasons"]
+    assert chunks_meta["failures"] == 4
+    assert metadata(result, "document_vectors")["failures"] == 0
+    assert metadata(result, "document_snapshots")["bytes_written"] > 0
     entries_meta = metadata(result, "feature_store_entries")
+    assert entries_meta["failures"] == 0
     assert entries_meta["rows"] == checked
     assert entries_meta["bytes_written"] == checked * 412
 

@@ -71,6 +71,7 @@ def chunked_text(
             "chunks": int(combined["chunks"].list.len().sum() or 0),
             "tokens": int(combined["n_tokens"].sum() or 0),
             "skipped": skipped.height,
+            "failures": skipped.height,
             "skip_reasons": dg.MetadataValue.md(_reason_table(skipped)),
             "documents_per_second": _rate(combined.height, started),
             "version": version,
@@ -89,7 +90,8 @@ def document_vectors(
     embedder = embedding_model.embedder()
     embedder.model  # noqa: B018 - load before timing
     started = time.perf_counter()
-    total = sum(f.height for f in chunked_text.values())
+    todo = {k: f.filter(pl.col("skip_reason").is_null()).height for k, f in chunked_text.items()}
+    total = sum(todo.values())
     done = 0
 
     def progress(batch_done: int, batch_total: int) -> None:
@@ -100,16 +102,21 @@ def document_vectors(
         context.log.info(f"embedded {now}/{total} documents, {rate:.1f}/s, ETA {eta:.0f}s")
 
     out: Frames = {}
+    invalid: list[str] = []
     for key, frame in chunked_text.items():
-        out[key] = pipeline.vector_frame(frame, embedder.encode, embedder.dimension, progress=progress)
-        done += frame.height
+        vectors = pipeline.vector_frame(frame, embedder.encode, embedder.dimension, progress=progress)
+        out[key], bad = pipeline.split_invalid(vectors)
+        invalid += bad["doc_id"].to_list()
+        done += todo[key]
+    if invalid:
+        context.log.warning(f"{len(invalid)} invalid vectors dropped: {invalid[:20]}")
     rows = sum(f.height for f in out.values())
     context.add_output_metadata(
         {
             "rows": rows,
             "chunks": int(sum(f["n_chunks"].sum() or 0 for f in out.values())),
             "documents_per_second": _rate(rows, started),
-            "failures": 0,
+            "failures": len(invalid),
             "model": embedder.model_name,
             "device": embedder.device,
             "precision": embedder.precision,
@@ -137,6 +144,7 @@ def feature_store_entries(
         stats = pipeline.publish(store, spec, frame, calibration)
         entries += stats.entries
         written += stats.bytes_written
+    received = sum(f.height for f in frames)
     active = store.activate_if_none(spec.tag)
     return dg.MaterializeResult(
         metadata={
@@ -144,7 +152,7 @@ def feature_store_entries(
             "bytes_written": written,
             "bytes_per_entry": round(written / entries, 1) if entries else 0,
             "documents_per_second": _rate(entries, started),
-            "failures": 0,
+            "failures": received - entries,
             "version": spec.tag,
             "active_version": active,
         }

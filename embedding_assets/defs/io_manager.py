@@ -35,13 +35,18 @@ class ShardFrameIOManager(dg.UPathIOManager):
         missing = set(paths) - set(obj)
         if missing:
             raise dg.DagsterInvariantViolationError(f"no frame for partitions {sorted(missing)}")
-        rows = 0
+        rows = size = 0
         for key, path in paths.items():
             self.make_directory(path.parent)
             self.dump_to_path(context, obj[key], path)
             rows += obj[key].height
+            size += path.stat().st_size
         context.add_output_metadata(
-            {"stored_rows": rows, "path": dg.MetadataValue.path(str(next(iter(paths.values())).parent))}
+            {
+                "stored_rows": rows,
+                "bytes_written": size,
+                "path": dg.MetadataValue.path(str(next(iter(paths.values())).parent)),
+            }
         )
 
     def load_input(self, context: dg.InputContext) -> dict[str, pl.DataFrame]:

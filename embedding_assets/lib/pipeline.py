@@ -227,6 +227,23 @@ def vector_frame(
     return pl.concat(parts) if parts else schema.to_frame()
 
 
+def invalid_vector_mask(vectors: np.ndarray) -> np.ndarray:
+    """Rows that must never be published: non-finite, all-zero or constant vectors."""
+    if vectors.size == 0:
+        return np.zeros(vectors.shape[0], dtype=bool)
+    finite = np.isfinite(vectors).all(axis=1)
+    spread = np.ptp(np.where(np.isfinite(vectors), vectors, 0.0), axis=1)
+    return ~finite | (spread == 0)
+
+
+def split_invalid(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(valid, invalid)`` rows of a vector frame."""
+    if frame.height == 0:
+        return frame, frame
+    mask = pl.Series(invalid_vector_mask(vectors_matrix(frame)))
+    return frame.filter(~mask), frame.filter(mask)
+
+
 def vectors_matrix(frame: pl.DataFrame) -> np.ndarray:
     if frame.height == 0:
         return np.zeros((0, 0), dtype=np.float32)
