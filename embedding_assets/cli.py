@@ -14,6 +14,15 @@ from pathlib import Path
 import numpy as np
 
 STAMP = "%Y-%m-%d %H:%M:%SZ"
+# The local instance of demo and dev: SQLite storage, the deployment's concurrency rules.
+LOCAL_INSTANCE_YAML = """\
+concurrency:
+  pools:
+    default_limit: 1
+    granularity: op
+telemetry:
+  enabled: false
+"""
 SAMPLE_ODDITIES = [
     # Real collections have these; the demo shows they are reported, not fatal.
     {"doc_id": "odd-empty", "title": "", "body": "   ", "language": "en"},
@@ -35,7 +44,7 @@ def _use_state(state: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     instance_yaml = home / "dagster.yaml"
     if not instance_yaml.exists():
-        instance_yaml.write_text("telemetry:\n  enabled: false\n")
+        instance_yaml.write_text(LOCAL_INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
 
 
@@ -181,6 +190,68 @@ def lookup(args: argparse.Namespace) -> int:
     return 0
 
 
+def versions(args: argparse.Namespace) -> int:
+    from embedding_assets.lib.feature_store import FeatureStore
+    from embedding_assets.lib.servers import EmbeddedServers
+
+    env = {**os.environ}
+    env.setdefault("MONGO_URI", "unused")
+    with EmbeddedServers(_state_dir(args), env) as servers:
+        store = FeatureStore.from_url(servers.redis_url)
+        active = store.active_version()
+        for tag, spec in sorted(store.versions().items()):
+            count = sum(1 for _ in store.scan_doc_ids(tag))
+            mark = "*" if tag == active else " "
+            print(f"{mark} {tag}  {count} entries  {spec.model} {spec.precision} {spec.quantization}")
+    return 0
+
+
+def activate(args: argparse.Namespace) -> int:
+    """Switch readers to a version, only when it covers every live document."""
+    from embedding_assets.defs.partitions import NUM_SHARDS
+    from embedding_assets.lib.coverage import measure_coverage
+    from embedding_assets.lib.document_source import MongoDocumentSource
+    from embedding_assets.lib.feature_store import FeatureStore
+    from embedding_assets.lib.servers import EmbeddedServers
+
+    with EmbeddedServers(_state_dir(args)) as servers:
+        store = FeatureStore.from_url(servers.redis_url)
+        spec = store.versions().get(args.version)
+        if spec is None:
+            print(f"unknown version {args.version}; known: {sorted(store.versions())}")
+            return 2
+        source = MongoDocumentSource(
+            servers.mongo_uri,
+            os.environ.get("MONGO_DB", "search-engine"),
+            os.environ.get("MONGO_COLLECTION", "documents"),
+        )
+        coverage = measure_coverage(source, store, spec, NUM_SHARDS)
+        print(f"{args.version}: {coverage.summary()}")
+        if not coverage.complete:
+            print("not activated: backfill the version until its coverage is complete")
+            return 1
+        store.set_active(args.version)
+        print(f"active version is now {args.version}")
+    return 0
+
+
+def cleanup(args: argparse.Namespace) -> int:
+    from embedding_assets.lib.feature_store import FeatureStore
+    from embedding_assets.lib.servers import EmbeddedServers
+
+    env = {**os.environ}
+    env.setdefault("MONGO_URI", "unused")
+    with EmbeddedServers(_state_dir(args), env) as servers:
+        store = FeatureStore.from_url(servers.redis_url)
+        try:
+            removed = store.drop_version(args.version)
+        except ValueError as err:
+            print(f"refused: {err}")
+            return 1
+        print(f"removed {removed} entries of {args.version}")
+    return 0
+
+
 def dev(args: argparse.Namespace) -> int:
     from embedding_assets.lib.servers import EmbeddedServers
 
@@ -225,6 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--version", help="version tag (default: the active version)")
     p.add_argument("--neighbours", type=int, default=0, help="also print the K nearest entries")
     p.set_defaults(func=lookup)
+    p = sub.add_parser("versions", help="list stored versions; * marks the active one")
+    p.set_defaults(func=versions)
+    p = sub.add_parser("activate", help="point readers at a version whose coverage is complete")
+    p.add_argument("version")
+    p.set_defaults(func=activate)
+    p = sub.add_parser("cleanup", help="remove every key of a version that is not active")
+    p.add_argument("version")
+    p.set_defaults(func=cleanup)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

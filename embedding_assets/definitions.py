@@ -1,16 +1,35 @@
-"""The code location: ``dagster dev -m embedding_assets.definitions``."""
+"""The code location: ``dagster dev -m embedding_assets.definitions``.
+
+Cross-cutting policy is applied here, once: every asset gets the 24h freshness policy.
+"""
 
 from __future__ import annotations
+
+import datetime as dt
+import warnings
 
 import dagster as dg
 
 from embedding_assets.defs.assets import embedding_assets
+from embedding_assets.defs.jobs import daily_sweep, embed_documents
 from embedding_assets.defs.resources import build_resources
+from embedding_assets.defs.sensors import document_changes_sensor, document_deletions_sensor
 
-embed_all = dg.define_asset_job(
-    "embed_documents",
-    selection=dg.AssetSelection.assets(*embedding_assets),
-    description="Snapshot, chunk, embed and publish the selected shards.",
+warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*map_(resolved_)?asset_specs.*")
+
+FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=dt.timedelta(hours=24), warn_window=dt.timedelta(hours=12)
 )
 
-defs = dg.Definitions(assets=embedding_assets, jobs=[embed_all], resources=build_resources())
+
+def apply_freshness_policy(spec: dg.AssetSpec) -> dg.AssetSpec:
+    return spec.replace_attributes(freshness_policy=FRESHNESS)
+
+
+defs = dg.Definitions(
+    assets=embedding_assets,
+    jobs=[embed_documents],
+    schedules=[daily_sweep],
+    sensors=[document_changes_sensor, document_deletions_sensor],
+    resources=build_resources(),
+).map_asset_specs(func=apply_freshness_policy)

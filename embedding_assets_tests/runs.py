@@ -51,3 +51,87 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
         if m.asset_key.to_user_string() == asset:
             return {k: v.value for k, v in m.metadata.items()}
     raise KeyError(asset)
+
+
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def execute(request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """Run what a sensor or schedule requested, in process."""
+    kwargs: dict = {"run_config": request.run_config}
+    if all(t in request.tags for t in RANGE_TAGS):
+        kwargs["tags"] = {t: request.tags[t] for t in RANGE_TAGS}
+    else:
+        kwargs["partition_key"] = request.partition_key
+    result = dg.materialize(embedding_assets, resources=build_resources(), instance=instance, **kwargs)
+    assert result.success
+    return result
+
+
+class Daemon:
+    """Ticks sensors as the Dagster daemon would: cursors kept, each run key launched once."""
+
+    def __init__(self) -> None:
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.cursors: dict[str, str | None] = {}
+        self.launched: set[str] = set()
+        self.results: list[dg.ExecuteInProcessResult] = []
+
+    def tick(self, sensor: dg.SensorDefinition) -> list[dg.RunRequest]:
+        with dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursors.get(sensor.name), resources=build_resources()
+        ) as context:
+            result = sensor(context)
+            cursor = context.cursor
+        requests: list[dg.RunRequest] = []
+        if isinstance(result, dg.SensorResult):
+            requests = list(result.run_requests or [])
+            cursor = result.cursor if result.cursor is not None else cursor
+        self.cursors[sensor.name] = cursor
+        return [r for r in requests if r.run_key not in self.launched]
+
+    def run(self, requests: list[dg.RunRequest]) -> None:
+        for request in requests:
+            self.launched.add(request.run_key)
+            self.results.append(execute(request, self.instance))
+
+    def sync(self, *sensors: dg.SensorDefinition, max_rounds: int = 50) -> int:
+        """Tick until every sensor is quiet, running what they ask; returns runs launched."""
+        launched = 0
+        for _ in range(max_rounds):
+            requests = [r for s in sensors for r in self.tick(s)]
+            if not requests:
+                return launched
+            self.run(requests)
+            launched += len(requests)
+        raise AssertionError("sensors never went quiet")
+
+
+def ground_truth(coll: pymongo.collection.Collection, spec: object) -> dict[str, tuple[int, int]]:
+    """doc_id -> (content hash, modified_at ms) every live document's entry must have,
+    computed from the collection alone."""
+    from embedding_assets.lib.text import content_hash, embeddable_text
+
+    latest: dict[str, dict] = {}
+    for doc in coll.find({}):
+        if doc.get("is_deleted") is True or doc.get("deleted_at") is not None or doc.get("doc_id") is None:
+            continue
+        key = str(doc["doc_id"])
+        if key not in latest or doc["modified_at"] >= latest[key]["modified_at"]:
+            latest[key] = doc
+    truth = {}
+    for doc_id, doc in latest.items():
+        title = doc.get("title") if isinstance(doc.get("title"), str) else None
+        body = doc.get("body") if isinstance(doc.get("body"), str) else None
+        text = embeddable_text(title, body, title_repeat=spec.title_repeat, max_chars=spec.max_chars)  # type: ignore[attr-defined]
+        if not text.skip_reason:
+            ms = int(doc["modified_at"].timestamp() * 1000)
+            truth[doc_id] = (content_hash(text.text, spec.tag), ms)  # type: ignore[attr-defined]
+    return truth
+
+
+def store_state(store: object, version: str) -> dict[str, tuple[int, int]]:
+    """doc_id -> (content hash, source ms) of every entry of a version."""
+    ids = sorted(store.scan_doc_ids(version))  # type: ignore[attr-defined]
+    headers = store.read_headers(version, ids)  # type: ignore[attr-defined]
+    return {d: (h.content_hash, h.source_ms) for d, h in zip(ids, headers, strict=True) if h is not None}

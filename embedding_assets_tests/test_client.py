@@ -32,7 +32,7 @@ def _publish(store: FeatureStore, spec: EmbeddingSpec, n: int = 10) -> tuple[pl.
     )
     store.register_version(spec)
     calibration = pipeline.calibration_for(store, spec, [frame])
-    pipeline.publish(store, spec, frame, calibration)
+    pipeline.publish(store, spec, frame, calibration, now=1_800_000_000, max_age_seconds=3600)
     store.activate_if_none(spec.tag)
     return frame, v
 

@@ -1,7 +1,9 @@
 """The asset graph: document_snapshots -> chunked_text -> document_vectors -> feature_store_entries.
 
-Every asset is partitioned by shard and runs many shards in one run when a backfill asks
-(single-run backfill policy): the model loads once and MongoDB is scanned once.
+Every asset is partitioned by shard. A run either covers its shards fully (backfills, the
+daily sweep: MongoDB is scanned once, entries nobody deleted are reconciled) or carries the
+doc_ids a sensor saw change, which each asset merges into its shard's stored state. Work
+whose content hash did not change is reused, never redone.
 """
 
 import time
@@ -15,15 +17,18 @@ from embedding_assets.defs.resources import (
     DocumentSourceResource,
     EmbeddingModelResource,
     FeatureStoreResource,
+    ShardStateResource,
 )
 from embedding_assets.lib import pipeline
-from embedding_assets.lib.sharding import shard_key
+from embedding_assets.lib.sharding import shard_key, shard_of
 
 Frames = dict[str, pl.DataFrame]
 
 # single_run backfills are what make a whole-collection backfill one MongoDB scan.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
+# Each asset's step runs in one run at a time (pools, default limit 1 in dagster.yaml): a
+# shard's stored state is read, merged and written by one run at a time, whatever launched it.
 _COMMON = dict(
     partitions_def=shard_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -31,43 +36,95 @@ _COMMON = dict(
 )
 
 
+class ChangedDocuments(dg.Config):
+    """doc_ids a sensor saw added, modified or deleted; empty means the whole shard."""
+
+    doc_ids: list[str] = []
+
+
 def _rate(count: int, started: float) -> float:
     return round(count / max(time.perf_counter() - started, 1e-9), 1)
 
 
-@dg.asset(io_manager_key="parquet_io_manager", kinds={"mongodb", "polars"}, **_COMMON)
-def document_snapshots(context: dg.AssetExecutionContext, source: DocumentSourceResource) -> Frames:
-    """The shard's documents as they are in MongoDB: ids, text fields, language, timestamps."""
+@dg.asset(
+    io_manager_key="parquet_io_manager", kinds={"mongodb", "polars"}, pool="ea_document_snapshots", **_COMMON
+)
+def document_snapshots(
+    context: dg.AssetExecutionContext,
+    config: ChangedDocuments,
+    source: DocumentSourceResource,
+    shard_state: ShardStateResource,
+) -> Frames:
+    """The shard's live documents as they are in MongoDB: ids, text fields, language, timestamps."""
     started = time.perf_counter()
     shards = run_shards(context)
-    frames = pipeline.snapshot_frames(source.source().iter_shards(shards, NUM_SHARDS), shards)
-    rows = sum(f.height for f in frames.values())
-    context.add_output_metadata(
-        {"rows": rows, "documents_per_second": _rate(rows, started), "shards": len(shards)}
+    keys = {s: shard_key(s, NUM_SHARDS) for s in shards}
+    if not config.doc_ids:
+        frames = pipeline.snapshot_frames(source.source().iter_shards(shards, NUM_SHARDS), shards)
+        out = {keys[s]: f for s, f in frames.items()}
+        rows = sum(f.height for f in out.values())
+        context.add_output_metadata(
+            {
+                "rows": rows,
+                "documents_per_second": _rate(rows, started),
+                "shards": len(shards),
+                "mode": "full",
+            }
+        )
+        return out
+
+    requested = {s: [d for d in config.doc_ids if shard_of(d, NUM_SHARDS) == s] for s in shards}
+    fetched = pipeline.snapshot_frames(
+        ((shard_of(str(d["doc_id"]), NUM_SHARDS), d) for d in source.source().iter_by_ids(config.doc_ids)),
+        range(NUM_SHARDS),
     )
-    return {shard_key(s, NUM_SHARDS): f for s, f in frames.items()}
+    store = shard_state.store()
+    out, upserted, deleted = {}, 0, 0
+    for s in shards:
+        previous = store.load("document_snapshots", keys[s])
+        out[keys[s]], up, gone = pipeline.merge_snapshot(previous, fetched[s], requested[s])
+        upserted += up
+        deleted += gone
+    context.add_output_metadata(
+        {
+            "rows": sum(f.height for f in out.values()),
+            "requested": len(config.doc_ids),
+            "upserted": upserted,
+            "deleted": deleted,
+            "documents_per_second": _rate(len(config.doc_ids), started),
+            "mode": "delta",
+        }
+    )
+    return out
 
 
-@dg.asset(io_manager_key="parquet_io_manager", kinds={"polars"}, **_COMMON)
+@dg.asset(io_manager_key="parquet_io_manager", kinds={"polars"}, pool="ea_chunked_text", **_COMMON)
 def chunked_text(
     context: dg.AssetExecutionContext,
     document_snapshots: Frames,
     embedding_model: EmbeddingModelResource,
+    shard_state: ShardStateResource,
 ) -> Frames:
     """Token-window chunks per document, cut with the model's own tokenizer; skips say why."""
     tokenizer = embedding_model.embedder().tokenizer  # loads the model: not counted in the rate
     settings = embedding_model.chunk_settings()
     version = embedding_model.spec().tag
+    store = shard_state.store()
     started = time.perf_counter()
-    out = {
-        key: pipeline.chunk_frame(frame, tokenizer, settings, version)
-        for key, frame in document_snapshots.items()
-    }
+    out: Frames = {}
+    reused = 0
+    for key, frame in document_snapshots.items():
+        out[key], n = pipeline.chunk_frame(
+            frame, tokenizer, settings, version, previous=store.load("chunked_text", key)
+        )
+        reused += n
     combined = pl.concat(list(out.values())) if out else pipeline.CHUNK_SCHEMA.to_frame()
     skipped = combined.filter(pl.col("skip_reason").is_not_null())
     context.add_output_metadata(
         {
             "rows": combined.height,
+            "chunked": combined.height - reused - skipped.height,
+            "reused": reused,
             "chunks": int(combined["chunks"].list.len().sum() or 0),
             "tokens": int(combined["n_tokens"].sum() or 0),
             "skipped": skipped.height,
@@ -80,42 +137,50 @@ def chunked_text(
     return out
 
 
-@dg.asset(io_manager_key="parquet_io_manager", kinds={"pytorch", "polars"}, **_COMMON)
+@dg.asset(
+    io_manager_key="parquet_io_manager", kinds={"pytorch", "polars"}, pool="ea_document_vectors", **_COMMON
+)
 def document_vectors(
     context: dg.AssetExecutionContext,
     chunked_text: Frames,
     embedding_model: EmbeddingModelResource,
+    shard_state: ShardStateResource,
 ) -> Frames:
     """Chunk vectors from sentence-transformers, pooled into one unit vector per document."""
     embedder = embedding_model.embedder()
     embedder.model  # noqa: B018 - load before timing
+    store = shard_state.store()
     started = time.perf_counter()
-    todo = {k: f.filter(pl.col("skip_reason").is_null()).height for k, f in chunked_text.items()}
-    total = sum(todo.values())
-    done = 0
+    previous = {key: store.load("document_vectors", key) for key in chunked_text}
+    total = sum(f.filter(pl.col("skip_reason").is_null()).height for f in chunked_text.values())
+    done = {"n": 0}
 
     def progress(batch_done: int, batch_total: int) -> None:
         elapsed = time.perf_counter() - started
-        now = done + batch_done
-        rate = now / max(elapsed, 1e-9)
-        eta = (total - now) / rate if rate else float("inf")
-        context.log.info(f"embedded {now}/{total} documents, {rate:.1f}/s, ETA {eta:.0f}s")
+        rate = (done["n"] + batch_done) / max(elapsed, 1e-9)
+        context.log.info(f"embedded {done['n'] + batch_done} new in this shard group, {rate:.1f}/s")
 
     out: Frames = {}
     invalid: list[str] = []
+    embedded = 0
     for key, frame in chunked_text.items():
-        vectors = pipeline.vector_frame(frame, embedder.encode, embedder.dimension, progress=progress)
+        vectors, n = pipeline.vector_frame(
+            frame, embedder.encode, embedder.dimension, previous=previous[key], progress=progress
+        )
         out[key], bad = pipeline.split_invalid(vectors)
         invalid += bad["doc_id"].to_list()
-        done += todo[key]
+        embedded += n
+        done["n"] += n
     if invalid:
         context.log.warning(f"{len(invalid)} invalid vectors dropped: {invalid[:20]}")
     rows = sum(f.height for f in out.values())
     context.add_output_metadata(
         {
             "rows": rows,
+            "embedded": embedded,
+            "reused": total - embedded,
             "chunks": int(sum(f["n_chunks"].sum() or 0 for f in out.values())),
-            "documents_per_second": _rate(rows, started),
+            "documents_per_second": _rate(embedded, started),
             "failures": len(invalid),
             "model": embedder.model_name,
             "device": embedder.device,
@@ -125,36 +190,51 @@ def document_vectors(
     return out
 
 
-@dg.asset(kinds={"redis"}, **_COMMON)
+@dg.asset(kinds={"redis"}, pool="ea_feature_store_entries", **_COMMON)
 def feature_store_entries(
     context: dg.AssetExecutionContext,
+    config: ChangedDocuments,
     document_vectors: Frames,
     embedding_model: EmbeddingModelResource,
     feature_store: FeatureStoreResource,
 ) -> dg.MaterializeResult:
-    """One compact binary record per document in Redis, under the version's key prefix."""
+    """One compact binary record per document in Redis; gone documents leave it."""
     started = time.perf_counter()
     store = feature_store.store()
     spec = embedding_model.spec()
     store.register_version(spec)
     frames = list(document_vectors.values())
     calibration = pipeline.calibration_for(store, spec, frames)
-    entries = written = 0
+    now = int(time.time())
+    stats = pipeline.PublishStats()
     for frame in frames:
-        stats = pipeline.publish(store, spec, frame, calibration)
-        entries += stats.entries
-        written += stats.bytes_written
-    received = sum(f.height for f in frames)
+        stats.add(
+            pipeline.publish(
+                store, spec, frame, calibration, now=now, max_age_seconds=feature_store.max_age_seconds
+            )
+        )
+    live = {d for f in frames for d in f["doc_id"].to_list()}
+    if config.doc_ids:
+        gone = [d for d in config.doc_ids if d not in live and shard_of(d, NUM_SHARDS) in run_shards(context)]
+    else:  # a full run: reconcile, for deletions that happened while nothing was watching
+        gone = pipeline.orphans(store, spec.tag, set(run_shards(context)), NUM_SHARDS, live)
+    stats.deleted = pipeline.remove_entries(store, spec.tag, gone)
     active = store.activate_if_none(spec.tag)
+    rows = sum(f.height for f in frames)
     return dg.MaterializeResult(
         metadata={
-            "rows": entries,
-            "bytes_written": written,
-            "bytes_per_entry": round(written / entries, 1) if entries else 0,
-            "documents_per_second": _rate(entries, started),
-            "failures": received - entries,
+            "rows": rows,
+            **{f"entries_{state}": n for state, n in sorted(stats.states.items())},
+            "written": stats.written,
+            "superseded": stats.superseded,
+            "deleted": stats.deleted,
+            "bytes_written": stats.bytes_written,
+            "bytes_per_entry": round(stats.bytes_written / stats.written, 1) if stats.written else 0,
+            "documents_per_second": _rate(rows, started),
+            "failures": stats.failures,
             "version": spec.tag,
             "active_version": active,
+            "mode": "delta" if config.doc_ids else "full",
         }
     )
 

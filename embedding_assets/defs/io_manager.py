@@ -7,21 +7,23 @@ and get the same shape back as inputs.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import dagster as dg
 import polars as pl
 from upath import UPath
 
+from embedding_assets.lib.shard_state import ShardStateStore
+
 
 class ShardFrameIOManager(dg.UPathIOManager):
+    """Paths are ``<base>/<asset>/<partition>.parquet``, the layout ShardStateStore reads."""
+
     extension = ".parquet"
 
     def dump_to_path(self, context: dg.OutputContext, obj: pl.DataFrame, path: UPath) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        obj.write_parquet(str(tmp), compression="zstd")
-        tmp.rename(path)  # readers never see a half-written shard
+        # atomic: readers (and the next run's merge) never see a half-written shard
+        ShardStateStore(path.parent.parent).save(path.parent.name, path.stem, obj)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pl.DataFrame:
         return pl.read_parquet(str(path))

@@ -15,8 +15,11 @@ from embedding_assets.lib.embedder import SentenceTransformerEmbedder
 from embedding_assets.lib.feature_store import DEFAULT_TTL_SECONDS, FeatureStore
 from embedding_assets.lib.pipeline import ChunkSettings
 from embedding_assets.lib.quantization import QUANTIZATIONS
+from embedding_assets.lib.shard_state import ShardStateStore
 from embedding_assets.lib.text import TEXT_RULES
 from embedding_assets.lib.versioning import EmbeddingSpec, model_slug
+
+DEFAULT_MAX_AGE_SECONDS = 20 * 3600
 
 
 class DocumentSourceResource(dg.ConfigurableResource):
@@ -47,6 +50,9 @@ class FeatureStoreResource(dg.ConfigurableResource):
     url: str
     ttl_seconds: int = DEFAULT_TTL_SECONDS
     write_batch_size: int = 1000
+    # Entries older than this are restamped (and their TTL renewed) by any full run. Below
+    # 24h so that a daily sweep keeps every entry younger than the 24h promise.
+    max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS
 
     _store: FeatureStore | None = PrivateAttr(default=None)
 
@@ -60,6 +66,15 @@ class FeatureStoreResource(dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:
             self._store.client.close()
+
+
+class ShardStateResource(dg.ConfigurableResource):
+    """Where the intermediate assets' shard files are (the IO manager writes the same paths)."""
+
+    base_dir: str
+
+    def store(self) -> ShardStateStore:
+        return ShardStateStore(self.base_dir)
 
 
 class EmbeddingModelResource(dg.ConfigurableResource):
@@ -131,6 +146,7 @@ def default_state_dir() -> Path:
 
 def build_resources() -> dict[str, Any]:
     """Every setting of the deployment, read from the environment here and nowhere else."""
+    parquet_dir = _env("EA_PARQUET_DIR", str(default_state_dir() / "parquet"))
     return {
         "source": DocumentSourceResource(
             uri=dg.EnvVar("MONGO_URI"),
@@ -140,6 +156,7 @@ def build_resources() -> dict[str, Any]:
         "feature_store": FeatureStoreResource(
             url=dg.EnvVar("REDIS_URL"),
             ttl_seconds=_env("EA_TTL_SECONDS", DEFAULT_TTL_SECONDS),
+            max_age_seconds=_env("EA_MAX_AGE_SECONDS", DEFAULT_MAX_AGE_SECONDS),
         ),
         "embedding_model": EmbeddingModelResource(
             model=_env("EA_MODEL", ""),
@@ -150,7 +167,6 @@ def build_resources() -> dict[str, Any]:
             title_repeat=_env("EA_TITLE_REPEAT", 2),
             quantization=_env("EA_QUANTIZATION", "int8"),
         ),
-        "parquet_io_manager": PolarsParquetIOManager(
-            base_dir=_env("EA_PARQUET_DIR", str(default_state_dir() / "parquet"))
-        ),
+        "parquet_io_manager": PolarsParquetIOManager(base_dir=parquet_dir),
+        "shard_state": ShardStateResource(base_dir=parquet_dir),
     }

@@ -9,7 +9,8 @@ Little-endian header of 28 bytes, then the vector payload:
     4      4    version_id   u32 fingerprint of the version tag
     8      4    computed_at  unix seconds (u32) when the vector was computed
     12     8    content_hash xxh3-64 of the embedded text under the version tag
-    20     8    source_ms    the source document's modified_at, unix milliseconds (i64)
+    20     8    source_ms    the source document's modified_at, unix milliseconds (i64);
+                             Lua in feature_store.py reads it at this offset
     28     ...  payload      int8: dimension bytes; binary: ceil(dimension / 8) bytes
 """
 
@@ -69,16 +70,21 @@ def encode_records(
     ]
 
 
-def decode_header(value: bytes) -> RecordHeader:
-    if len(value) < HEADER_SIZE:
-        raise CodecError(f"value of {len(value)} bytes is shorter than the header")
-    fmt, codec_id, dim, version_id, computed_at, chash, source_ms = _HEADER.unpack_from(value)
+def parse_header(prefix: bytes) -> RecordHeader:
+    """The header from the first HEADER_SIZE bytes of a value (the payload may be absent)."""
+    if len(prefix) < HEADER_SIZE:
+        raise CodecError(f"value of {len(prefix)} bytes is shorter than the header")
+    fmt, codec_id, dim, version_id, computed_at, chash, source_ms = _HEADER.unpack_from(prefix)
     if fmt != FORMAT or codec_id not in CODEC_NAMES:
         raise CodecError(f"unknown record format {fmt} / codec {codec_id}")
-    codec = CODEC_NAMES[codec_id]
-    if len(value) != HEADER_SIZE + payload_size(codec, dim):
-        raise CodecError(f"value of {len(value)} bytes does not fit {codec} x {dim}")
-    return RecordHeader(codec, dim, version_id, computed_at, chash, source_ms)
+    return RecordHeader(CODEC_NAMES[codec_id], dim, version_id, computed_at, chash, source_ms)
+
+
+def decode_header(value: bytes) -> RecordHeader:
+    header = parse_header(value)
+    if len(value) != HEADER_SIZE + payload_size(header.codec, header.dimension):
+        raise CodecError(f"value of {len(value)} bytes does not fit {header.codec} x {header.dimension}")
+    return header
 
 
 def decode_payload(value: bytes, header: RecordHeader) -> np.ndarray:

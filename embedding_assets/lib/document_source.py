@@ -8,17 +8,24 @@ documents by id. Either way a backfill reads each document O(1) times.
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pymongo
+import pymongo.errors
 
 from embedding_assets.lib.sharding import shard_of
 
-FIELDS = ("doc_id", "title", "body", "language", "indexed_at", "modified_at")
+FIELDS = ("doc_id", "title", "body", "language", "indexed_at", "modified_at", "deleted_at", "is_deleted")
 _PROJECTION = {f: 1 for f in FIELDS}
 # Below this fraction of all shards, the id-then-fetch route reads less than a full scan.
 _FETCH_BY_ID_FRACTION = 0.25
+
+
+class ChangeStreamUnavailable(RuntimeError):
+    """The server has no change streams (e.g. a standalone mongod); other routes must cover."""
 
 
 class MongoDocumentSource:
@@ -32,7 +39,9 @@ class MongoDocumentSource:
     @property
     def client(self) -> pymongo.MongoClient:
         if self._client is None:
-            self._client = pymongo.MongoClient(self.uri, tz_aware=True, serverSelectionTimeoutMS=15_000)
+            self._client = pymongo.MongoClient(
+                self.uri, tz_aware=True, serverSelectionTimeoutMS=15_000, retryReads=True, retryWrites=True
+            )
         return self._client
 
     @property
@@ -73,6 +82,63 @@ class MongoDocumentSource:
         for start in range(0, len(doc_ids), self.batch_size):
             batch = doc_ids[start : start + self.batch_size]
             yield from self.collection.find({"doc_id": {"$in": batch}}, _PROJECTION)
+
+    def changes_after(self, modified_at: dt.datetime | None, doc_id: str | None, limit: int) -> list[dict]:
+        """The next ``limit`` documents in ``(modified_at, doc_id)`` order after the cursor.
+
+        Ordering on both fields means documents sharing a timestamp are never skipped at a
+        page boundary.
+        """
+        if modified_at is None:
+            query: dict = {"modified_at": {"$type": "date"}}
+        else:
+            query = {
+                "$or": [
+                    {"modified_at": {"$gt": modified_at}},
+                    {"modified_at": modified_at, "doc_id": {"$gt": doc_id}},
+                ]
+            }
+        cursor = (
+            self.collection.find(query, {"doc_id": 1, "modified_at": 1, "_id": 0})
+            .sort([("modified_at", 1), ("doc_id", 1)])
+            .limit(limit)
+        )
+        return [d for d in cursor if d.get("doc_id") is not None]
+
+    def deletions_after(
+        self, resume_token: dict | None, *, max_events: int, max_seconds: float
+    ) -> tuple[list[str], dict | None]:
+        """``_id``s (as strings) of documents deleted since ``resume_token``, and the new token.
+
+        Without a token the stream starts now. A token the server no longer has (history
+        lost) restarts the stream now; the reconciliation sweep covers the gap.
+        """
+        pipeline = [{"$match": {"operationType": "delete"}}]
+        deleted: list[str] = []
+        deadline = time.monotonic() + max_seconds
+        try:
+            with self.collection.watch(pipeline, resume_after=resume_token, max_await_time_ms=200) as stream:
+                while len(deleted) < max_events and time.monotonic() < deadline:
+                    event = stream.try_next()
+                    if event is None:
+                        break
+                    deleted.append(str(event["documentKey"]["_id"]))
+                return deleted, stream.resume_token
+        except pymongo.errors.OperationFailure as err:
+            if resume_token is not None and err.code in (136, 280, 286):  # history lost
+                return self.deletions_after(None, max_events=max_events, max_seconds=max_seconds)
+            raise ChangeStreamUnavailable(str(err)) from err
+
+    def latest_change(self) -> dict | None:
+        """The last document in ``(modified_at, doc_id)`` order: where a new cursor starts."""
+        found = list(
+            self.collection.find(
+                {"modified_at": {"$type": "date"}}, {"doc_id": 1, "modified_at": 1, "_id": 0}
+            )
+            .sort([("modified_at", -1), ("doc_id", -1)])
+            .limit(1)
+        )
+        return found[0] if found else None
 
     @staticmethod
     def _shard(doc: dict, num_shards: int) -> int:

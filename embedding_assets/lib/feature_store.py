@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import redis
 
+from embedding_assets.lib import codec
 from embedding_assets.lib.quantization import Int8Calibration
 from embedding_assets.lib.versioning import EmbeddingSpec
 
@@ -21,6 +22,42 @@ META_PREFIX = "doc_emb_meta"
 VERSIONS_KEY = f"{META_PREFIX}:versions"
 ACTIVE_KEY = f"{META_PREFIX}:active"
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
+
+
+# Write unless the stored entry comes from a later state of its document (source_ms at
+# bytes 20..27 of the record, little-endian i64). KEYS: entries; ARGV[1]: ttl; ARGV[1+i]: value.
+_WRITE_IF_NOT_OLDER = """
+local ttl = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local value = ARGV[i + 1]
+  local current = redis.call('GETRANGE', key, 20, 27)
+  local ok = true
+  if string.len(current) == 8 then
+    if struct.unpack('<i8', current) > struct.unpack('<i8', string.sub(value, 21, 28)) then
+      ok = false
+    end
+  end
+  if ok then
+    redis.call('SET', key, value, 'EX', ttl)
+    written = written + 1
+  end
+end
+return written
+"""
+
+# Delete only entries still at the source state the caller saw. ARGV[i]: that source_ms.
+_DELETE_IF_NOT_NEWER = """
+local deleted = 0
+for i, key in ipairs(KEYS) do
+  local current = redis.call('GETRANGE', key, 20, 27)
+  if string.len(current) == 8 and struct.unpack('<i8', current) <= tonumber(ARGV[i]) then
+    redis.call('UNLINK', key)
+    deleted = deleted + 1
+  end
+end
+return deleted
+"""
 
 
 def entry_key(version: str, doc_id: str) -> str:
@@ -42,6 +79,8 @@ class FeatureStore:
         self.client = client
         self.ttl_seconds = ttl_seconds
         self.write_batch_size = write_batch_size
+        self._write_if_not_older = client.register_script(_WRITE_IF_NOT_OLDER)
+        self._delete_if_not_newer = client.register_script(_DELETE_IF_NOT_NEWER)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: int) -> FeatureStore:
@@ -58,6 +97,28 @@ class FeatureStore:
     def active_version(self) -> str | None:
         raw = self.client.get(ACTIVE_KEY)
         return raw.decode() if raw else None
+
+    def set_active(self, version: str) -> None:
+        if version not in self.versions():
+            raise LookupError(f"unknown version {version!r}")
+        self.client.set(ACTIVE_KEY, version)
+
+    def drop_version(self, version: str) -> int:
+        """Remove every key of a version (entries, calibration, registration)."""
+        if version == self.active_version():
+            raise ValueError(f"{version} is the active version; activate another one first")
+        removed = 0
+        batch: list[str] = []
+        for doc_id in self.scan_doc_ids(version):
+            batch.append(entry_key(version, doc_id))
+            if len(batch) >= 1000:
+                removed += int(self.client.unlink(*batch))
+                batch.clear()
+        if batch:
+            removed += int(self.client.unlink(*batch))
+        self.client.unlink(calibration_key(version))
+        self.client.hdel(VERSIONS_KEY, version)
+        return removed
 
     def activate_if_none(self, version: str) -> str:
         """The first version published becomes active; later ones wait for an explicit switch."""
@@ -94,6 +155,44 @@ class FeatureStore:
                 written += len(value)
             pipe.execute()
         return written
+
+    def write_if_not_older(self, version: str, doc_ids: Sequence[str], values: Sequence[bytes]) -> int:
+        """Like :meth:`write`, but an entry computed from a newer source state is never overwritten.
+
+        Returns how many entries were written; the rest were superseded by another run.
+        """
+        written = 0
+        step = min(self.write_batch_size, 500)
+        for start in range(0, len(doc_ids), step):
+            keys = [entry_key(version, d) for d in doc_ids[start : start + step]]
+            written += int(
+                self._write_if_not_older(keys=keys, args=[self.ttl_seconds, *values[start : start + step]])
+            )
+        return written
+
+    def delete_if_not_newer(self, version: str, doc_ids: Sequence[str], source_ms: Sequence[int]) -> int:
+        """Delete entries whose source state is at most the one given (a newer one stays)."""
+        deleted = 0
+        step = min(self.write_batch_size, 500)
+        for start in range(0, len(doc_ids), step):
+            keys = [entry_key(version, d) for d in doc_ids[start : start + step]]
+            deleted += int(self._delete_if_not_newer(keys=keys, args=list(source_ms[start : start + step])))
+        return deleted
+
+    def read_headers(self, version: str, doc_ids: Sequence[str]) -> list[codec.RecordHeader | None]:
+        """Headers only (GETRANGE), so planning a shard reads 28 bytes per entry, not the vectors."""
+        out: list[codec.RecordHeader | None] = []
+        step = 1000
+        for start in range(0, len(doc_ids), step):
+            pipe = self.client.pipeline(transaction=False)
+            for doc_id in doc_ids[start : start + step]:
+                pipe.getrange(entry_key(version, doc_id), 0, codec.HEADER_SIZE - 1)
+            for raw in pipe.execute():
+                try:
+                    out.append(codec.parse_header(raw) if raw else None)
+                except codec.CodecError:
+                    out.append(None)  # not ours or corrupt: treated as missing and rewritten
+        return out
 
     def read_many(self, version: str, doc_ids: Sequence[str]) -> list[bytes | None]:
         if not doc_ids:

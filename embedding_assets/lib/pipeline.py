@@ -7,9 +7,8 @@ by ``doc_id``. The Dagster assets in ``defs/assets.py`` only wire these together
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -19,6 +18,8 @@ from embedding_assets.lib import quantization as q
 from embedding_assets.lib.chunking import Tokenizer, chunk_texts
 from embedding_assets.lib.feature_store import FeatureStore
 from embedding_assets.lib.pooling import pool_documents
+from embedding_assets.lib.sharding import shard_of
+from embedding_assets.lib.staleness import NEEDS_WRITE, classify
 from embedding_assets.lib.text import coerce_text_field, content_hash, embeddable_text
 from embedding_assets.lib.versioning import EmbeddingSpec
 
@@ -63,6 +64,11 @@ def vector_schema(dimension: int) -> pl.Schema:
 
 
 # -- document_snapshots ------------------------------------------------------------------------
+def is_tombstone(doc: dict) -> bool:
+    """A document marked deleted in place counts as deleted."""
+    return doc.get("is_deleted") is True or doc.get("deleted_at") is not None
+
+
 def _timestamp(value: object, name: str, notes: list[str]) -> dt.datetime | None:
     if value is None or isinstance(value, dt.datetime):
         if isinstance(value, dt.datetime) and value.tzinfo is None:
@@ -92,17 +98,39 @@ def snapshot_row(doc: dict) -> dict:
     }
 
 
+def snapshot_frame(docs: Iterable[dict]) -> pl.DataFrame:
+    """Live documents as rows, sorted by doc_id; of duplicate doc_ids the latest modified wins."""
+    rows = [snapshot_row(d) for d in docs if not is_tombstone(d)]
+    frame = pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA) if rows else SNAPSHOT_SCHEMA.to_frame()
+    with_id = frame.filter(pl.col("doc_id").is_not_null())
+    deduped = with_id.sort("modified_at", "source_id", nulls_last=False).unique(
+        "doc_id", keep="last", maintain_order=True
+    )
+    return pl.concat([deduped, frame.filter(pl.col("doc_id").is_null())]).sort("doc_id", nulls_last=True)
+
+
 def snapshot_frames(docs: Iterable[tuple[int, dict]], shards: Iterable[int]) -> dict[int, pl.DataFrame]:
-    """Route ``(shard, document)`` pairs into one frame per shard, sorted by doc_id."""
-    rows: dict[int, list[dict]] = {s: [] for s in shards}
+    """Route ``(shard, document)`` pairs into one frame per shard."""
+    grouped: dict[int, list[dict]] = {s: [] for s in shards}
     for shard, doc in docs:
-        rows[shard].append(snapshot_row(doc))
-    return {
-        s: pl.DataFrame(r, schema=SNAPSHOT_SCHEMA, orient="row" if not r else None).sort(
-            "doc_id", nulls_last=True
-        )
-        for s, r in rows.items()
-    }
+        grouped[shard].append(doc)
+    return {s: snapshot_frame(d) for s, d in grouped.items()}
+
+
+def merge_snapshot(
+    previous: pl.DataFrame | None, fetched: pl.DataFrame, requested: Iterable[str]
+) -> tuple[pl.DataFrame, int, int]:
+    """Apply a delta: requested ids are replaced by what was fetched, or dropped when absent.
+
+    Returns ``(state, upserted, deleted)``.
+    """
+    requested = set(requested)
+    base = previous if previous is not None else SNAPSHOT_SCHEMA.to_frame()
+    kept = base.filter(~pl.col("doc_id").is_in(list(requested)))
+    fetched = fetched.filter(pl.col("doc_id").is_in(list(requested)))
+    state = pl.concat([kept, fetched.select(base.columns)]).sort("doc_id", nulls_last=True)
+    deleted = base.height - kept.height - (fetched["doc_id"].is_in(base["doc_id"].implode()).sum())
+    return state, fetched.height, int(max(deleted, 0))
 
 
 # -- chunked_text ---------------------------------------------------------------------------------
@@ -116,25 +144,38 @@ class ChunkSettings:
 
 
 def chunk_frame(
-    snapshot: pl.DataFrame, tokenizer: Tokenizer, settings: ChunkSettings, version: str
-) -> pl.DataFrame:
+    snapshot: pl.DataFrame,
+    tokenizer: Tokenizer,
+    settings: ChunkSettings,
+    version: str,
+    previous: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, int]:
+    """Chunks of every document; rows of ``previous`` whose content hash is unchanged are reused.
+
+    Returns ``(frame, reused)``. Hashing is cheap; tokenizing only what changed is the saving.
+    """
+    known: dict[str, int] = {}
+    if previous is not None and previous.height:
+        done = previous.filter(pl.col("skip_reason").is_null())
+        known = dict(zip(done["doc_id"].to_list(), done["content_hash"].to_list(), strict=True))
     rows: list[dict] = []
-    batch: list[tuple[dict, str, str | None]] = []
+    reuse: list[str] = []
+    batch: list[tuple[dict, str, str | None, int]] = []
 
     def flush() -> None:
         chunked = chunk_texts(
-            [text for _, text, _ in batch],
+            [text for _, text, _, _ in batch],
             tokenizer,
             window=settings.window_tokens,
             overlap=settings.overlap_tokens,
         )
-        for (doc, text, note), chunks in zip(batch, chunked, strict=True):
+        for (doc, _, note, chash), chunks in zip(batch, chunked, strict=True):
             tokens = [c.n_tokens for c in chunks]
             rows.append(
                 {
                     "doc_id": doc["doc_id"],
                     "modified_at": doc["modified_at"],
-                    "content_hash": content_hash(text, version),
+                    "content_hash": chash,
                     "n_tokens": sum(tokens),
                     "chunks": [c.text for c in chunks],
                     "chunk_tokens": tokens,
@@ -158,12 +199,27 @@ def chunk_frame(
         if embeddable.skip_reason:
             rows.append(_skipped(doc, embeddable.skip_reason))
             continue
-        batch.append((doc, embeddable.text, embeddable.note))
+        chash = content_hash(embeddable.text, version)
+        if known.get(doc["doc_id"]) == chash:
+            reuse.append(doc["doc_id"])
+            continue
+        batch.append((doc, embeddable.text, embeddable.note, chash))
         if len(batch) >= settings.tokenize_batch:
             flush()
     if batch:
         flush()
-    return pl.DataFrame(rows, schema=CHUNK_SCHEMA) if rows else CHUNK_SCHEMA.to_frame()
+    parts = [pl.DataFrame(rows, schema=CHUNK_SCHEMA)] if rows else []
+    if reuse:
+        assert previous is not None
+        reused = (
+            previous.filter(pl.col("doc_id").is_in(reuse))
+            .drop("modified_at")
+            .join(snapshot.select("doc_id", "modified_at"), on="doc_id", how="left")
+            .select(CHUNK_SCHEMA.names())
+        )
+        parts.append(reused)
+    frame = pl.concat(parts) if parts else CHUNK_SCHEMA.to_frame()
+    return frame.sort("doc_id", nulls_last=True), len(reuse)
 
 
 def _skipped(doc: dict, reason: str) -> dict:
@@ -189,13 +245,26 @@ def vector_frame(
     encode: Encoder,
     dimension: int,
     *,
+    previous: pl.DataFrame | None = None,
     docs_per_batch: int = 512,
     progress: Progress | None = None,
-) -> pl.DataFrame:
-    """Embed every chunk and pool each document's chunks (token-weighted mean, unit length)."""
+) -> tuple[pl.DataFrame, int]:
+    """Embed every chunk and pool each document's chunks (token-weighted mean, unit length).
+
+    Documents whose ``(doc_id, content_hash)`` is in ``previous`` keep their vectors: nothing
+    is embedded twice. Returns ``(frame, embedded)``.
+    """
     todo = chunked.filter(pl.col("skip_reason").is_null())
     schema = vector_schema(dimension)
     parts: list[pl.DataFrame] = []
+    if previous is not None and previous.height:
+        keys = ["doc_id", "content_hash"]
+        parts.append(
+            todo.select(*keys, "modified_at")
+            .join(previous.drop("modified_at"), on=keys, how="inner")
+            .select(schema.names())
+        )
+        todo = todo.join(previous.select(keys), on=keys, how="anti")
     total = todo.height
     for offset in range(0, total, docs_per_batch):
         part = todo.slice(offset, docs_per_batch)
@@ -224,7 +293,8 @@ def vector_frame(
         )
         if progress:
             progress(min(offset + docs_per_batch, total), total)
-    return pl.concat(parts) if parts else schema.to_frame()
+    frame = pl.concat(parts) if parts else schema.to_frame()
+    return frame.sort("doc_id"), total
 
 
 def invalid_vector_mask(vectors: np.ndarray) -> np.ndarray:
@@ -279,18 +349,29 @@ def encode_entries(
     )
 
 
-def now_seconds() -> int:
-    return int(time.time())
-
-
 # -- publishing ------------------------------------------------------------------------------------
 CALIBRATION_SAMPLE = 20_000
 
 
-@dataclass(frozen=True)
+@dataclass
 class PublishStats:
-    entries: int
-    bytes_written: int
+    """What a publish did, by the staleness rules' categories."""
+
+    states: dict[str, int] = field(default_factory=dict)
+    written: int = 0
+    superseded: int = 0
+    bytes_written: int = 0
+    deleted: int = 0
+    failures: int = 0
+
+    def add(self, other: PublishStats) -> None:
+        for state, n in other.states.items():
+            self.states[state] = self.states.get(state, 0) + n
+        self.written += other.written
+        self.superseded += other.superseded
+        self.bytes_written += other.bytes_written
+        self.deleted += other.deleted
+        self.failures += other.failures
 
 
 def calibration_for(
@@ -308,9 +389,69 @@ def calibration_for(
     return store.ensure_calibration(spec.tag, q.calibrate_int8(vectors_matrix(pl.concat(sample))))
 
 
+def source_millis(frame: pl.DataFrame) -> list[int]:
+    return frame["modified_at"].dt.epoch("ms").fill_null(0).to_list()
+
+
 def publish(
-    store: FeatureStore, spec: EmbeddingSpec, frame: pl.DataFrame, calibration: q.Int8Calibration | None
+    store: FeatureStore,
+    spec: EmbeddingSpec,
+    frame: pl.DataFrame,
+    calibration: q.Int8Calibration | None,
+    *,
+    now: int,
+    max_age_seconds: int,
 ) -> PublishStats:
-    values = encode_entries(frame, spec, calibration, now_seconds())
-    written = store.write(spec.tag, frame["doc_id"].to_list(), values)
-    return PublishStats(entries=len(values), bytes_written=written)
+    """Write what the staleness rules ask for, and only that, never over a newer entry."""
+    stats = PublishStats()
+    if frame.height == 0:
+        return stats
+    headers = store.read_headers(spec.tag, frame["doc_id"].to_list())
+    states = [
+        classify(
+            h,
+            version_id=spec.version_id,
+            content_hash=c,
+            source_ms=m,
+            now=now,
+            max_age_seconds=max_age_seconds,
+        )
+        for h, c, m in zip(headers, frame["content_hash"].to_list(), source_millis(frame), strict=True)
+    ]
+    for state in states:
+        stats.states[state.value] = stats.states.get(state.value, 0) + 1
+    todo = frame.filter(pl.Series([s in NEEDS_WRITE for s in states]))
+    values = encode_entries(todo, spec, calibration, now)
+    if not values:
+        return stats
+    ids = todo["doc_id"].to_list()
+    stats.written = store.write_if_not_older(spec.tag, ids, values)
+    stats.superseded = len(values) - stats.written
+    stats.bytes_written = sum(len(v) for v in values)
+    # read back: an entry that is neither ours nor from a newer source state is a failure
+    for header, chash, ms in zip(
+        store.read_headers(spec.tag, ids), todo["content_hash"].to_list(), source_millis(todo), strict=True
+    ):
+        if header is None or (header.content_hash != chash and header.source_ms <= ms):
+            stats.failures += 1
+    return stats
+
+
+def remove_entries(store: FeatureStore, version: str, doc_ids: list[str]) -> int:
+    """Delete entries of documents that are gone, unless rewritten since we looked."""
+    headers = store.read_headers(version, doc_ids)
+    present = [(d, h.source_ms) for d, h in zip(doc_ids, headers, strict=True) if h is not None]
+    if not present:
+        return 0
+    return store.delete_if_not_newer(version, [d for d, _ in present], [m for _, m in present])
+
+
+def orphans(
+    store: FeatureStore, version: str, shards: set[int], num_shards: int, live: set[str]
+) -> list[str]:
+    """Entries of the given shards whose document is not live: deletions nobody saw."""
+    return [
+        doc_id
+        for doc_id in store.scan_doc_ids(version)
+        if doc_id not in live and shard_of(doc_id, num_shards) in shards
+    ]

@@ -1,0 +1,52 @@
+"""Cursors and grouping for change sensors, free of Dagster and MongoDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import xxhash
+
+from embedding_assets.lib.sharding import shard_of
+
+
+@dataclass(frozen=True, order=True)
+class ChangeCursor:
+    """Position in ``(modified_at, doc_id)`` order: ties on modified_at are ordered by doc_id."""
+
+    modified_at: dt.datetime
+    doc_id: str
+
+    def dump(self) -> str:
+        return json.dumps({"modified_at": self.modified_at.isoformat(), "doc_id": self.doc_id})
+
+    @classmethod
+    def parse(cls, raw: str | None) -> ChangeCursor | None:
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return cls(dt.datetime.fromisoformat(data["modified_at"]), data["doc_id"])
+
+    @classmethod
+    def of(cls, doc: dict) -> ChangeCursor:
+        when = doc["modified_at"]
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return cls(when, str(doc["doc_id"]))
+
+
+def group_by_shard(doc_ids: Iterable[str], num_shards: int) -> dict[int, list[str]]:
+    """Unique ids per shard, sorted, so equal inputs give equal run config and run keys."""
+    groups: dict[int, set[str]] = defaultdict(set)
+    for doc_id in doc_ids:
+        groups[shard_of(doc_id, num_shards)].add(doc_id)
+    return {shard: sorted(ids) for shard, ids in sorted(groups.items())}
+
+
+def run_key(kind: str, shard: int, position: str, doc_ids: list[str]) -> str:
+    """Same tick, same changes: same key, so a retried tick never launches twice."""
+    digest = xxhash.xxh3_64_hexdigest("\n".join([position, *doc_ids]).encode())
+    return f"{kind}:{shard}:{digest}"

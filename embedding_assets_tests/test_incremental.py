@@ -1,0 +1,176 @@
+"""The feature store follows the collection: sensors, deletions by three routes, sweeps."""
+
+import datetime as dt
+import itertools
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from embedding_assets.client import EmbeddingClient
+from embedding_assets.defs import sensors
+from embedding_assets.defs.jobs import daily_sweep
+from embedding_assets.defs.sensors import document_changes_sensor, document_deletions_sensor
+from embedding_assets.lib.chunking import chunk_texts
+from embedding_assets.lib.feature_store import FeatureStore
+from embedding_assets.lib.text import embeddable_text
+from embedding_assets_tests.runs import (
+    Daemon,
+    collection,
+    ground_truth,
+    load_sample,
+    metadata,
+    store_state,
+)
+
+pytestmark = [pytest.mark.servers, pytest.mark.slow]
+SENSORS = (document_changes_sensor, document_deletions_sensor)
+
+
+class Clock:
+    """modified_at values that move forward, millisecond precision as MongoDB stores them."""
+
+    def __init__(self) -> None:
+        self._ticks = itertools.count()
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime(2026, 6, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=next(self._ticks))
+
+
+def sweep_request() -> dg.RunRequest:
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 6, 2, 3, tzinfo=dt.UTC))
+    return daily_sweep(context)
+
+
+def _summed(results, asset: str, key: str) -> int:
+    return sum(int(metadata(r, asset).get(key, 0)) for r in results)
+
+
+def test_a_day_of_changes(pipeline_env, monkeypatch, embedder):
+    # small pages and one page per tick: cursors must carry equal timestamps across boundaries
+    monkeypatch.setattr(sensors, "PAGE_SIZE", 3)
+    monkeypatch.setattr(sensors, "MAX_PAGES_PER_TICK", 1)
+    coll = collection(pipeline_env)
+    docs = load_sample(pipeline_env, 40)
+    ids = [d["doc_id"] for d in docs]
+    clock = Clock()
+    daemon = Daemon()
+    daemon.run([sweep_request()])  # the first fill
+    assert daemon.sync(*SENSORS) == 0  # sensors start where the backfill left off
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    version = store.active_version()
+    spec = store.versions()[version]
+
+    # inserts, five of them sharing one modified_at, and body edits
+    for i in range(4):
+        coll.insert_one(
+            {
+                "doc_id": f"new-{i}",
+                "title": "Fresh",
+                "body": f"New document {i} about ovens.",
+                "modified_at": clock(),
+            }
+        )
+    tie = clock()
+    for i in range(5):
+        coll.insert_one(
+            {"doc_id": f"tie-{i}", "title": "Same instant", "body": f"Tied {i} on bread.", "modified_at": tie}
+        )
+    for doc_id in ids[:3]:
+        coll.update_one(
+            {"doc_id": doc_id}, {"$set": {"body": f"Rewritten body of {doc_id}.", "modified_at": clock()}}
+        )
+    start = len(daemon.results)
+    assert daemon.sync(*SENSORS) > 0
+    assert _summed(daemon.results[start:], "document_vectors", "embedded") == 4 + 5 + 3
+    assert store_state(store, version) == ground_truth(coll, spec)
+
+    # metadata-only edits: restamped, never re-embedded
+    for doc_id in ids[3:6]:
+        coll.update_one({"doc_id": doc_id}, {"$set": {"indexed_at": clock(), "modified_at": clock()}})
+    start = len(daemon.results)
+    daemon.sync(*SENSORS)
+    assert _summed(daemon.results[start:], "document_vectors", "embedded") == 0
+    assert _summed(daemon.results[start:], "feature_store_entries", "entries_source_newer") == 3
+    assert store_state(store, version) == ground_truth(coll, spec)
+
+    # deletions: hard deletes (change stream), tombstones, a body emptied, then a re-insert
+    hard = ids[6:9]
+    coll.delete_many({"doc_id": {"$in": hard}})
+    coll.update_many({"doc_id": {"$in": ids[9:11]}}, {"$set": {"is_deleted": True, "modified_at": clock()}})
+    coll.update_one({"doc_id": ids[11]}, {"$set": {"deleted_at": clock(), "modified_at": clock()}})
+    coll.update_one({"doc_id": ids[12]}, {"$set": {"title": "", "body": " ", "modified_at": clock()}})
+    daemon.sync(*SENSORS)
+    state = store_state(store, version)
+    assert not set(hard + ids[9:13]) & set(state)
+    assert state == ground_truth(coll, spec)
+    coll.insert_one(
+        {"doc_id": hard[0], "title": "Back", "body": "Re-inserted with new text.", "modified_at": clock()}
+    )
+    daemon.sync(*SENSORS)
+    assert store_state(store, version) == ground_truth(coll, spec)
+
+    # deletions while nothing watched: only the daily reconciliation sees them
+    unseen = ids[13:15]
+    coll.delete_many({"doc_id": {"$in": unseen}})
+    daemon.cursors[document_deletions_sensor.name] = None  # the stream restarts after the deletes
+    daemon.sync(*SENSORS)
+    assert set(unseen) <= set(store_state(store, version))
+    daemon.run([sweep_request()])
+    sweep = daemon.results[-1]
+    assert metadata(sweep, "feature_store_entries")["deleted"] == 2
+    assert metadata(sweep, "document_vectors")["embedded"] == 0  # nothing else changed
+    assert metadata(sweep, "feature_store_entries")["written"] == 0
+    assert store_state(store, version) == ground_truth(coll, spec)
+
+    # the re-embedded vectors are the model's
+    entry = EmbeddingClient(store).get(ids[0])
+    text = embeddable_text("", f"Rewritten body of {ids[0]}.").text
+    title = next(d["title"] for d in docs if d["doc_id"] == ids[0])
+    text = embeddable_text(title, f"Rewritten body of {ids[0]}.", title_repeat=spec.title_repeat).text
+    [chunks] = chunk_texts([text], embedder.tokenizer, window=spec.window_tokens, overlap=spec.overlap_tokens)
+    direct = embedder.model.encode([c.text for c in chunks]).mean(axis=0)
+    assert float(entry.vector @ direct / np.linalg.norm(entry.vector) / np.linalg.norm(direct)) > 0.99
+
+
+def test_rerunning_unchanged_shards_embeds_and_writes_nothing_but_restamps_old_entries(
+    pipeline_env, monkeypatch
+):
+    load_sample(pipeline_env, 30)
+    daemon = Daemon()
+    daemon.run([sweep_request()])
+    first = daemon.results[-1]
+    assert metadata(first, "document_vectors")["embedded"] == 30
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    version = store.active_version()
+    before = store.read_many(version, sorted(store.scan_doc_ids(version)))
+
+    daemon.run([sweep_request()])
+    again = daemon.results[-1]
+    assert metadata(again, "chunked_text")["chunked"] == 0
+    assert metadata(again, "document_vectors")["embedded"] == 0
+    assert metadata(again, "feature_store_entries")["written"] == 0
+    assert metadata(again, "feature_store_entries")["entries_current"] == 30
+    assert store.read_many(version, sorted(store.scan_doc_ids(version))) == before
+
+    # entries older than the maximum age: restamped with a renewed TTL, still not re-embedded
+    monkeypatch.setenv("EA_MAX_AGE_SECONDS", "-1")
+    daemon.run([sweep_request()])
+    old = daemon.results[-1]
+    assert metadata(old, "document_vectors")["embedded"] == 0
+    assert metadata(old, "feature_store_entries")["entries_old"] == 30
+    assert metadata(old, "feature_store_entries")["written"] == 30
+    after = store.read_many(version, sorted(store.scan_doc_ids(version)))
+    assert [a[28:] for a in after] == [b[28:] for b in before]  # same vectors, new stamps
+
+
+def test_change_stream_sensor_starts_then_follows_deletes(pipeline_env):
+    docs = load_sample(pipeline_env, 12)
+    daemon = Daemon()
+    daemon.run([sweep_request()])
+    assert daemon.tick(document_deletions_sensor) == []  # starts the stream
+    collection(pipeline_env).delete_one({"doc_id": docs[0]["doc_id"]})
+    requests = daemon.tick(document_deletions_sensor)
+    assert len(requests) == 1
+    assert requests[0].run_config["ops"]["document_snapshots"]["config"]["doc_ids"] == [docs[0]["doc_id"]]
+    assert daemon.tick(document_deletions_sensor) == []
