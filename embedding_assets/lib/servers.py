@@ -36,23 +36,12 @@ class SecantusProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         self.storage.mkdir(parents=True, exist_ok=True)
-        log = open(self.storage / "secantus.log", "ab")  # noqa: SIM115 - lives with the process
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "secantus",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--storage-path",
-                str(self.storage),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        command = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--storage-path", str(self.storage)]
+        with open(self.storage / "secantus.log", "ab") as log:  # the child keeps its own handle
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500)
         try:
