@@ -78,3 +78,14 @@ def embedder() -> object:
     e = SentenceTransformerEmbedder(device="cpu")
     e.model  # noqa: B018 - load once for the session
     return e
+
+
+@pytest.fixture(scope="session")
+def static_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One distillation of the static tier per test session (about 20 s)."""
+    from embedding_assets.lib.embedder import default_model_path
+    from embedding_assets.lib.static_embedder import ensure_distilled
+
+    cache = tmp_path_factory.mktemp("static-models")
+    ensure_distilled(cache, default_model_path(), 256)
+    return str(cache)

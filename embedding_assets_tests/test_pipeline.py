@@ -163,3 +163,26 @@ def test_entries_expire(pipeline_env, monkeypatch):
     version = FeatureStore(raw).active_version()
     ttl = raw.ttl(entry_key(version, docs[0]["doc_id"]))
     assert 3500 < ttl <= 3600
+
+
+def test_static_tier_fills_its_own_version(pipeline_env, monkeypatch, static_dir):
+    docs = load_sample(pipeline_env, 112)  # 14 languages x 4 topics, twice
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
+    result = materialize()
+    assert result.success
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    client = EmbeddingClient(store)
+    spec = store.versions()[client.version]
+    assert spec.model.startswith("static-") and spec.dimension == 256
+    assert spec.window_tokens > 10_000  # one chunk per document
+    entries = client.get_many([d["doc_id"] for d in docs])
+    assert all(e is not None and e.vector.shape == (256,) for e in entries)
+    assert metadata(result, "document_vectors")["chunks"] == len(docs)
+    # same language and topic are nearest: documents i and i + 56 share both
+    matrix = np.stack([e.vector for e in entries])
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    sims = matrix @ matrix.T
+    np.fill_diagonal(sims, -1)
+    twins = sum(int(np.argmax(sims[i]) % 56 == i % 56) for i in range(len(docs)))
+    assert twins / len(docs) > 0.8

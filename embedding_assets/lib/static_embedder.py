@@ -1,0 +1,101 @@
+"""The fast tier: static token embeddings distilled from the configured transformer.
+
+Distillation (model2vec) runs once per source model and is cached on disk; the static model
+is then loaded as a sentence-transformers ``StaticEmbedding``. No attention, so a document
+is one chunk and encoding is a lookup and a mean: thousands of documents per second on a CPU.
+Its quality relative to the transformer is measured, not assumed (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedding_assets.lib.embedder import default_model_path
+from embedding_assets.lib.versioning import model_fingerprint, model_slug
+
+# A static model has no position limit; a window this large makes one chunk per document
+# for any text under the character cap.
+STATIC_WINDOW_TOKENS = 65_536
+
+
+def distilled_path(cache_dir: Path, source: str, pca_dims: int) -> Path:
+    key = hashlib.blake2b(f"{model_fingerprint(source)}:{pca_dims}".encode(), digest_size=6).hexdigest()
+    return cache_dir / f"static-{model_slug(source)}-{pca_dims}-{key}"
+
+
+def ensure_distilled(cache_dir: Path, source: str, pca_dims: int) -> Path:
+    """The distilled model's folder, distilling it first if it is not cached yet."""
+    path = distilled_path(cache_dir, source, pca_dims)
+    if (path / "config.json").exists():
+        return path
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from model2vec.distill import distill
+
+    model = distill(model_name=source, pca_dims=pca_dims)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    model.save_pretrained(str(tmp))
+    tmp.rename(path)  # concurrent builders: the first rename wins, the others' copies are dropped
+    return path
+
+
+class StaticEmbedder:
+    """Same interface as SentenceTransformerEmbedder."""
+
+    precision = "fp32"
+    device = "cpu"
+
+    def __init__(
+        self, source: str | None, *, cache_dir: Path, pca_dims: int = 256, batch_size: int = 1024
+    ) -> None:
+        self.source = source or default_model_path()
+        self.cache_dir = cache_dir
+        self.pca_dims = pca_dims
+        self.batch_size = batch_size
+
+    @cached_property
+    def path(self) -> Path:
+        return ensure_distilled(self.cache_dir, self.source, self.pca_dims)
+
+    @property
+    def model_name(self) -> str:
+        return f"static-{model_slug(self.source)}"
+
+    @cached_property
+    def model(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+        return SentenceTransformer(modules=[StaticEmbedding.from_model2vec(str(self.path))], device="cpu")
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """The source model's tokenizer: the static vocabulary is distilled from it."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.source)
+
+    @property
+    def max_tokens(self) -> int:
+        return STATIC_WINDOW_TOKENS
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return model_fingerprint(str(self.path))
+
+    def encode(self, texts: list[str], n_tokens: list[int] | None = None) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)
