@@ -6,6 +6,7 @@ doc_ids a sensor saw change, which each asset merges into its shard's stored sta
 whose content hash did not change is reused, never redone.
 """
 
+import datetime as dt
 import time
 import warnings
 
@@ -20,6 +21,7 @@ from embedding_assets.defs.resources import (
     ShardStateResource,
 )
 from embedding_assets.lib import pipeline
+from embedding_assets.lib.dead_letters import FAILED, REJECTED, WARNING, DeadLetters
 from embedding_assets.lib.sharding import shard_key, shard_of
 
 Frames = dict[str, pl.DataFrame]
@@ -57,10 +59,12 @@ def document_snapshots(
 ) -> Frames:
     """The shard's live documents as they are in MongoDB: ids, text fields, language, timestamps."""
     started = time.perf_counter()
+    read_started = dt.datetime.now(dt.UTC)
     shards = run_shards(context)
     keys = {s: shard_key(s, NUM_SHARDS) for s in shards}
     if not config.doc_ids:
-        frames = pipeline.snapshot_frames(source.source().iter_shards(shards, NUM_SHARDS), shards)
+        docs = source.source().iter_shards(shards, NUM_SHARDS)
+        frames = pipeline.snapshot_frames(docs, shards, read_started)
         out = {keys[s]: f for s, f in frames.items()}
         rows = sum(f.height for f in out.values())
         context.add_output_metadata(
@@ -77,6 +81,7 @@ def document_snapshots(
     fetched = pipeline.snapshot_frames(
         ((shard_of(str(d["doc_id"]), NUM_SHARDS), d) for d in source.source().iter_by_ids(config.doc_ids)),
         range(NUM_SHARDS),
+        read_started,
     )
     store = shard_state.store()
     out, upserted, deleted = {}, 0, 0
@@ -104,8 +109,12 @@ def chunked_text(
     document_snapshots: Frames,
     embedding_model: EmbeddingModelResource,
     shard_state: ShardStateResource,
+    feature_store: FeatureStoreResource,
 ) -> Frames:
-    """Token-window chunks per document, cut with the model's own tokenizer; skips say why."""
+    """Token-window chunks per document, cut with the model's own tokenizer; skips say why.
+
+    Documents that cannot be embedded are dead-lettered as rejected, repaired ones as warnings.
+    """
     tokenizer = embedding_model.embedder().tokenizer  # loads the model: not counted in the rate
     settings = embedding_model.chunk_settings()
     version = embedding_model.spec().tag
@@ -113,11 +122,13 @@ def chunked_text(
     started = time.perf_counter()
     out: Frames = {}
     reused = 0
+    letters = DeadLetters(feature_store.store().client, version)
     for key, frame in document_snapshots.items():
-        out[key], n = pipeline.chunk_frame(
+        out[key], reused_ids = pipeline.chunk_frame(
             frame, tokenizer, settings, version, previous=store.load("chunked_text", key)
         )
-        reused += n
+        reused += len(reused_ids)
+        _record_input_problems(letters, out[key].filter(~pl.col("doc_id").is_in(reused_ids)))
     combined = pl.concat(list(out.values())) if out else pipeline.CHUNK_SCHEMA.to_frame()
     skipped = combined.filter(pl.col("skip_reason").is_not_null())
     context.add_output_metadata(
@@ -145,46 +156,61 @@ def document_vectors(
     chunked_text: Frames,
     embedding_model: EmbeddingModelResource,
     shard_state: ShardStateResource,
+    feature_store: FeatureStoreResource,
 ) -> Frames:
     """Chunk vectors from sentence-transformers, pooled into one unit vector per document."""
     embedder = embedding_model.embedder()
     embedder.model  # noqa: B018 - load before timing
     store = shard_state.store()
     started = time.perf_counter()
-    previous = {key: store.load("document_vectors", key) for key in chunked_text}
     total = sum(f.filter(pl.col("skip_reason").is_null()).height for f in chunked_text.values())
     done = {"n": 0}
 
     def progress(batch_done: int, batch_total: int) -> None:
-        elapsed = time.perf_counter() - started
-        rate = (done["n"] + batch_done) / max(elapsed, 1e-9)
-        context.log.info(f"embedded {done['n'] + batch_done} new in this shard group, {rate:.1f}/s")
+        now = done["n"] + batch_done
+        rate = now / max(time.perf_counter() - started, 1e-9)
+        eta = (total - now) / rate if rate else float("inf")
+        context.log.info(f"embedded {now}/{total} documents at most, {rate:.1f}/s, ETA {eta:.0f}s")
 
     out: Frames = {}
-    invalid: list[str] = []
+    letters = DeadLetters(feature_store.store().client, embedding_model.spec().tag)
+    failed: list[tuple[str, str]] = []
     embedded = 0
     for key, frame in chunked_text.items():
-        vectors, n = pipeline.vector_frame(
-            frame, embedder.encode, embedder.dimension, previous=previous[key], progress=progress
+        result = pipeline.vector_frame(
+            frame,
+            embedder.encode,
+            embedder.dimension,
+            previous=store.load_with_checkpoints("document_vectors", key),
+            progress=progress,
+            checkpoint=lambda part, key=key: store.save_checkpoint("document_vectors", key, part),
         )
-        out[key], bad = pipeline.split_invalid(vectors)
-        invalid += bad["doc_id"].to_list()
-        embedded += n
-        done["n"] += n
-    if invalid:
-        context.log.warning(f"{len(invalid)} invalid vectors dropped: {invalid[:20]}")
+        out[key], bad = pipeline.split_invalid(result.frame)
+        shard_failures = result.failures + [
+            (d, "invalid vector: non-finite, zero or constant") for d in bad["doc_id"].to_list()
+        ]
+        letters.record([(d, FAILED, reason) for d, reason in shard_failures])
+        letters.clear(out[key]["doc_id"].to_list(), kinds=[FAILED])  # succeeded now
+        failed += shard_failures
+        embedded += result.embedded
+        done["n"] += result.embedded + len(result.failures)
+    if failed:
+        context.log.warning(f"{len(failed)} documents failed: {failed[:10]}")
     rows = sum(f.height for f in out.values())
+    attempted = embedded + len(failed) - sum(1 for _, r in failed if r.startswith("invalid"))
     context.add_output_metadata(
         {
             "rows": rows,
             "embedded": embedded,
-            "reused": total - embedded,
+            "reused": total - attempted,
+            "attempted": attempted,
+            "failures": len(failed),
             "chunks": int(sum(f["n_chunks"].sum() or 0 for f in out.values())),
             "documents_per_second": _rate(embedded, started),
-            "failures": len(invalid),
             "model": embedder.model_name,
             "device": embedder.device,
             "precision": embedder.precision,
+            "version": embedding_model.spec().tag,
         }
     )
     return out
@@ -219,6 +245,7 @@ def feature_store_entries(
     else:  # a full run: reconcile, for deletions that happened while nothing was watching
         gone = pipeline.orphans(store, spec.tag, set(run_shards(context)), NUM_SHARDS, live)
     stats.deleted = pipeline.remove_entries(store, spec.tag, gone)
+    DeadLetters(store.client, spec.tag).clear(gone)
     active = store.activate_if_none(spec.tag)
     rows = sum(f.height for f in frames)
     return dg.MaterializeResult(
@@ -237,6 +264,21 @@ def feature_store_entries(
             "mode": "delta" if config.doc_ids else "full",
         }
     )
+
+
+def _record_input_problems(letters: DeadLetters, rows: pl.DataFrame) -> None:
+    """Dead letters for rows (re)computed now: rejected, warned, or cleared when clean."""
+    problems, clean = [], []
+    for row in rows.iter_rows(named=True):
+        key = pipeline.dead_letter_id(row)
+        if row["skip_reason"]:
+            problems.append((key, REJECTED, row["skip_reason"]))
+        elif row["note"]:
+            problems.append((key, WARNING, row["note"]))
+        else:
+            clean.append(key)
+    letters.record(problems)
+    letters.clear(clean, kinds=[REJECTED, WARNING])
 
 
 def _reason_table(skipped: pl.DataFrame, limit: int = 20) -> str:

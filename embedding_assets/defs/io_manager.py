@@ -41,6 +41,8 @@ class ShardFrameIOManager(dg.UPathIOManager):
         for key, path in paths.items():
             self.make_directory(path.parent)
             self.dump_to_path(context, obj[key], path)
+            # the shard is stored whole: batches checkpointed on the way are no longer needed
+            ShardStateStore(path.parent.parent).clear_checkpoints(path.parent.name, key)
             rows += obj[key].height
             size += path.stat().st_size
         context.add_output_metadata(

@@ -91,6 +91,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     overlap_tokens: int = 32
     title_repeat: int = 2
     max_chars: int = 200_000
+    oversize: str = "truncate"  # text over max_chars: "truncate" (with a note) or "reject"
     quantization: str = "int8"
 
     _embedder: SentenceTransformerEmbedder | StaticEmbedder | None = PrivateAttr(default=None)
@@ -121,6 +122,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
             overlap_tokens=min(self.overlap_tokens, window - 1),
             title_repeat=self.title_repeat,
             max_chars=self.max_chars,
+            oversize=self.oversize,
         )
 
     def spec(self) -> EmbeddingSpec:
@@ -176,6 +178,8 @@ def build_resources() -> dict[str, Any]:
             precision=_env("EA_PRECISION", "fp32"),
             overlap_tokens=_env("EA_OVERLAP_TOKENS", 32),
             title_repeat=_env("EA_TITLE_REPEAT", 2),
+            max_chars=_env("EA_MAX_CHARS", 200_000),
+            oversize=_env("EA_OVERSIZE", "truncate"),
             quantization=_env("EA_QUANTIZATION", "int8"),
         ),
         "parquet_io_manager": PolarsParquetIOManager(base_dir=parquet_dir),

@@ -16,6 +16,7 @@ from typing import Any
 import pymongo
 import pymongo.errors
 
+from embedding_assets.lib.retrying import transient
 from embedding_assets.lib.sharding import shard_of
 
 FIELDS = ("doc_id", "title", "body", "language", "indexed_at", "modified_at", "deleted_at", "is_deleted")
@@ -40,7 +41,13 @@ class MongoDocumentSource:
     def client(self) -> pymongo.MongoClient:
         if self._client is None:
             self._client = pymongo.MongoClient(
-                self.uri, tz_aware=True, serverSelectionTimeoutMS=15_000, retryReads=True, retryWrites=True
+                self.uri,
+                tz_aware=True,
+                serverSelectionTimeoutMS=15_000,
+                retryReads=True,
+                retryWrites=True,
+                # invalid UTF-8 in a document becomes U+FFFD instead of failing the whole read
+                unicode_decode_error_handler="replace",
             )
         return self._client
 
@@ -58,6 +65,7 @@ class MongoDocumentSource:
         self.collection.create_index("doc_id")
         self.collection.create_index([("modified_at", 1), ("doc_id", 1)])
 
+    @transient
     def count(self) -> int:
         return self.collection.count_documents({})
 
@@ -65,23 +73,43 @@ class MongoDocumentSource:
         """``(shard, document)`` for every document in ``shards``."""
         wanted = set(shards)
         if len(wanted) >= _FETCH_BY_ID_FRACTION * num_shards:
-            for doc in self.collection.find({}, _PROJECTION, batch_size=self.batch_size):
+            for doc in self.scan_all():
                 shard = self._shard(doc, num_shards)
                 if shard in wanted:
                     yield shard, doc
             return
         ids = [
             d["doc_id"]
-            for d in self.collection.find({}, {"doc_id": 1, "_id": 0}, batch_size=10 * self.batch_size)
-            if "doc_id" in d and d["doc_id"] is not None and self._shard(d, num_shards) in wanted
+            for d in self.scan_all({"doc_id": 1, "_id": 1})
+            if d.get("doc_id") is not None and self._shard(d, num_shards) in wanted
         ]
         for doc in self.iter_by_ids(ids):
             yield self._shard(doc, num_shards), doc
 
+    def scan_all(self, projection: dict | None = None) -> Iterator[dict]:
+        """Every document, in ``_id`` order, page by page; a dropped connection resumes after
+        the last ``_id`` read instead of starting over."""
+        last = None
+        while True:
+            page = self._page_after(last, projection or _PROJECTION)
+            if not page:
+                return
+            yield from page
+            last = page[-1]["_id"]
+
+    @transient
+    def _page_after(self, last: Any, projection: dict) -> list[dict]:
+        query = {} if last is None else {"_id": {"$gt": last}}
+        cursor = self.collection.find(query, projection, batch_size=self.batch_size)
+        return list(cursor.sort("_id", 1).limit(self.batch_size))
+
     def iter_by_ids(self, doc_ids: list[Any]) -> Iterator[dict]:
         for start in range(0, len(doc_ids), self.batch_size):
-            batch = doc_ids[start : start + self.batch_size]
-            yield from self.collection.find({"doc_id": {"$in": batch}}, _PROJECTION)
+            yield from self._fetch(doc_ids[start : start + self.batch_size])
+
+    @transient
+    def _fetch(self, batch: list[Any]) -> list[dict]:
+        return list(self.collection.find({"doc_id": {"$in": batch}}, _PROJECTION))
 
     def changes_after(self, modified_at: dt.datetime | None, doc_id: str | None, limit: int) -> list[dict]:
         """The next ``limit`` documents in ``(modified_at, doc_id)`` order after the cursor.
@@ -129,6 +157,7 @@ class MongoDocumentSource:
                 return self.deletions_after(None, max_events=max_events, max_seconds=max_seconds)
             raise ChangeStreamUnavailable(str(err)) from err
 
+    @transient
     def latest_change(self) -> dict | None:
         """The last document in ``(modified_at, doc_id)`` order: where a new cursor starts."""
         found = list(

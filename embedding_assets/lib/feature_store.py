@@ -15,6 +15,7 @@ import redis
 
 from embedding_assets.lib import codec
 from embedding_assets.lib.quantization import Int8Calibration
+from embedding_assets.lib.retrying import transient
 from embedding_assets.lib.versioning import EmbeddingSpec
 
 ENTRY_PREFIX = "doc_emb"
@@ -87,17 +88,21 @@ class FeatureStore:
         return cls(redis.Redis.from_url(url, socket_timeout=30), **kwargs)
 
     # -- versions -------------------------------------------------------------------------
+    @transient
     def register_version(self, spec: EmbeddingSpec) -> None:
         self.client.hsetnx(VERSIONS_KEY, spec.tag, spec.to_json())
 
+    @transient
     def versions(self) -> dict[str, EmbeddingSpec]:
         raw = self.client.hgetall(VERSIONS_KEY)
         return {k.decode(): EmbeddingSpec.from_json(v) for k, v in raw.items()}
 
+    @transient
     def active_version(self) -> str | None:
         raw = self.client.get(ACTIVE_KEY)
         return raw.decode() if raw else None
 
+    @transient
     def set_active(self, version: str) -> None:
         if version not in self.versions():
             raise LookupError(f"unknown version {version!r}")
@@ -120,16 +125,19 @@ class FeatureStore:
         self.client.hdel(VERSIONS_KEY, version)
         return removed
 
+    @transient
     def activate_if_none(self, version: str) -> str:
         """The first version published becomes active; later ones wait for an explicit switch."""
         self.client.set(ACTIVE_KEY, version, nx=True)
         return self.active_version() or version
 
     # -- calibration ------------------------------------------------------------------------
+    @transient
     def calibration(self, version: str) -> Int8Calibration | None:
         raw = self.client.get(calibration_key(version))
         return Int8Calibration.from_bytes(raw) if raw else None
 
+    @transient
     def ensure_calibration(self, version: str, candidate: Int8Calibration) -> Int8Calibration:
         """Store ``candidate`` unless the version has one already; return the stored one.
 
@@ -141,21 +149,6 @@ class FeatureStore:
         return stored
 
     # -- entries ------------------------------------------------------------------------------
-    def write(self, version: str, doc_ids: Sequence[str], values: Sequence[bytes]) -> int:
-        """Pipelined SET with expiry, in batches. Returns the bytes of values written."""
-        written = 0
-        for start in range(0, len(doc_ids), self.write_batch_size):
-            pipe = self.client.pipeline(transaction=False)
-            for doc_id, value in zip(
-                doc_ids[start : start + self.write_batch_size],
-                values[start : start + self.write_batch_size],
-                strict=True,
-            ):
-                pipe.set(entry_key(version, doc_id), value, ex=self.ttl_seconds)
-                written += len(value)
-            pipe.execute()
-        return written
-
     def write_if_not_older(self, version: str, doc_ids: Sequence[str], values: Sequence[bytes]) -> int:
         """Like :meth:`write`, but an entry computed from a newer source state is never overwritten.
 
@@ -165,10 +158,14 @@ class FeatureStore:
         step = min(self.write_batch_size, 500)
         for start in range(0, len(doc_ids), step):
             keys = [entry_key(version, d) for d in doc_ids[start : start + step]]
-            written += int(
-                self._write_if_not_older(keys=keys, args=[self.ttl_seconds, *values[start : start + step]])
+            written += self._eval(
+                self._write_if_not_older, keys, [self.ttl_seconds, *values[start : start + step]]
             )
         return written
+
+    @transient
+    def _eval(self, script: object, keys: list[str], args: list) -> int:
+        return int(script(keys=keys, args=args))  # type: ignore[operator]
 
     def delete_if_not_newer(self, version: str, doc_ids: Sequence[str], source_ms: Sequence[int]) -> int:
         """Delete entries whose source state is at most the one given (a newer one stays)."""
@@ -176,7 +173,7 @@ class FeatureStore:
         step = min(self.write_batch_size, 500)
         for start in range(0, len(doc_ids), step):
             keys = [entry_key(version, d) for d in doc_ids[start : start + step]]
-            deleted += int(self._delete_if_not_newer(keys=keys, args=list(source_ms[start : start + step])))
+            deleted += self._eval(self._delete_if_not_newer, keys, list(source_ms[start : start + step]))
         return deleted
 
     def read_headers(self, version: str, doc_ids: Sequence[str]) -> list[codec.RecordHeader | None]:
@@ -184,32 +181,33 @@ class FeatureStore:
         out: list[codec.RecordHeader | None] = []
         step = 1000
         for start in range(0, len(doc_ids), step):
-            pipe = self.client.pipeline(transaction=False)
-            for doc_id in doc_ids[start : start + step]:
-                pipe.getrange(entry_key(version, doc_id), 0, codec.HEADER_SIZE - 1)
-            for raw in pipe.execute():
+            for raw in self._getranges(version, doc_ids[start : start + step]):
                 try:
                     out.append(codec.parse_header(raw) if raw else None)
                 except codec.CodecError:
                     out.append(None)  # not ours or corrupt: treated as missing and rewritten
         return out
 
+    @transient
+    def _getranges(self, version: str, doc_ids: Sequence[str]) -> list[bytes]:
+        pipe = self.client.pipeline(transaction=False)
+        for doc_id in doc_ids:
+            pipe.getrange(entry_key(version, doc_id), 0, codec.HEADER_SIZE - 1)
+        return pipe.execute()
+
     def read_many(self, version: str, doc_ids: Sequence[str]) -> list[bytes | None]:
         if not doc_ids:
             return []
         return self.client.mget([entry_key(version, d) for d in doc_ids])
 
-    def delete(self, version: str, doc_ids: Sequence[str]) -> int:
-        deleted = 0
-        for start in range(0, len(doc_ids), self.write_batch_size):
-            keys = [entry_key(version, d) for d in doc_ids[start : start + self.write_batch_size]]
-            deleted += int(self.client.unlink(*keys)) if keys else 0
-        return deleted
-
     def scan_doc_ids(self, version: str) -> Iterator[str]:
-        prefix = f"{ENTRY_PREFIX}:{version}:"
-        for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
-            yield key.decode()[len(prefix) :]
+        return iter(self._scan_ids(version))
 
+    @transient
+    def _scan_ids(self, version: str) -> list[str]:
+        prefix = f"{ENTRY_PREFIX}:{version}:"
+        return [k.decode()[len(prefix) :] for k in self.client.scan_iter(match=f"{prefix}*", count=1000)]
+
+    @transient
     def used_memory(self) -> int:
         return int(self.client.info("memory")["used_memory"])

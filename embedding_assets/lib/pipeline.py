@@ -39,6 +39,7 @@ SNAPSHOT_SCHEMA = pl.Schema(
 CHUNK_SCHEMA = pl.Schema(
     {
         "doc_id": pl.String,
+        "source_id": pl.String,
         "modified_at": TS,
         "content_hash": pl.UInt64,
         "n_tokens": pl.Int32,
@@ -63,6 +64,18 @@ def vector_schema(dimension: int) -> pl.Schema:
     )
 
 
+def compatible(previous: pl.DataFrame | None, schema: pl.Schema) -> pl.DataFrame | None:
+    """Stored state written with another schema (an older release) is recomputed, not reused."""
+    if previous is None or any(previous.schema.get(k) != v for k, v in schema.items()):
+        return None
+    return previous
+
+
+def dead_letter_id(row: dict) -> str:
+    """Dead letters are keyed by doc_id; a document without one by its MongoDB ``_id``."""
+    return row["doc_id"] if row["doc_id"] is not None else f"_id:{row['source_id']}"
+
+
 # -- document_snapshots ------------------------------------------------------------------------
 def is_tombstone(doc: dict) -> bool:
     """A document marked deleted in place counts as deleted."""
@@ -78,6 +91,17 @@ def _timestamp(value: object, name: str, notes: list[str]) -> dt.datetime | None
     return None
 
 
+# ISO 639-1: any other language code is kept but noted (the model is multilingual either way).
+LANGUAGE_CODES = frozenset(
+    "aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy "
+    "da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu "
+    "hy hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb "
+    "lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om "
+    "or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw "
+    "ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu".split()
+)
+
+
 def snapshot_row(doc: dict) -> dict:
     """A source document as a typed row; oddities become notes, never exceptions."""
     notes: list[str] = []
@@ -85,6 +109,8 @@ def snapshot_row(doc: dict) -> dict:
     body, body_note = coerce_text_field(doc.get("body"), "body")
     language, lang_note = coerce_text_field(doc.get("language"), "language")
     notes += [n for n in (title_note, body_note, lang_note) if n]
+    if language is not None and language.split("-")[0].lower() not in LANGUAGE_CODES:
+        notes.append(f"unknown language code {language[:20]!r}")
     doc_id = doc.get("doc_id")
     return {
         "doc_id": None if doc_id is None else str(doc_id),
@@ -98,23 +124,52 @@ def snapshot_row(doc: dict) -> dict:
     }
 
 
-def snapshot_frame(docs: Iterable[dict]) -> pl.DataFrame:
-    """Live documents as rows, sorted by doc_id; of duplicate doc_ids the latest modified wins."""
+def _add_note(frame: pl.DataFrame, mask: pl.Expr, note: str | pl.Expr) -> pl.DataFrame:
+    note_expr = pl.lit(note) if isinstance(note, str) else note
+    return frame.with_columns(
+        pl.when(mask)
+        .then(pl.concat_str([pl.col("notes"), note_expr], separator="; ", ignore_nulls=True))
+        .otherwise(pl.col("notes"))
+        .alias("notes")
+    )
+
+
+def snapshot_frame(docs: Iterable[dict], read_started: dt.datetime | None = None) -> pl.DataFrame:
+    """Live documents as rows, sorted by doc_id; of duplicate doc_ids the latest modified wins.
+
+    Duplicates, and documents modified after ``read_started`` (changed while the shard was
+    being read), are kept with a note saying so.
+    """
     rows = [snapshot_row(d) for d in docs if not is_tombstone(d)]
     frame = pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA) if rows else SNAPSHOT_SCHEMA.to_frame()
     with_id = frame.filter(pl.col("doc_id").is_not_null())
+    copies = pl.col("doc_id").count().over("doc_id")
+    with_id = with_id.with_columns(copies.alias("_copies"))
     deduped = with_id.sort("modified_at", "source_id", nulls_last=False).unique(
         "doc_id", keep="last", maintain_order=True
     )
+    deduped = _add_note(
+        deduped,
+        pl.col("_copies") > 1,
+        pl.format("duplicate doc_id: {} copies in the source, the last modified kept", pl.col("_copies")),
+    ).drop("_copies")
+    if read_started is not None:
+        deduped = _add_note(
+            deduped,
+            pl.col("modified_at") > read_started,
+            "modified while its shard was being read; the change sensor embeds the newer state",
+        )
     return pl.concat([deduped, frame.filter(pl.col("doc_id").is_null())]).sort("doc_id", nulls_last=True)
 
 
-def snapshot_frames(docs: Iterable[tuple[int, dict]], shards: Iterable[int]) -> dict[int, pl.DataFrame]:
+def snapshot_frames(
+    docs: Iterable[tuple[int, dict]], shards: Iterable[int], read_started: dt.datetime | None = None
+) -> dict[int, pl.DataFrame]:
     """Route ``(shard, document)`` pairs into one frame per shard."""
     grouped: dict[int, list[dict]] = {s: [] for s in shards}
     for shard, doc in docs:
         grouped[shard].append(doc)
-    return {s: snapshot_frame(d) for s, d in grouped.items()}
+    return {s: snapshot_frame(d, read_started) for s, d in grouped.items()}
 
 
 def merge_snapshot(
@@ -140,6 +195,7 @@ class ChunkSettings:
     overlap_tokens: int
     title_repeat: int
     max_chars: int
+    oversize: str = "truncate"  # or "reject"
     tokenize_batch: int = 256
 
 
@@ -149,12 +205,13 @@ def chunk_frame(
     settings: ChunkSettings,
     version: str,
     previous: pl.DataFrame | None = None,
-) -> tuple[pl.DataFrame, int]:
+) -> tuple[pl.DataFrame, list[str]]:
     """Chunks of every document; rows of ``previous`` whose content hash is unchanged are reused.
 
-    Returns ``(frame, reused)``. Hashing is cheap; tokenizing only what changed is the saving.
+    Returns ``(frame, reused doc_ids)``. Hashing is cheap; tokenizing only what changed is the saving.
     """
     known: dict[str, int] = {}
+    previous = compatible(previous, CHUNK_SCHEMA)
     if previous is not None and previous.height:
         done = previous.filter(pl.col("skip_reason").is_null())
         known = dict(zip(done["doc_id"].to_list(), done["content_hash"].to_list(), strict=True))
@@ -174,6 +231,7 @@ def chunk_frame(
             rows.append(
                 {
                     "doc_id": doc["doc_id"],
+                    "source_id": doc["source_id"],
                     "modified_at": doc["modified_at"],
                     "content_hash": chash,
                     "n_tokens": sum(tokens),
@@ -195,6 +253,7 @@ def chunk_frame(
             title_repeat=settings.title_repeat,
             max_chars=settings.max_chars,
             notes=doc["notes"],
+            oversize=settings.oversize,
         )
         if embeddable.skip_reason:
             rows.append(_skipped(doc, embeddable.skip_reason))
@@ -219,12 +278,13 @@ def chunk_frame(
         )
         parts.append(reused)
     frame = pl.concat(parts) if parts else CHUNK_SCHEMA.to_frame()
-    return frame.sort("doc_id", nulls_last=True), len(reuse)
+    return frame.sort("doc_id", nulls_last=True), reuse
 
 
 def _skipped(doc: dict, reason: str) -> dict:
     return {
         "doc_id": doc["doc_id"],
+        "source_id": doc["source_id"],
         "modified_at": doc["modified_at"],
         "content_hash": None,
         "n_tokens": 0,
@@ -240,6 +300,13 @@ Encoder = Callable[[list[str], list[int]], np.ndarray]
 Progress = Callable[[int, int], None]
 
 
+@dataclass
+class VectorResult:
+    frame: pl.DataFrame
+    embedded: int  # documents embedded now (not reused)
+    failures: list[tuple[str, str]]  # (doc_id, reason) of documents the model failed on
+
+
 def vector_frame(
     chunked: pl.DataFrame,
     encode: Encoder,
@@ -248,15 +315,19 @@ def vector_frame(
     previous: pl.DataFrame | None = None,
     docs_per_batch: int = 512,
     progress: Progress | None = None,
-) -> tuple[pl.DataFrame, int]:
+    checkpoint: Callable[[pl.DataFrame], None] | None = None,
+) -> VectorResult:
     """Embed every chunk and pool each document's chunks (token-weighted mean, unit length).
 
     Documents whose ``(doc_id, content_hash)`` is in ``previous`` keep their vectors: nothing
-    is embedded twice. Returns ``(frame, embedded)``.
+    is embedded twice. A batch the model fails on is split until the failing documents are
+    isolated; the others go on. Each finished batch is handed to ``checkpoint`` so that a
+    killed run loses at most the batch in flight.
     """
     todo = chunked.filter(pl.col("skip_reason").is_null())
     schema = vector_schema(dimension)
     parts: list[pl.DataFrame] = []
+    previous = compatible(previous, schema)
     if previous is not None and previous.height:
         keys = ["doc_id", "content_hash"]
         parts.append(
@@ -265,36 +336,61 @@ def vector_frame(
             .select(schema.names())
         )
         todo = todo.join(previous.select(keys), on=keys, how="anti")
-    total = todo.height
-    for offset in range(0, total, docs_per_batch):
-        part = todo.slice(offset, docs_per_batch)
-        texts = part["chunks"].explode().to_list()
-        tokens = part["chunk_tokens"].explode().to_list()
-        counts = part["chunks"].list.len().to_numpy().astype(np.int64)
-        vectors = encode(texts, tokens)
-        owner = np.repeat(np.arange(part.height), counts)
-        pooled = pool_documents(vectors, np.asarray(tokens, dtype=np.float32), owner, part.height)
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        parts.append(
-            pl.DataFrame(
-                {
-                    "doc_id": part["doc_id"],
-                    "modified_at": part["modified_at"],
-                    "content_hash": part["content_hash"],
-                    "n_chunks": pl.Series(counts, dtype=pl.Int32),
-                    "vector": pl.Series(pooled, dtype=schema["vector"]),
-                    "chunk_vectors": pl.Series(
-                        [vectors[bounds[i] : bounds[i + 1]] for i in range(part.height)],
-                        dtype=schema["chunk_vectors"],
-                    ),
-                },
-                schema=schema,
-            )
-        )
+    failures: list[tuple[str, str]] = []
+    embedded = 0
+    for offset in range(0, todo.height, docs_per_batch):
+        part, failed = _embed_isolating(todo.slice(offset, docs_per_batch), encode, schema)
+        failures += failed
+        embedded += part.height
+        parts.append(part)
+        if checkpoint and part.height:
+            checkpoint(part)
         if progress:
-            progress(min(offset + docs_per_batch, total), total)
+            progress(min(offset + docs_per_batch, todo.height), todo.height)
     frame = pl.concat(parts) if parts else schema.to_frame()
-    return frame.sort("doc_id"), total
+    return VectorResult(frame.sort("doc_id"), embedded, failures)
+
+
+def _embed_isolating(
+    part: pl.DataFrame, encode: Encoder, schema: pl.Schema
+) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
+    try:
+        return _embed(part, encode, schema), []
+    except Exception as err:  # the model's own errors; bisect to find the documents causing them
+        if part.height == 1:
+            return schema.to_frame(), [
+                (part["doc_id"].item(), f"embedding failed: {type(err).__name__}: {err}")
+            ]
+        half = part.height // 2
+        left, left_failed = _embed_isolating(part.slice(0, half), encode, schema)
+        right, right_failed = _embed_isolating(part.slice(half), encode, schema)
+        return pl.concat([left, right]), left_failed + right_failed
+
+
+def _embed(part: pl.DataFrame, encode: Encoder, schema: pl.Schema) -> pl.DataFrame:
+    texts = part["chunks"].explode().to_list()
+    tokens = part["chunk_tokens"].explode().to_list()
+    counts = part["chunks"].list.len().to_numpy().astype(np.int64)
+    vectors = encode(texts, tokens)
+    if vectors.shape != (len(texts), schema["vector"].size):
+        raise ValueError(f"model returned shape {vectors.shape} for {len(texts)} chunks")
+    owner = np.repeat(np.arange(part.height), counts)
+    pooled = pool_documents(vectors, np.asarray(tokens, dtype=np.float32), owner, part.height)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return pl.DataFrame(
+        {
+            "doc_id": part["doc_id"],
+            "modified_at": part["modified_at"],
+            "content_hash": part["content_hash"],
+            "n_chunks": pl.Series(counts, dtype=pl.Int32),
+            "vector": pl.Series(pooled, dtype=schema["vector"]),
+            "chunk_vectors": pl.Series(
+                [vectors[bounds[i] : bounds[i + 1]] for i in range(part.height)],
+                dtype=schema["chunk_vectors"],
+            ),
+        },
+        schema=schema,
+    )
 
 
 def invalid_vector_mask(vectors: np.ndarray) -> np.ndarray:

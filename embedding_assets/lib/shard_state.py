@@ -32,6 +32,41 @@ class ShardStateStore:
         tmp.rename(path)
         return int(path.stat().st_size)
 
+    # -- checkpoints: batches finished inside a step that has not completed yet ------------------
+    def _checkpoint_dir(self, asset: str, partition_key: str) -> UPath:
+        return self.base / asset / "_checkpoints" / partition_key
+
+    def save_checkpoint(self, asset: str, partition_key: str, frame: pl.DataFrame) -> None:
+        folder = self._checkpoint_dir(asset, partition_key)
+        folder.mkdir(parents=True, exist_ok=True)
+        n = sum(1 for _ in folder.glob("*.parquet"))
+        tmp = folder / f".{n:06d}.{os.getpid()}.tmp"
+        frame.write_parquet(str(tmp))
+        tmp.rename(folder / f"{n:06d}-{os.getpid()}.parquet")
+
+    def load_checkpoints(self, asset: str, partition_key: str) -> pl.DataFrame | None:
+        folder = self._checkpoint_dir(asset, partition_key)
+        files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+        return pl.concat([pl.read_parquet(str(f)) for f in files]) if files else None
+
+    def clear_checkpoints(self, asset: str, partition_key: str) -> None:
+        folder = self._checkpoint_dir(asset, partition_key)
+        if folder.exists():
+            for f in folder.glob("*"):
+                f.unlink()
+            folder.rmdir()
+
+    def load_with_checkpoints(self, asset: str, partition_key: str) -> pl.DataFrame | None:
+        """The stored state plus batches a killed run finished: what need not be redone."""
+        parts = [
+            f
+            for f in (self.load(asset, partition_key), self.load_checkpoints(asset, partition_key))
+            if f is not None
+        ]
+        if not parts:
+            return None
+        return pl.concat(parts, how="diagonal_relaxed").unique(["doc_id", "content_hash"], keep="last")
+
     def scan(self, asset: str) -> pl.LazyFrame | None:
         """All shards of an asset, lazily (for lookups across shards)."""
         folder = self.base / asset

@@ -23,12 +23,22 @@ _CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 def normalize_text(value: str) -> str:
     """NFC, lone surrogates replaced, control characters dropped, whitespace folded."""
+    return repair_text(value)[0]
+
+
+def repair_text(value: str) -> tuple[str, list[str]]:
+    """:func:`normalize_text`, with a note for every repair that changed the content."""
+    notes = []
     if _SURROGATES.search(value):
         value = _SURROGATES.sub("\ufffd", value)
+        notes.append("lone surrogates replaced")
+    elif "\ufffd" in value:
+        notes.append("invalid UTF-8 replaced")  # the driver decodes bad bytes to U+FFFD
     value = unicodedata.normalize("NFC", value)
     if _CONTROLS.search(value):
         value = _CONTROLS.sub(" ", value)
-    return " ".join(value.split())
+        notes.append("control characters removed")
+    return " ".join(value.split()), notes
 
 
 @dataclass(frozen=True)
@@ -56,24 +66,30 @@ def embeddable_text(
     title_repeat: int = 2,
     max_chars: int = 200_000,
     notes: str | None = None,
+    oversize: str = "truncate",
 ) -> EmbeddableText:
     """Title repeated ``title_repeat`` times, then the body: titles weigh more, as users asked.
 
-    Text longer than ``max_chars`` is truncated with a note; the cap bounds tokenizer work.
+    Text longer than ``max_chars`` is truncated with a note, or rejected when ``oversize`` is
+    ``"reject"``; the cap bounds tokenizer work whatever the source holds.
     """
-    title_text = normalize_text(title or "")
-    body_text = normalize_text(body or "")
-    notes_list = [notes] if notes else []
+    title_text, title_repairs = repair_text(title or "")
+    body_text, body_repairs = repair_text(body or "")
+    notes_list = ([notes] if notes else []) + sorted(set(title_repairs + body_repairs))
     if not title_text and not body_text:
         reason = "no text: title and body are missing or empty"
-        if notes:
-            reason += f" ({notes})"
+        if notes_list:
+            reason += f" ({'; '.join(notes_list)})"
         return EmbeddableText("", skip_reason=reason)
     parts = [title_text] * max(1, title_repeat) if title_text else []
     if body_text:
         parts.append(body_text)
     text = "\n".join(parts)
     if len(text) > max_chars:
+        if oversize == "reject":
+            return EmbeddableText(
+                "", skip_reason=f"text of {len(text)} characters is over the cap of {max_chars}"
+            )
         notes_list.append(f"truncated from {len(text)} to {max_chars} characters")
         text = text[:max_chars]
     return EmbeddableText(text, note="; ".join(notes_list) or None)

@@ -1,0 +1,42 @@
+"""Retries for transient faults of MongoDB and Redis: exponential backoff with jitter, bounded.
+
+Everything retried here is idempotent: reads, SET of a whole value, conditional Lua writes.
+Whole-step failures are left to Dagster's RetryPolicy on the assets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import pymongo.errors
+import redis.exceptions
+import tenacity
+
+T = TypeVar("T")
+log = logging.getLogger("embedding_assets.retry")
+
+TRANSIENT = (
+    pymongo.errors.AutoReconnect,  # includes NetworkTimeout, connection reset, primary stepped down
+    pymongo.errors.ServerSelectionTimeoutError,
+    pymongo.errors.ExecutionTimeout,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,  # a restarted server still loading its data
+    redis.exceptions.TryAgainError,
+)
+# Long enough to ride out a server restart; bounded so a dead server still fails the step.
+MAX_SECONDS = float(os.environ.get("EA_RETRY_SECONDS", "120"))
+
+
+def transient(fn: Callable[..., T]) -> Callable[..., T]:
+    """Retry ``fn`` on transient faults (decorator)."""
+    return tenacity.retry(
+        retry=tenacity.retry_if_exception_type(TRANSIENT),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=8.0),
+        stop=tenacity.stop_after_delay(MAX_SECONDS),
+        before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )(fn)
