@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -252,6 +253,32 @@ def cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def dead_letters(args: argparse.Namespace) -> int:
+    """Documents without a faithful entry, and why."""
+    from embedding_assets.lib.dead_letters import DeadLetters
+    from embedding_assets.lib.feature_store import FeatureStore
+    from embedding_assets.lib.servers import EmbeddedServers
+
+    env = {**os.environ}
+    env.setdefault("MONGO_URI", "unused")
+    with EmbeddedServers(_state_dir(args), env) as servers:
+        store = FeatureStore.from_url(servers.redis_url)
+        version = args.version or store.active_version()
+        if version is None:
+            print("no version yet")
+            return 0
+        letters = [
+            d for d in DeadLetters(store.client, version).all() if not args.kind or d.kind == args.kind
+        ]
+        print(f"{len(letters)} dead letters in {version}")
+        for d in letters[: args.limit]:
+            seen = dt.datetime.fromtimestamp(d.last_seen, dt.UTC)
+            print(
+                f"{d.kind:<9} {d.doc_id:<24} attempts {d.attempts:<3} last {seen:%Y-%m-%d %H:%M}Z  {d.reason}"
+            )
+    return 0
+
+
 def dev(args: argparse.Namespace) -> int:
     from embedding_assets.lib.servers import EmbeddedServers
 
@@ -304,6 +331,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("cleanup", help="remove every key of a version that is not active")
     p.add_argument("version")
     p.set_defaults(func=cleanup)
+    p = sub.add_parser("dead-letters", help="list documents that failed, were rejected or repaired")
+    p.add_argument("--version", help="version tag (default: the active version)")
+    p.add_argument("--kind", choices=["failed", "rejected", "warning"])
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=dead_letters)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -8,6 +8,7 @@ import dagster as dg
 import pymongo
 
 from embedding_assets.defs.assets import embedding_assets
+from embedding_assets.defs.checks import embedding_checks
 from embedding_assets.defs.partitions import shard_partitions
 from embedding_assets.defs.resources import build_resources
 from embedding_assets.lib import corpus
@@ -15,7 +16,12 @@ from embedding_assets.lib import corpus
 ALL_KEYS = shard_partitions.get_partition_keys()
 
 
-def materialize(keys: Sequence[str] | None = None) -> dg.ExecuteInProcessResult:
+GRAPH = [*embedding_assets, *embedding_checks]
+
+
+def materialize(
+    keys: Sequence[str] | None = None, resources: dict | None = None, raise_on_error: bool = True
+) -> dg.ExecuteInProcessResult:
     """One run over ``keys`` (default: every shard) with resources read from the environment now."""
     keys = list(keys or ALL_KEYS)
     kwargs: dict = {}
@@ -27,9 +33,10 @@ def materialize(keys: Sequence[str] | None = None) -> dg.ExecuteInProcessResult:
             "dagster/asset_partition_range_end": keys[-1],
         }
     return dg.materialize(
-        embedding_assets,
-        resources=build_resources(),
+        GRAPH,
+        resources={**build_resources(), **(resources or {})},
         instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
         **kwargs,
     )
 
@@ -43,6 +50,10 @@ def load_sample(env: dict[str, str], n: int, extra: Sequence[dict] = ()) -> list
     docs = list(corpus.generate_documents(n)) + list(extra)
     corpus.load_into(collection(env), docs)
     return docs
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
@@ -63,7 +74,7 @@ def execute(request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteI
         kwargs["tags"] = {t: request.tags[t] for t in RANGE_TAGS}
     else:
         kwargs["partition_key"] = request.partition_key
-    result = dg.materialize(embedding_assets, resources=build_resources(), instance=instance, **kwargs)
+    result = dg.materialize(GRAPH, resources=build_resources(), instance=instance, **kwargs)
     assert result.success
     return result
 

@@ -35,6 +35,10 @@ _COMMON = dict(
     partitions_def=shard_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="embeddings",
+    # whole-step retries for what the in-step retries could not ride out
+    retry_policy=dg.RetryPolicy(
+        max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+    ),
 )
 
 
@@ -128,7 +132,7 @@ def chunked_text(
             frame, tokenizer, settings, version, previous=store.load("chunked_text", key)
         )
         reused += len(reused_ids)
-        _record_input_problems(letters, out[key].filter(~pl.col("doc_id").is_in(reused_ids)))
+        _record_input_problems(letters, out[key].filter(~pl.col("doc_id").is_in(reused_ids).fill_null(False)))
     combined = pl.concat(list(out.values())) if out else pipeline.CHUNK_SCHEMA.to_frame()
     skipped = combined.filter(pl.col("skip_reason").is_not_null())
     context.add_output_metadata(
@@ -173,6 +177,7 @@ def document_vectors(
         context.log.info(f"embedded {now}/{total} documents at most, {rate:.1f}/s, ETA {eta:.0f}s")
 
     out: Frames = {}
+    feature_store.store().register_version(embedding_model.spec())  # checks read it before publishing
     letters = DeadLetters(feature_store.store().client, embedding_model.spec().tag)
     failed: list[tuple[str, str]] = []
     embedded = 0
@@ -182,6 +187,7 @@ def document_vectors(
             embedder.encode,
             embedder.dimension,
             previous=store.load_with_checkpoints("document_vectors", key),
+            docs_per_batch=embedding_model.checkpoint_docs,
             progress=progress,
             checkpoint=lambda part, key=key: store.save_checkpoint("document_vectors", key, part),
         )

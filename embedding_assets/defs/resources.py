@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from embedding_assets.defs.alerts import AlertWebhookResource
 from embedding_assets.defs.io_manager import PolarsParquetIOManager
 from embedding_assets.lib.document_source import MongoDocumentSource
 from embedding_assets.lib.embedder import SentenceTransformerEmbedder
@@ -92,6 +93,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     title_repeat: int = 2
     max_chars: int = 200_000
     oversize: str = "truncate"  # text over max_chars: "truncate" (with a note) or "reject"
+    checkpoint_docs: int = 512  # documents per embedding batch; a killed run redoes at most one
     quantization: str = "int8"
 
     _embedder: SentenceTransformerEmbedder | StaticEmbedder | None = PrivateAttr(default=None)
@@ -163,6 +165,7 @@ def build_resources() -> dict[str, Any]:
             uri=dg.EnvVar("MONGO_URI"),
             database=_env("MONGO_DB", "search-engine"),
             collection=_env("MONGO_COLLECTION", "documents"),
+            read_batch_size=_env("EA_READ_BATCH", 1000),
         ),
         "feature_store": FeatureStoreResource(
             url=dg.EnvVar("REDIS_URL"),
@@ -180,8 +183,10 @@ def build_resources() -> dict[str, Any]:
             title_repeat=_env("EA_TITLE_REPEAT", 2),
             max_chars=_env("EA_MAX_CHARS", 200_000),
             oversize=_env("EA_OVERSIZE", "truncate"),
+            checkpoint_docs=_env("EA_CHECKPOINT_DOCS", 512),
             quantization=_env("EA_QUANTIZATION", "int8"),
         ),
         "parquet_io_manager": PolarsParquetIOManager(base_dir=parquet_dir),
         "shard_state": ShardStateResource(base_dir=parquet_dir),
+        "alerts": AlertWebhookResource(url=_env("EA_ALERT_WEBHOOK", "")),
     }

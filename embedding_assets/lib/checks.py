@@ -1,0 +1,136 @@
+"""What the asset checks decide, as plain functions over frames and headers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from embedding_assets.lib.codec import RecordHeader
+
+SAMPLE = 10
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    description: str
+    metadata: dict = field(default_factory=dict)
+
+
+def vector_validity(frames: list[pl.DataFrame], dimension: int, tolerance: float = 1e-3) -> Outcome:
+    """Dimension, finite values, unit norm, not constant: what may be published."""
+    bad: dict[str, list[str]] = {"dimension": [], "non_finite": [], "norm": [], "constant": []}
+    total = 0
+    for frame in frames:
+        if frame.height == 0:
+            continue
+        total += frame.height
+        ids = frame["doc_id"].to_list()
+        if frame.schema["vector"].size != dimension:  # type: ignore[union-attr]
+            bad["dimension"] += ids
+            continue
+        vectors = frame["vector"].to_numpy()
+        finite = np.isfinite(vectors).all(axis=1)
+        norms = np.linalg.norm(np.where(np.isfinite(vectors), vectors, 0), axis=1)
+        constant = np.ptp(np.where(np.isfinite(vectors), vectors, 0), axis=1) == 0
+        for i in np.flatnonzero(~finite):
+            bad["non_finite"].append(ids[i])
+        for i in np.flatnonzero(finite & (np.abs(norms - 1) > tolerance)):
+            bad["norm"].append(ids[i])
+        for i in np.flatnonzero(constant):
+            bad["constant"].append(ids[i])
+    failures = sum(len(v) for v in bad.values())
+    metadata = {"vectors": total, **{f"bad_{k}": len(v) for k, v in bad.items()}}
+    metadata["sample"] = [d for v in bad.values() for d in v][:SAMPLE]
+    return Outcome(failures == 0, f"{failures} invalid of {total} vectors", metadata)
+
+
+def error_rate(attempted: set[str], failed: set[str], threshold: float) -> Outcome:
+    """Failed documents (after retries) over documents that should have a vector."""
+    failed &= attempted
+    rate = len(failed) / len(attempted) if attempted else 0.0
+    return Outcome(
+        rate <= threshold,
+        f"{len(failed)} of {len(attempted)} documents failed ({rate:.4%}; limit {threshold:.2%})",
+        {
+            "attempted": len(attempted),
+            "failed": len(failed),
+            "error_rate": rate,
+            "threshold": threshold,
+            "sample": sorted(failed)[:SAMPLE],
+        },
+    )
+
+
+def coverage(
+    expected: Mapping[str, int], headers: Mapping[str, RecordHeader | None], version_id: int
+) -> Outcome:
+    """Every document with text has an entry of the version whose content hash matches."""
+    missing = sorted(d for d in expected if headers.get(d) is None)
+    mismatched = sorted(
+        d
+        for d, h in headers.items()
+        if h is not None and d in expected and (h.content_hash != expected[d] or h.version_id != version_id)
+    )
+    covered = len(expected) - len(missing) - len(mismatched)
+    return Outcome(
+        not missing and not mismatched,
+        f"{covered}/{len(expected)} covered, {len(missing)} missing, {len(mismatched)} mismatched",
+        {
+            "documents": len(expected),
+            "covered": covered,
+            "missing": len(missing),
+            "mismatched": len(mismatched),
+            "missing_sample": missing[:SAMPLE],
+            "mismatched_sample": mismatched[:SAMPLE],
+        },
+    )
+
+
+def staleness(
+    expected: Mapping[str, tuple[int, int]],
+    headers: Mapping[str, RecordHeader | None],
+    *,
+    now: int,
+    sla_seconds: int = 24 * 3600,
+    threshold: float = 0.01,
+) -> Outcome:
+    """Entries older than their document (other text, earlier modified_at) or than the SLA."""
+    entries = stale = older_than_document = older_than_sla = 0
+    sample = []
+    for doc_id, header in headers.items():
+        if header is None or doc_id not in expected:
+            continue
+        entries += 1
+        chash, modified_ms = expected[doc_id]
+        behind = header.content_hash != chash or header.source_ms < modified_ms
+        aged = now - header.computed_at > sla_seconds
+        older_than_document += behind
+        older_than_sla += aged
+        if behind or aged:
+            stale += 1
+            sample.append(doc_id)
+    fraction = stale / entries if entries else 0.0
+    return Outcome(
+        fraction < threshold,
+        f"{stale} of {entries} entries stale ({fraction:.3%}; limit {threshold:.0%})",
+        {
+            "entries": entries,
+            "stale": stale,
+            "older_than_document": older_than_document,
+            "older_than_24h": older_than_sla,
+            "stale_fraction": fraction,
+            "sample": sorted(sample)[:SAMPLE],
+        },
+    )
+
+
+def orphans(orphan_ids: list[str], scope: str) -> Outcome:
+    return Outcome(
+        not orphan_ids,
+        f"{len(orphan_ids)} entries of documents that no longer exist ({scope})",
+        {"orphans": len(orphan_ids), "scope": scope, "sample": sorted(orphan_ids)[:SAMPLE]},
+    )
