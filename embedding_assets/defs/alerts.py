@@ -3,6 +3,7 @@
 import json
 import logging
 import urllib.request
+import warnings
 
 import dagster as dg
 import tenacity
@@ -57,11 +58,14 @@ def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhookR
 def check_failure_alert(context: dg.SensorEvaluationContext, alerts: AlertWebhookResource) -> dg.SkipReason:
     """Failed asset check evaluations since the last tick (the cursor is the event storage id)."""
     after = int(context.cursor) if context.cursor else None
-    records = context.instance.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
-        limit=500,
-        ascending=True,
-    )
+    with warnings.catch_warnings():
+        # deprecated for 2.0 with no replacement yet for "every check evaluation after a cursor"
+        warnings.simplefilter("ignore", DeprecationWarning)
+        records = context.instance.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
+            limit=500,
+            ascending=True,
+        )
     failed = 0
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]

@@ -31,13 +31,18 @@ class DocumentSourceResource(dg.ConfigurableResource):
     database: str = "search-engine"
     collection: str = "documents"
     read_batch_size: int = 1000
+    timeout_ms: int = 15_000  # server selection; past it, the in-step retries take over
 
     _source: MongoDocumentSource | None = PrivateAttr(default=None)
 
     def source(self) -> MongoDocumentSource:
         if self._source is None:
             self._source = MongoDocumentSource(
-                self.uri, self.database, self.collection, batch_size=self.read_batch_size
+                self.uri,
+                self.database,
+                self.collection,
+                batch_size=self.read_batch_size,
+                timeout_ms=self.timeout_ms,
             )
         return self._source
 
@@ -166,6 +171,7 @@ def build_resources() -> dict[str, Any]:
             database=_env("MONGO_DB", "search-engine"),
             collection=_env("MONGO_COLLECTION", "documents"),
             read_batch_size=_env("EA_READ_BATCH", 1000),
+            timeout_ms=_env("EA_MONGO_TIMEOUT_MS", 15_000),
         ),
         "feature_store": FeatureStoreResource(
             url=dg.EnvVar("REDIS_URL"),

@@ -30,8 +30,11 @@ class ChangeStreamUnavailable(RuntimeError):
 
 
 class MongoDocumentSource:
-    def __init__(self, uri: str, database: str, collection: str, *, batch_size: int = 1000) -> None:
+    def __init__(
+        self, uri: str, database: str, collection: str, *, batch_size: int = 1000, timeout_ms: int = 15_000
+    ) -> None:
         self.uri = uri
+        self.timeout_ms = timeout_ms
         self.database = database
         self.collection_name = collection
         self.batch_size = batch_size
@@ -43,7 +46,7 @@ class MongoDocumentSource:
             self._client = pymongo.MongoClient(
                 self.uri,
                 tz_aware=True,
-                serverSelectionTimeoutMS=15_000,
+                serverSelectionTimeoutMS=self.timeout_ms,
                 retryReads=True,
                 retryWrites=True,
                 # invalid UTF-8 in a document becomes U+FFFD instead of failing the whole read
