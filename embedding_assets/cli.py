@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from embedding_assets.lib.feature_store import FeatureStore
 
 STAMP = "%Y-%m-%d %H:%M:%SZ"
 # The local instance of demo and dev: SQLite storage, the deployment's concurrency rules.
@@ -47,6 +52,18 @@ def _use_state(state: Path) -> None:
     if not instance_yaml.exists():
         instance_yaml.write_text(LOCAL_INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
+
+
+@contextlib.contextmanager
+def _feature_store(args: argparse.Namespace) -> Iterator[FeatureStore]:
+    """The feature store of REDIS_URL, or of the embedded valkey under the state directory."""
+    from embedding_assets.lib.feature_store import FeatureStore
+    from embedding_assets.lib.servers import EmbeddedServers
+
+    env = {**os.environ}
+    env.setdefault("MONGO_URI", "unused")  # these commands read Redis only
+    with EmbeddedServers(_state_dir(args), env) as servers:
+        yield FeatureStore.from_url(servers.redis_url)
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -176,29 +193,16 @@ def _print_lookup(
 
 def lookup(args: argparse.Namespace) -> int:
     from embedding_assets.client import EmbeddingClient
-    from embedding_assets.lib.feature_store import FeatureStore
-    from embedding_assets.lib.servers import EmbeddedServers
 
-    state = _state_dir(args)
-    env = dict(os.environ)
-    env.setdefault("MONGO_URI", "unused")  # lookups read Redis only
-    with EmbeddedServers(state, env) as servers:
-        client = EmbeddingClient.from_url(servers.redis_url, args.version)
-        universe: list[str] = []
-        if args.neighbours:
-            universe = list(FeatureStore(client.store.client).scan_doc_ids(client.version))
+    with _feature_store(args) as store:
+        client = EmbeddingClient(store, args.version)
+        universe = list(store.scan_doc_ids(client.version)) if args.neighbours else []
         _print_lookup(client, args.doc_id, universe, args.neighbours)
     return 0
 
 
 def versions(args: argparse.Namespace) -> int:
-    from embedding_assets.lib.feature_store import FeatureStore
-    from embedding_assets.lib.servers import EmbeddedServers
-
-    env = {**os.environ}
-    env.setdefault("MONGO_URI", "unused")
-    with EmbeddedServers(_state_dir(args), env) as servers:
-        store = FeatureStore.from_url(servers.redis_url)
+    with _feature_store(args) as store:
         active = store.active_version()
         for tag, spec in sorted(store.versions().items()):
             count = sum(1 for _ in store.scan_doc_ids(tag))
@@ -237,13 +241,7 @@ def activate(args: argparse.Namespace) -> int:
 
 
 def cleanup(args: argparse.Namespace) -> int:
-    from embedding_assets.lib.feature_store import FeatureStore
-    from embedding_assets.lib.servers import EmbeddedServers
-
-    env = {**os.environ}
-    env.setdefault("MONGO_URI", "unused")
-    with EmbeddedServers(_state_dir(args), env) as servers:
-        store = FeatureStore.from_url(servers.redis_url)
+    with _feature_store(args) as store:
         try:
             removed = store.drop_version(args.version)
         except ValueError as err:
@@ -256,13 +254,8 @@ def cleanup(args: argparse.Namespace) -> int:
 def dead_letters(args: argparse.Namespace) -> int:
     """Documents without a faithful entry, and why."""
     from embedding_assets.lib.dead_letters import DeadLetters
-    from embedding_assets.lib.feature_store import FeatureStore
-    from embedding_assets.lib.servers import EmbeddedServers
 
-    env = {**os.environ}
-    env.setdefault("MONGO_URI", "unused")
-    with EmbeddedServers(_state_dir(args), env) as servers:
-        store = FeatureStore.from_url(servers.redis_url)
+    with _feature_store(args) as store:
         version = args.version or store.active_version()
         if version is None:
             print("no version yet")

@@ -91,15 +91,24 @@ def _headers(store: FeatureStore, spec: EmbeddingSpec, ids: list[str]) -> dict:
     return dict(zip(ids, store.read_headers(spec.tag, ids), strict=True))
 
 
+def _published(
+    context: dg.AssetCheckExecutionContext,
+    feature_store: FeatureStoreResource,
+    shard_state: ShardStateResource,
+) -> tuple[FeatureStore, EmbeddingSpec, pl.DataFrame]:
+    """The store, the version the run published, and the run's documents that have text."""
+    store = feature_store.store()
+    spec = _run_version(context, feature_store_entries.key, store)
+    return store, spec, _with_text(_chunks(context, shard_state))
+
+
 @dg.asset_check(asset=feature_store_entries, description="Every document with text has a current entry.")
 def coverage(
     context: dg.AssetCheckExecutionContext,
     feature_store: FeatureStoreResource,
     shard_state: ShardStateResource,
 ) -> dg.AssetCheckResult:
-    store = feature_store.store()
-    spec = _run_version(context, feature_store_entries.key, store)
-    rows = _with_text(_chunks(context, shard_state))
+    store, spec, rows = _published(context, feature_store, shard_state)
     expected = dict(zip(rows["doc_id"].to_list(), rows["content_hash"].to_list(), strict=True))
     outcome = checks.coverage(expected, _headers(store, spec, sorted(expected)), spec.version_id)
     return _result(outcome, version=spec.tag, active=spec.tag == store.active_version())
@@ -113,9 +122,7 @@ def staleness(
     feature_store: FeatureStoreResource,
     shard_state: ShardStateResource,
 ) -> dg.AssetCheckResult:
-    store = feature_store.store()
-    spec = _run_version(context, feature_store_entries.key, store)
-    rows = _with_text(_chunks(context, shard_state))
+    store, spec, rows = _published(context, feature_store, shard_state)
     expected = dict(
         zip(
             rows["doc_id"].to_list(),
@@ -133,9 +140,8 @@ def orphans(
     feature_store: FeatureStoreResource,
     shard_state: ShardStateResource,
 ) -> dg.AssetCheckResult:
-    store = feature_store.store()
-    spec = _run_version(context, feature_store_entries.key, store)
-    live = set(_with_text(_chunks(context, shard_state))["doc_id"].to_list())
+    store, spec, rows = _published(context, feature_store, shard_state)
+    live = set(rows["doc_id"].to_list())
     ops = context.op_execution_context.run_config.get("ops", {})
     requested = ops.get("feature_store_entries", {}).get("config", {}).get("doc_ids") or []
     if requested:  # a delta run: the documents it was told about
