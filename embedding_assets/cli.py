@@ -154,7 +154,10 @@ def _print_summary(result: dict, redis_url: str, collection: object, wall: float
         print(chunks["skip_reasons"])
     print(f"version                {entries['version']} (active: {entries['active_version']})")
     print(f"value bytes / document {entries['bytes_per_entry']}")
-    print(f"Redis bytes / document {result['memory_delta'] / max(n, 1):.0f} (INFO memory used_memory delta)")
+    print(
+        f"Redis bytes / document {result['memory_delta'] / max(n, 1):.0f} (INFO used_memory delta; "
+        "at this size mostly fixed costs: `python -m benchmarks.storage` measures the cost at scale)"
+    )
     client = EmbeddingClient.from_url(redis_url)
     docs = {
         d["doc_id"]: f"[{d.get('language')}] {d.get('title')}"

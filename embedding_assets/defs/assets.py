@@ -101,6 +101,7 @@ def document_snapshots(
             "upserted": upserted,
             "deleted": deleted,
             "documents_per_second": _rate(len(config.doc_ids), started),
+            "failures": _unusable(out),
             "mode": "delta",
         }
     )
@@ -270,6 +271,11 @@ def feature_store_entries(
             "mode": "delta" if config.doc_ids else "full",
         }
     )
+
+
+def _unusable(frames: Frames) -> int:
+    """Documents read that can never be embedded as they are: no doc_id."""
+    return sum(f["doc_id"].null_count() for f in frames.values())
 
 
 def _record_input_problems(letters: DeadLetters, rows: pl.DataFrame) -> None:
