@@ -92,7 +92,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     static_dir: str = ""  # where distilled static models are cached (empty: <state>/models)
     device: str = "auto"
     batch_size: int = 16
-    precision: str = "fp32"
+    precision: str = "auto"  # bf16 where the hardware runs it natively, else fp32
     window_tokens: int = 0  # 0: the model's maximum sequence length
     overlap_tokens: int = 32
     title_repeat: int = 2
@@ -184,7 +184,7 @@ def build_resources() -> dict[str, Any]:
             static_dir=_env("EA_STATIC_DIR", ""),
             device=_env("EA_DEVICE", "auto"),
             batch_size=_env("EA_BATCH_SIZE", 16),
-            precision=_env("EA_PRECISION", "fp32"),
+            precision=_env("EA_PRECISION", "auto"),
             overlap_tokens=_env("EA_OVERLAP_TOKENS", 32),
             title_repeat=_env("EA_TITLE_REPEAT", 2),
             max_chars=_env("EA_MAX_CHARS", 200_000),
