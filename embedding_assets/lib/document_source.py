@@ -9,6 +9,8 @@ documents by id. Either way a backfill reads each document O(1) times.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -16,13 +18,17 @@ from typing import Any
 import pymongo
 import pymongo.errors
 
-from embedding_assets.lib.retrying import transient
+from embedding_assets.lib.retrying import TRANSIENT, transient
 from embedding_assets.lib.sharding import shard_of
 
 FIELDS = ("doc_id", "title", "body", "language", "indexed_at", "modified_at", "deleted_at", "is_deleted")
 _PROJECTION = {f: 1 for f in FIELDS}
 # Below this fraction of all shards, the id-then-fetch route reads less than a full scan.
 _FETCH_BY_ID_FRACTION = 0.25
+# One cursor (pages re-walk the collection on some servers); after this many interruptions
+# in a row with no document read in between, the scan gives up and the step fails.
+_MAX_RESUMES_WITHOUT_PROGRESS = 5
+log = logging.getLogger("embedding_assets.retry")
 
 
 class ChangeStreamUnavailable(RuntimeError):
@@ -90,21 +96,32 @@ class MongoDocumentSource:
             yield self._shard(doc, num_shards), doc
 
     def scan_all(self, projection: dict | None = None) -> Iterator[dict]:
-        """Every document, in ``_id`` order, page by page; a dropped connection resumes after
-        the last ``_id`` read instead of starting over."""
-        last = None
+        """Every document, in ``_id`` order, through one cursor. A dropped connection reopens
+        the cursor after the last ``_id`` read (with backoff) instead of starting over."""
+        projection = projection or _PROJECTION
+        last, stalled = None, 0
         while True:
-            page = self._page_after(last, projection or _PROJECTION)
-            if not page:
+            cursor = self._cursor_after(last, projection)
+            try:
+                for doc in cursor:
+                    last = doc["_id"]
+                    stalled = 0
+                    yield doc
                 return
-            yield from page
-            last = page[-1]["_id"]
+            except TRANSIENT as err:
+                stalled += 1
+                if stalled > _MAX_RESUMES_WITHOUT_PROGRESS:
+                    raise
+                log.warning("scan interrupted after _id %s (%s); resuming", last, err)
 
     @transient
-    def _page_after(self, last: Any, projection: dict) -> list[dict]:
+    def _cursor_after(self, last: Any, projection: dict) -> Any:
+        """A cursor past ``last``, with its first batch fetched (so a dead server shows here)."""
         query = {} if last is None else {"_id": {"$gt": last}}
         cursor = self.collection.find(query, projection, batch_size=self.batch_size)
-        return list(cursor.sort("_id", 1).limit(self.batch_size))
+        cursor = cursor.sort("_id", 1).hint("_id_")
+        first = next(cursor, None)
+        return iter([]) if first is None else itertools.chain([first], cursor)
 
     def iter_by_ids(self, doc_ids: list[Any]) -> Iterator[dict]:
         for start in range(0, len(doc_ids), self.batch_size):
