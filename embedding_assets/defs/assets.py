@@ -75,6 +75,7 @@ def document_snapshots(
             {
                 "rows": rows,
                 "documents_per_second": _rate(rows, started),
+                "failures": _unusable(out),
                 "shards": len(shards),
                 "mode": "full",
             }
@@ -178,10 +179,12 @@ def document_vectors(
         context.log.info(f"embedded {now}/{total} documents at most, {rate:.1f}/s, ETA {eta:.0f}s")
 
     out: Frames = {}
-    feature_store.store().register_version(embedding_model.spec())  # checks read it before publishing
-    letters = DeadLetters(feature_store.store().client, embedding_model.spec().tag)
+    spec = embedding_model.spec()
+    feature_store.store().register_version(spec)  # checks read it before publishing
+    letters = DeadLetters(feature_store.store().client, spec.tag)
+    previously_failed = {d.doc_id for d in letters.all() if d.kind == FAILED}
     failed: list[tuple[str, str]] = []
-    embedded = 0
+    embedded = model_failures = 0
     for key, frame in chunked_text.items():
         result = pipeline.vector_frame(
             frame,
@@ -197,14 +200,15 @@ def document_vectors(
             (d, "invalid vector: non-finite, zero or constant") for d in bad["doc_id"].to_list()
         ]
         letters.record([(d, FAILED, reason) for d, reason in shard_failures])
-        letters.clear(out[key]["doc_id"].to_list(), kinds=[FAILED])  # succeeded now
+        letters.clear(previously_failed.intersection(out[key]["doc_id"].to_list()))  # succeeded now
         failed += shard_failures
         embedded += result.embedded
+        model_failures += len(result.failures)
         done["n"] += result.embedded + len(result.failures)
     if failed:
         context.log.warning(f"{len(failed)} documents failed: {failed[:10]}")
     rows = sum(f.height for f in out.values())
-    attempted = embedded + len(failed) - sum(1 for _, r in failed if r.startswith("invalid"))
+    attempted = embedded + model_failures  # documents handed to the model in this run
     context.add_output_metadata(
         {
             "rows": rows,
@@ -217,7 +221,7 @@ def document_vectors(
             "model": embedder.model_name,
             "device": embedder.device,
             "precision": embedder.precision,
-            "version": embedding_model.spec().tag,
+            "version": spec.tag,
         }
     )
     return out
