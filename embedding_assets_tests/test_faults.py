@@ -87,7 +87,9 @@ def test_redis_restarts_during_a_run(own, monkeypatch, caplog):
     runner.start()
     _wait_for(lambda: len(_checkpoints(own["parquet"])) >= 2)  # embedding is under way
     own["valkey"].stop()
-    time.sleep(3)
+    # down until the vectors are stored: the checks and the publish that follow must hit it
+    _wait_for(lambda: len(list((own["parquet"] / "document_vectors").glob("*.parquet"))) == 16)
+    time.sleep(2)
     own["valkey"].start()
     runner.join(timeout=300)
     result = outcome["result"]
