@@ -26,30 +26,40 @@ from embedding_assets.lib.servers import ValkeyProcess
 from embedding_assets.lib.versioning import EmbeddingSpec
 
 
-def measure(url: str, quantization: str, n: int, dimension: int = 384) -> tuple[float, float, str]:
-    client = redis.Redis.from_url(url)
+def measure(
+    url: str, quantization: str, n: int, dimension: int = 384, db: int | None = None
+) -> tuple[float, float, str]:
+    """(bytes/doc, writes/s, server version) of n entries of one codec, in a flushed database."""
+    client = redis.Redis.from_url(url, db=db) if db is not None else redis.Redis.from_url(url)
     client.flushdb()
     store = FeatureStore(client)
+    store.compact_encoding()
     spec = EmbeddingSpec(
         "all-minilm-l6-v2", "bench", dimension, 254, 32, 2, 200_000, "t1", "fp32", quantization
     )
     rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(n, dimension)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    frame = pl.DataFrame(
-        {
-            "doc_id": [f"doc-{i:07d}" for i in range(n)],
-            "modified_at": pl.Series(np.full(n, 1_780_000_000_000)).cast(pipeline.TS),
-            "content_hash": pl.Series(np.arange(n, dtype=np.uint64)),
-            "vector": pl.Series(vectors, dtype=pl.Array(pl.Float32, dimension)),
-        }
-    )
     before = store.used_memory()
-    started = time.perf_counter()
-    calibration = pipeline.calibration_for(store, spec, [frame])
-    pipeline.publish(store, spec, frame, calibration, now=int(time.time()), max_age_seconds=3600)
-    seconds = time.perf_counter() - started
-    return (store.used_memory() - before) / n, n / seconds, client.info("server")["redis_version"]
+    seconds = 0.0
+    calibration = None
+    for start in range(0, n, 100_000):  # in slices: a million float vectors need not be in memory
+        size = min(100_000, n - start)
+        vectors = rng.normal(size=(size, dimension)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        frame = pl.DataFrame(
+            {
+                "doc_id": [f"doc-{i:07d}" for i in range(start, start + size)],
+                "modified_at": pl.Series(np.full(size, 1_780_000_000_000)).cast(pipeline.TS),
+                "content_hash": pl.Series(np.arange(start, start + size, dtype=np.uint64)),
+                "vector": pl.Series(vectors, dtype=pl.Array(pl.Float32, dimension)),
+            }
+        )
+        started = time.perf_counter()
+        calibration = calibration or pipeline.calibration_for(store, spec, [frame])
+        pipeline.publish(store, spec, frame, calibration, now=int(time.time()), max_age_seconds=3600)
+        seconds += time.perf_counter() - started
+    used = (store.used_memory() - before) / n
+    client.flushdb()
+    return used, n / seconds, client.info("server")["redis_version"]
 
 
 def main() -> None:

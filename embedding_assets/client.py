@@ -42,7 +42,8 @@ class EmbeddingClient:
         return cls(FeatureStore(redis.Redis.from_url(url)), version)
 
     def get(self, doc_id: str) -> StoredEmbedding | None:
-        return self.get_many([doc_id])[0]
+        raw = self.store.read_one(self.version, doc_id)
+        return None if raw is None else self._decode(doc_id, raw)
 
     def get_many(self, doc_ids: Sequence[str]) -> list[StoredEmbedding | None]:
         return [

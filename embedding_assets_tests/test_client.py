@@ -10,7 +10,7 @@ import redis
 from embedding_assets.client import EmbeddingClient
 from embedding_assets.lib import codec, pipeline
 from embedding_assets.lib import quantization as q
-from embedding_assets.lib.feature_store import FeatureStore, entry_key
+from embedding_assets.lib.feature_store import FeatureStore
 from embedding_assets.lib.versioning import EmbeddingSpec
 
 pytestmark = pytest.mark.servers
@@ -57,10 +57,10 @@ def test_a_record_of_another_version_is_refused(redis_url):
     _publish(store, SPEC)
     other = dataclasses.replace(SPEC, title_repeat=1)
     raw = redis.Redis.from_url(redis_url)
-    foreign = raw.get(entry_key(SPEC.tag, "d0"))
+    foreign = store.read_one(SPEC.tag, "d0")
     header = codec.decode_header(foreign)
     store.register_version(other)
-    raw.set(entry_key(other.tag, "d0"), foreign)
+    raw.hset(*store.location(other.tag, "d0"), foreign)
     raw.set(f"doc_emb_meta:{other.tag}:calibration", raw.get(f"doc_emb_meta:{SPEC.tag}:calibration"))
     assert header.version_id == SPEC.version_id != other.version_id
     with pytest.raises(codec.CodecError):

@@ -8,7 +8,7 @@ import redis
 from embedding_assets.client import EmbeddingClient
 from embedding_assets.lib import codec
 from embedding_assets.lib.chunking import chunk_texts
-from embedding_assets.lib.feature_store import FeatureStore, entry_key
+from embedding_assets.lib.feature_store import FeatureStore
 from embedding_assets.lib.sharding import shard_of
 from embedding_assets.lib.text import content_hash, embeddable_text
 from embedding_assets_tests.runs import ALL_KEYS, collection, load_sample, materialize, metadata
@@ -99,7 +99,9 @@ def test_each_stored_shard_holds_exactly_its_documents(pipeline_env, tmp_path):
         seen += frame["doc_id"].to_list()
         vectors = pl.read_parquet(tmp_path / "parquet" / "document_vectors" / f"{key}.parquet")
         assert vectors["doc_id"].to_list() == frame["doc_id"].to_list()
-        assert (vectors["n_chunks"] == vectors["chunk_vectors"].list.len()).all()
+        multi = vectors.filter(pl.col("n_chunks") > 1)  # one chunk: the document vector, kept once
+        assert (multi["n_chunks"] == multi["chunk_vectors"].list.len()).all()
+        assert vectors.filter(pl.col("n_chunks") == 1)["chunk_vectors"].is_null().all()
     assert sorted(seen) == sorted(d["doc_id"] for d in docs)
 
 
@@ -146,12 +148,11 @@ def test_a_new_setting_makes_a_new_version_beside_the_old(pipeline_env, monkeypa
     assert len(versions) == 2
     second = next(v for v in versions if v != first)
     assert store.active_version() == first  # switching is explicit
-    raw = redis.Redis.from_url(pipeline_env["REDIS_URL"])
     for doc in docs:
-        assert raw.exists(entry_key(first, doc["doc_id"]), entry_key(second, doc["doc_id"])) == 2
+        assert store.read_one(first, doc["doc_id"]) and store.read_one(second, doc["doc_id"])
     binary = EmbeddingClient(store, second).get(docs[0]["doc_id"])
     exact = EmbeddingClient(store, first).get(docs[0]["doc_id"])
-    assert len(raw.get(entry_key(second, docs[0]["doc_id"]))) == codec.HEADER_SIZE + 48
+    assert len(store.read_one(second, docs[0]["doc_id"])) == codec.HEADER_SIZE + 48
     assert float(binary.vector @ exact.vector) / np.linalg.norm(exact.vector) > 0.6
 
 
@@ -161,7 +162,7 @@ def test_entries_expire(pipeline_env, monkeypatch):
     assert materialize().success
     raw = redis.Redis.from_url(pipeline_env["REDIS_URL"])
     version = FeatureStore(raw).active_version()
-    ttl = raw.ttl(entry_key(version, docs[0]["doc_id"]))
+    ttl = FeatureStore(raw).entry_ttl(version, docs[0]["doc_id"])
     assert 3500 < ttl <= 3600
 
 

@@ -11,17 +11,17 @@ import redis
 
 from embedding_assets.cli import main
 from embedding_assets.lib import codec
-from embedding_assets.lib.feature_store import FeatureStore, entry_key
+from embedding_assets.lib.feature_store import FeatureStore
 from embedding_assets_tests.runs import collection, load_sample, materialize
 
 pytestmark = pytest.mark.servers
 
 
-def _record(source_ms: int, content_hash: int) -> bytes:
+def _record(source_ms: int, content_hash: int, dimension: int = 8) -> bytes:
     [value] = codec.encode_records(
-        np.zeros((1, 8), np.int8),
+        np.zeros((1, dimension), np.int8),
         codec="int8",
-        dimension=8,
+        dimension=dimension,
         version_id=1,
         computed_at=1,
         content_hashes=np.array([content_hash], np.uint64),
@@ -50,14 +50,37 @@ def test_an_older_source_state_never_overwrites_a_newer_entry(redis_url):
         newer, older = _record(2_000, 2), _record(1_000, 1)
         assert store.write_if_not_older("v", ["a"], [newer]) == 1
         assert store.write_if_not_older("v", ["a", "b"], [older, older]) == 1  # only b
-        assert client.get(entry_key("v", "a")) == newer
+        assert store.read_one("v", "a") == newer
         assert store.write_if_not_older("v", ["a"], [_record(2_000, 3)]) == 1  # same state: last wins
         # deletes leave entries rewritten from a later state alone
         assert store.delete_if_not_newer("v", ["a", "b"], [1_500, 1_000]) == 1
-        assert client.exists(entry_key("v", "a")) and not client.exists(entry_key("v", "b"))
+        assert store.read_one("v", "a") and store.read_one("v", "b") is None
         assert [h.source_ms for h in store.read_headers("v", ["a"])] == [2_000]
-        client.set(entry_key("v", "junk"), b"not a record")
+        client.hset(*store.location("v", "junk"), b"not a record")
         assert store.read_headers("v", ["junk", "none"]) == [None, None]
+
+
+def test_bucketed_entries_read_the_same_compact_or_not_on_both_servers(redis_url):
+    """Buckets stay listpacks where the server allows it; an untuned server works the same."""
+    ids = [f"doc-{i}" for i in range(300)]
+    values = [_record(1_000 + i, i, dimension=384) for i in range(300)]
+    for url in _redis_servers(redis_url):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.config_set("hash-max-listpack-value", 64)  # the servers' default
+        for tune, encoding, version in ((False, "hashtable", "plain"), (True, "listpack", "tuned")):
+            store = FeatureStore(client, buckets=8)
+            assert store.compact_encoding(tune=tune) == encoding
+            assert store.write_if_not_older(version, ids, values) == 300
+            assert store.read_many(version, ids) == values
+            assert store.read_one(version, "doc-7") == values[7]
+            assert sorted(store.scan_doc_ids(version)) == sorted(ids)
+            assert client.object("encoding", store.location(version, "doc-7")[0]).decode() == encoding
+            assert 0 < store.entry_ttl(version, "doc-7") <= store.ttl_seconds
+        # a version keeps the bucket count it was created with, whatever readers are configured with
+        assert FeatureStore(client, buckets=64).read_many("tuned", ids) == values
+        assert FeatureStore(client).drop_version("plain") == 300
+        assert not list(store.scan_doc_ids("plain"))
 
 
 @pytest.mark.slow

@@ -9,10 +9,12 @@ whose content hash did not change is reused, never redone.
 import datetime as dt
 import time
 import warnings
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 
+from embedding_assets.defs.io_manager import ShardFrames, StoredShards
 from embedding_assets.defs.partitions import NUM_SHARDS, run_shards, shard_partitions
 from embedding_assets.defs.resources import (
     DocumentSourceResource,
@@ -22,9 +24,8 @@ from embedding_assets.defs.resources import (
 )
 from embedding_assets.lib import pipeline
 from embedding_assets.lib.dead_letters import FAILED, REJECTED, WARNING, DeadLetters
+from embedding_assets.lib.shard_state import ShardSpool
 from embedding_assets.lib.sharding import shard_key, shard_of
-
-Frames = dict[str, pl.DataFrame]
 
 # single_run backfills are what make a whole-collection backfill one MongoDB scan.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
@@ -60,27 +61,33 @@ def document_snapshots(
     config: ChangedDocuments,
     source: DocumentSourceResource,
     shard_state: ShardStateResource,
-) -> Frames:
+) -> StoredShards:
     """The shard's live documents as they are in MongoDB: ids, text fields, language, timestamps."""
     started = time.perf_counter()
     read_started = dt.datetime.now(dt.UTC)
     shards = run_shards(context)
     keys = {s: shard_key(s, NUM_SHARDS) for s in shards}
+    store = shard_state.store()
+    stored = StoredShards()
+    unusable = 0
     if not config.doc_ids:
         docs = source.source().iter_shards(shards, NUM_SHARDS)
-        frames = pipeline.snapshot_frames(docs, shards, read_started)
-        out = {keys[s]: f for s, f in frames.items()}
-        rows = sum(f.height for f in out.values())
+        spool = ShardSpool(store, "document_snapshots")
+        for s, frame in pipeline.snapshot_shards(docs, shards, spool, read_started):
+            stored.rows[keys[s]] = frame.height
+            unusable += frame["doc_id"].null_count()
+            store.save("document_snapshots", keys[s], frame)  # one shard in memory at a time
+        rows = sum(stored.rows.values())
         context.add_output_metadata(
             {
                 "rows": rows,
                 "documents_per_second": _rate(rows, started),
-                "failures": _unusable(out),
+                "failures": unusable,
                 "shards": len(shards),
                 "mode": "full",
             }
         )
-        return out
+        return stored
 
     requested = {s: [d for d in config.doc_ids if shard_of(d, NUM_SHARDS) == s] for s in shards}
     fetched = pipeline.snapshot_frames(
@@ -88,70 +95,83 @@ def document_snapshots(
         range(NUM_SHARDS),
         read_started,
     )
-    store = shard_state.store()
-    out, upserted, deleted = {}, 0, 0
+    upserted, deleted = 0, 0
     for s in shards:
         previous = store.load("document_snapshots", keys[s])
-        out[keys[s]], up, gone = pipeline.merge_snapshot(previous, fetched[s], requested[s])
+        frame, up, gone = pipeline.merge_snapshot(previous, fetched[s], requested[s])
+        store.save("document_snapshots", keys[s], frame)
+        stored.rows[keys[s]] = frame.height
+        unusable += frame["doc_id"].null_count()
         upserted += up
         deleted += gone
     context.add_output_metadata(
         {
-            "rows": sum(f.height for f in out.values()),
+            "rows": sum(stored.rows.values()),
             "requested": len(config.doc_ids),
             "upserted": upserted,
             "deleted": deleted,
             "documents_per_second": _rate(len(config.doc_ids), started),
-            "failures": _unusable(out),
+            "failures": unusable,
             "mode": "delta",
         }
     )
-    return out
+    return stored
 
 
 @dg.asset(io_manager_key="parquet_io_manager", kinds={"polars"}, pool="ea_chunked_text", **_COMMON)
 def chunked_text(
     context: dg.AssetExecutionContext,
-    document_snapshots: Frames,
+    document_snapshots: ShardFrames,
     embedding_model: EmbeddingModelResource,
     shard_state: ShardStateResource,
     feature_store: FeatureStoreResource,
-) -> Frames:
+) -> StoredShards:
     """Token-window chunks per document, cut with the model's own tokenizer; skips say why.
 
     Documents that cannot be embedded are dead-lettered as rejected, repaired ones as warnings.
     """
-    tokenizer = embedding_model.embedder().tokenizer  # loads the model: not counted in the rate
     settings = embedding_model.chunk_settings()
+    # loads the tokenizer (not counted in the rate); the single-chunk path needs none
+    tokenizer = None if settings.single_chunk else embedding_model.embedder().tokenizer
     version = embedding_model.spec().tag
     store = shard_state.store()
     started = time.perf_counter()
-    out: Frames = {}
-    reused = 0
+    stored = StoredShards()
+    totals = {"reused": 0, "chunks": 0, "tokens": 0}
+    skipped: list[pl.DataFrame] = []
     letters = DeadLetters(feature_store.store().client, version)
-    for key, frame in document_snapshots.items():
-        out[key], reused_ids = pipeline.chunk_frame(
-            frame, tokenizer, settings, version, previous=store.load("chunked_text", key)
+    for key, snapshot in document_snapshots.items():
+        frame, reused_ids = pipeline.chunk_frame(
+            snapshot, tokenizer, settings, version, previous=store.load("chunked_text", key)
         )
-        reused += len(reused_ids)
-        _record_input_problems(letters, out[key].filter(~pl.col("doc_id").is_in(reused_ids).fill_null(False)))
-    combined = pl.concat(list(out.values())) if out else pipeline.CHUNK_SCHEMA.to_frame()
-    skipped = combined.filter(pl.col("skip_reason").is_not_null())
+        store.save("chunked_text", key, frame)
+        stored.rows[key] = frame.height
+        totals["reused"] += len(reused_ids)
+        totals["chunks"] += int(frame["chunks"].list.len().sum() or 0)
+        totals["tokens"] += int(frame["n_tokens"].sum() or 0)
+        skipped.append(frame.filter(pl.col("skip_reason").is_not_null()).select("doc_id", "skip_reason"))
+        _record_input_problems(letters, frame.filter(~pl.col("doc_id").is_in(reused_ids).fill_null(False)))
+    rows = sum(stored.rows.values())
+    skipped_rows = (
+        pl.concat(skipped)
+        if skipped
+        else pl.DataFrame(schema={"doc_id": pl.String, "skip_reason": pl.String})
+    )
     context.add_output_metadata(
         {
-            "rows": combined.height,
-            "chunked": combined.height - reused - skipped.height,
-            "reused": reused,
-            "chunks": int(combined["chunks"].list.len().sum() or 0),
-            "tokens": int(combined["n_tokens"].sum() or 0),
-            "skipped": skipped.height,
-            "failures": skipped.height,
-            "skip_reasons": dg.MetadataValue.md(_reason_table(skipped)),
-            "documents_per_second": _rate(combined.height, started),
+            "rows": rows,
+            "chunked": rows - totals["reused"] - skipped_rows.height,
+            "reused": totals["reused"],
+            "chunks": totals["chunks"],
+            "tokens": totals["tokens"],
+            "skipped": skipped_rows.height,
+            "failures": skipped_rows.height,
+            "skip_reasons": dg.MetadataValue.md(_reason_table(skipped_rows)),
+            "documents_per_second": _rate(rows, started),
             "version": version,
         }
     )
-    return out
+    return stored
 
 
 @dg.asset(
@@ -159,17 +179,17 @@ def chunked_text(
 )
 def document_vectors(
     context: dg.AssetExecutionContext,
-    chunked_text: Frames,
+    chunked_text: ShardFrames,
     embedding_model: EmbeddingModelResource,
     shard_state: ShardStateResource,
     feature_store: FeatureStoreResource,
-) -> Frames:
+) -> StoredShards:
     """Chunk vectors from sentence-transformers, pooled into one unit vector per document."""
     embedder = embedding_model.embedder()
     embedder.model  # noqa: B018 - load before timing
     store = shard_state.store()
     started = time.perf_counter()
-    total = sum(f.filter(pl.col("skip_reason").is_null()).height for f in chunked_text.values())
+    total = sum(f["skip_reason"].null_count() for f in _shards(chunked_text, ["skip_reason"]))
     done = {"n": 0}
 
     def progress(batch_done: int, batch_total: int) -> None:
@@ -178,7 +198,8 @@ def document_vectors(
         eta = (total - now) / rate if rate else float("inf")
         context.log.info(f"embedded {now}/{total} documents at most, {rate:.1f}/s, ETA {eta:.0f}s")
 
-    out: Frames = {}
+    stored = StoredShards()
+    chunks = 0
     spec = embedding_model.spec()
     feature_store.store().register_version(spec)  # checks read it before publishing
     letters = DeadLetters(feature_store.store().client, spec.tag)
@@ -195,19 +216,22 @@ def document_vectors(
             progress=progress,
             checkpoint=lambda part, key=key: store.save_checkpoint("document_vectors", key, part),
         )
-        out[key], bad = pipeline.split_invalid(result.frame)
+        valid, bad = pipeline.split_invalid(result.frame)
+        store.save("document_vectors", key, valid)
+        stored.rows[key] = valid.height
+        chunks += int(valid["n_chunks"].sum() or 0)
         shard_failures = result.failures + [
             (d, "invalid vector: non-finite, zero or constant") for d in bad["doc_id"].to_list()
         ]
         letters.record([(d, FAILED, reason) for d, reason in shard_failures])
-        letters.clear(previously_failed.intersection(out[key]["doc_id"].to_list()))  # succeeded now
+        letters.clear(previously_failed.intersection(valid["doc_id"].to_list()))  # succeeded now
         failed += shard_failures
         embedded += result.embedded
         model_failures += len(result.failures)
         done["n"] += result.embedded + len(result.failures)
     if failed:
         context.log.warning(f"{len(failed)} documents failed: {failed[:10]}")
-    rows = sum(f.height for f in out.values())
+    rows = sum(stored.rows.values())
     attempted = embedded + model_failures  # documents handed to the model in this run
     context.add_output_metadata(
         {
@@ -216,7 +240,7 @@ def document_vectors(
             "reused": total - attempted,
             "attempted": attempted,
             "failures": len(failed),
-            "chunks": int(sum(f["n_chunks"].sum() or 0 for f in out.values())),
+            "chunks": chunks,
             "documents_per_second": _rate(embedded, started),
             "model": embedder.model_name,
             "device": embedder.device,
@@ -224,33 +248,37 @@ def document_vectors(
             "version": spec.tag,
         }
     )
-    return out
+    return stored
 
 
 @dg.asset(kinds={"redis"}, pool="ea_feature_store_entries", **_COMMON)
 def feature_store_entries(
     context: dg.AssetExecutionContext,
     config: ChangedDocuments,
-    document_vectors: Frames,
+    document_vectors: ShardFrames,
     embedding_model: EmbeddingModelResource,
     feature_store: FeatureStoreResource,
 ) -> dg.MaterializeResult:
     """One compact binary record per document in Redis; gone documents leave it."""
     started = time.perf_counter()
     store = feature_store.store()
+    encoding = feature_store.encoding()
     spec = embedding_model.spec()
     store.register_version(spec)
-    frames = list(document_vectors.values())
-    calibration = pipeline.calibration_for(store, spec, frames)
+    columns = ["doc_id", "modified_at", "content_hash", "vector"]  # not the chunk vectors
+    calibration = pipeline.calibration_for(store, spec, _shards(document_vectors, columns))
     now = int(time.time())
     stats = pipeline.PublishStats()
-    for frame in frames:
+    live: set[str] = set()
+    rows = 0
+    for frame in _shards(document_vectors, columns):
         stats.add(
             pipeline.publish(
                 store, spec, frame, calibration, now=now, max_age_seconds=feature_store.max_age_seconds
             )
         )
-    live = {d for f in frames for d in f["doc_id"].to_list()}
+        live.update(frame["doc_id"].to_list())
+        rows += frame.height
     if config.doc_ids:
         gone = [d for d in config.doc_ids if d not in live and shard_of(d, NUM_SHARDS) in run_shards(context)]
     else:  # a full run: reconcile, for deletions that happened while nothing was watching
@@ -258,7 +286,6 @@ def feature_store_entries(
     stats.deleted = pipeline.remove_entries(store, spec.tag, gone)
     DeadLetters(store.client, spec.tag).clear(gone)
     active = store.activate_if_none(spec.tag)
-    rows = sum(f.height for f in frames)
     return dg.MaterializeResult(
         metadata={
             "rows": rows,
@@ -272,14 +299,16 @@ def feature_store_entries(
             "failures": stats.failures,
             "version": spec.tag,
             "active_version": active,
+            "bucket_encoding": encoding,
             "mode": "delta" if config.doc_ids else "full",
         }
     )
 
 
-def _unusable(frames: Frames) -> int:
-    """Documents read that can never be embedded as they are: no doc_id."""
-    return sum(f["doc_id"].null_count() for f in frames.values())
+def _shards(frames: ShardFrames, columns: list[str]) -> Iterator[pl.DataFrame]:
+    """Each shard in turn, only ``columns`` of it."""
+    for key in frames:
+        yield frames.load(key, columns)
 
 
 def _record_input_problems(letters: DeadLetters, rows: pl.DataFrame) -> None:

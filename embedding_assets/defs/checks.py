@@ -49,9 +49,10 @@ def _run_version(
 def _chunks(context: dg.AssetCheckExecutionContext, shard_state: ShardStateResource) -> pl.DataFrame:
     """The run's shards as chunked_text stored them: what each document's entry must say."""
     state = shard_state.store()
-    frames = [state.load("chunked_text", k) for k in context.op_execution_context.partition_keys]
+    columns = ["doc_id", "modified_at", "content_hash", "skip_reason"]  # not the text: 1M rows fit
+    frames = [state.load("chunked_text", k, columns) for k in context.op_execution_context.partition_keys]
     present = [f for f in frames if f is not None]
-    return pl.concat(present) if present else pipeline.CHUNK_SCHEMA.to_frame()
+    return pl.concat(present) if present else pipeline.CHUNK_SCHEMA.to_frame().select(columns)
 
 
 def _with_text(chunks: pl.DataFrame) -> pl.DataFrame:
@@ -68,8 +69,11 @@ def vector_validity(
 ) -> dg.AssetCheckResult:
     spec = _run_version(context, document_vectors.key, feature_store.store())
     state = shard_state.store()
-    frames = [state.load("document_vectors", k) for k in context.op_execution_context.partition_keys]
-    return _result(checks.vector_validity([f for f in frames if f is not None], spec.dimension))
+    frames = (  # one shard in memory at a time
+        state.load("document_vectors", k, ["doc_id", "vector"])
+        for k in context.op_execution_context.partition_keys
+    )
+    return _result(checks.vector_validity((f for f in frames if f is not None), spec.dimension))
 
 
 @dg.asset_check(

@@ -13,7 +13,7 @@ from embedding_assets.defs.alerts import AlertWebhookResource
 from embedding_assets.defs.io_manager import PolarsParquetIOManager
 from embedding_assets.lib.document_source import MongoDocumentSource
 from embedding_assets.lib.embedder import SentenceTransformerEmbedder
-from embedding_assets.lib.feature_store import DEFAULT_TTL_SECONDS, FeatureStore
+from embedding_assets.lib.feature_store import DEFAULT_BUCKETS, DEFAULT_TTL_SECONDS, FeatureStore
 from embedding_assets.lib.pipeline import ChunkSettings
 from embedding_assets.lib.quantization import QUANTIZATIONS
 from embedding_assets.lib.shard_state import ShardStateStore
@@ -57,6 +57,10 @@ class FeatureStoreResource(dg.ConfigurableResource):
     url: str
     ttl_seconds: int = DEFAULT_TTL_SECONDS
     write_batch_size: int = 1000
+    # New versions spread their entries over this many hashes: about documents / 256.
+    buckets: int = DEFAULT_BUCKETS
+    # 1: raise the server's listpack limits so buckets stay compact (needs CONFIG; see deploy/).
+    tune_server: int = 1
     # Entries older than this are restamped (and their TTL renewed) by any full run. Below
     # 24h so that a daily sweep keeps every entry younger than the 24h promise.
     max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS
@@ -66,9 +70,16 @@ class FeatureStoreResource(dg.ConfigurableResource):
     def store(self) -> FeatureStore:
         if self._store is None:
             self._store = FeatureStore.from_url(
-                self.url, ttl_seconds=self.ttl_seconds, write_batch_size=self.write_batch_size
+                self.url,
+                ttl_seconds=self.ttl_seconds,
+                write_batch_size=self.write_batch_size,
+                buckets=self.buckets,
             )
         return self._store
+
+    def encoding(self) -> str:
+        """How the server stores buckets (``listpack`` is the compact one), tuning it if allowed."""
+        return self.store().compact_encoding(tune=bool(self.tune_server))
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:
@@ -130,6 +141,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
             title_repeat=self.title_repeat,
             max_chars=self.max_chars,
             oversize=self.oversize,
+            single_chunk=self.backend == "static",
         )
 
     def spec(self) -> EmbeddingSpec:
@@ -176,6 +188,8 @@ def build_resources() -> dict[str, Any]:
         "feature_store": FeatureStoreResource(
             url=dg.EnvVar("REDIS_URL"),
             ttl_seconds=_env("EA_TTL_SECONDS", DEFAULT_TTL_SECONDS),
+            buckets=_env("EA_STORE_BUCKETS", DEFAULT_BUCKETS),
+            tune_server=_env("EA_REDIS_TUNE", 1),
             max_age_seconds=_env("EA_MAX_AGE_SECONDS", DEFAULT_MAX_AGE_SECONDS),
         ),
         "embedding_model": EmbeddingModelResource(

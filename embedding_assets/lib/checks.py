@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +20,7 @@ class Outcome:
     metadata: dict = field(default_factory=dict)
 
 
-def vector_validity(frames: list[pl.DataFrame], dimension: int, tolerance: float = 1e-3) -> Outcome:
+def vector_validity(frames: Iterable[pl.DataFrame], dimension: int, tolerance: float = 1e-3) -> Outcome:
     """Dimension, finite values, unit norm, not constant: what may be published."""
     bad: dict[str, list[str]] = {"dimension": [], "non_finite": [], "norm": [], "constant": []}
     total = 0

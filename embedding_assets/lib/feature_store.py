@@ -1,17 +1,26 @@
-"""The Redis feature store: entry keys, version registry, calibration, pipelined writes.
+"""The Redis feature store: bucketed entry hashes, version registry, calibration, guarded writes.
 
 Keys:
-    doc_emb:{version}:{doc_id}          one binary record per document (lib/codec.py), with TTL
+    doc_emb:{version}:b:{bucket}        hash doc_id -> binary record (lib/codec.py); TTL per bucket
     doc_emb_meta:versions               hash version -> EmbeddingSpec JSON
     doc_emb_meta:{version}:calibration  int8 ranges of the version, float32 lo then hi
+    doc_emb_meta:{version}:buckets      how many buckets the version's entries are spread over
     doc_emb_meta:active                 version tag readers follow
+
+Why buckets: a key per document costs ~100 B of key, object and expiry overhead on top of the
+record; ~256 records in one listpack-encoded hash cost ~16 B each (docs/benchmarks.md has the
+measurements). Expiry is per bucket, refreshed by every write to it; what per-document expiry
+did (reclaim entries of documents nobody will write again) is done by the deletion sensor, the
+daily sweep's orphan reconciliation and ``cleanup`` of retired versions.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
 import redis
+import xxhash
 
 from embedding_assets.lib import codec
 from embedding_assets.lib.quantization import Int8Calibration
@@ -23,37 +32,51 @@ META_PREFIX = "doc_emb_meta"
 VERSIONS_KEY = f"{META_PREFIX}:versions"
 ACTIVE_KEY = f"{META_PREFIX}:active"
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
-
+DEFAULT_BUCKETS = 4096  # ~256 entries per bucket at 1M documents
+# Server settings under which a bucket stays a listpack (records up to ~500 B, 2048 per bucket).
+LISTPACK_SETTINGS = {"hash-max-listpack-value": 1024, "hash-max-listpack-entries": 2048}
 
 # Write unless the stored entry comes from a later state of its document (source_ms at
-# bytes 20..27 of the record, little-endian i64). KEYS: entries; ARGV[1]: ttl; ARGV[1+i]: value.
+# bytes 20..27 of the record, little-endian i64). KEYS[i]: bucket of entry i; ARGV[1]: ttl;
+# ARGV[2i], ARGV[2i+1]: doc_id and record of entry i.
 _WRITE_IF_NOT_OLDER = """
 local ttl = tonumber(ARGV[1])
 local written = 0
+local touched = {}
 for i, key in ipairs(KEYS) do
-  local value = ARGV[i + 1]
-  local current = redis.call('GETRANGE', key, 20, 27)
+  local field = ARGV[2 * i]
+  local value = ARGV[2 * i + 1]
+  local current = redis.call('HGET', key, field)
   local ok = true
-  if string.len(current) == 8 then
-    if struct.unpack('<i8', current) > struct.unpack('<i8', string.sub(value, 21, 28)) then
+  if current and string.len(current) >= 28 then
+    local stored_ms = struct.unpack('<i8', string.sub(current, 21, 28))
+    if stored_ms > struct.unpack('<i8', string.sub(value, 21, 28)) then
       ok = false
     end
   end
   if ok then
-    redis.call('SET', key, value, 'EX', ttl)
+    redis.call('HSET', key, field, value)
     written = written + 1
+    touched[key] = true
   end
+end
+for key in pairs(touched) do
+  redis.call('EXPIRE', key, ttl)
 end
 return written
 """
 
-# Delete only entries still at the source state the caller saw. ARGV[i]: that source_ms.
+# Delete only entries still at the source state the caller saw. ARGV[2i-1], ARGV[2i]: the
+# doc_id and the source_ms the caller saw.
 _DELETE_IF_NOT_NEWER = """
 local deleted = 0
 for i, key in ipairs(KEYS) do
-  local current = redis.call('GETRANGE', key, 20, 27)
-  if string.len(current) == 8 and struct.unpack('<i8', current) <= tonumber(ARGV[i]) then
-    redis.call('UNLINK', key)
+  local field = ARGV[2 * i - 1]
+  local current = redis.call('HGET', key, field)
+  local stored_ms = current and string.len(current) >= 28
+    and struct.unpack('<i8', string.sub(current, 21, 28))
+  if stored_ms and stored_ms <= tonumber(ARGV[2 * i]) then
+    redis.call('HDEL', key, field)
     deleted = deleted + 1
   end
 end
@@ -61,12 +84,21 @@ return deleted
 """
 
 
-def entry_key(version: str, doc_id: str) -> str:
-    return f"{ENTRY_PREFIX}:{version}:{doc_id}"
+def bucket_of(doc_id: str, buckets: int) -> int:
+    """Seeded apart from the shard hash, so a shard's documents spread over every bucket."""
+    return xxhash.xxh3_64_intdigest(doc_id.encode(), seed=0x5EED) % buckets
+
+
+def bucket_key(version: str, bucket: int) -> str:
+    return f"{ENTRY_PREFIX}:{version}:b:{bucket}"
 
 
 def calibration_key(version: str) -> str:
     return f"{META_PREFIX}:{version}:calibration"
+
+
+def buckets_key(version: str) -> str:
+    return f"{META_PREFIX}:{version}:buckets"
 
 
 class FeatureStore:
@@ -76,16 +108,41 @@ class FeatureStore:
         *,
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
         write_batch_size: int = 1000,
+        buckets: int = DEFAULT_BUCKETS,
     ) -> None:
         self.client = client
         self.ttl_seconds = ttl_seconds
         self.write_batch_size = write_batch_size
+        self.default_buckets = buckets
+        self._buckets: dict[str, int] = {}
         self._write_if_not_older = client.register_script(_WRITE_IF_NOT_OLDER)
         self._delete_if_not_newer = client.register_script(_DELETE_IF_NOT_NEWER)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: int) -> FeatureStore:
         return cls(redis.Redis.from_url(url, socket_timeout=30), **kwargs)
+
+    # -- server -----------------------------------------------------------------------------
+    def compact_encoding(self, tune: bool = True) -> str:
+        """``listpack`` when buckets of records stay listpacks on this server, else ``hashtable``.
+
+        With ``tune``, raises the server's listpack limits if they are too low for records
+        (Redis and Valkey default to 64-byte values). Both encodings read and write the same;
+        the hashtable one costs ~35-70 B more per document. Managed servers that refuse CONFIG
+        keep their settings.
+        """
+        names = list(LISTPACK_SETTINGS)
+        try:
+            current = {k: int(v) for k, v in self.client.config_get("hash-max-listpack-*").items()}
+            if tune:
+                for name, wanted in LISTPACK_SETTINGS.items():
+                    if current.get(name, 0) < wanted:
+                        self.client.config_set(name, wanted)
+                        current[name] = wanted
+        except redis.ResponseError:  # CONFIG disabled or renamed
+            return "unknown"
+        ok = all(current.get(n, 0) >= LISTPACK_SETTINGS[n] for n in names)
+        return "listpack" if ok else "hashtable"
 
     # -- versions -------------------------------------------------------------------------
     @transient
@@ -109,20 +166,20 @@ class FeatureStore:
         self.client.set(ACTIVE_KEY, version)
 
     def drop_version(self, version: str) -> int:
-        """Remove every key of a version (entries, calibration, registration)."""
+        """Remove every key of a version (entries, calibration, layout, registration)."""
         if version == self.active_version():
             raise ValueError(f"{version} is the active version; activate another one first")
         removed = 0
-        batch: list[str] = []
-        for doc_id in self.scan_doc_ids(version):
-            batch.append(entry_key(version, doc_id))
-            if len(batch) >= 1000:
-                removed += int(self.client.unlink(*batch))
-                batch.clear()
-        if batch:
-            removed += int(self.client.unlink(*batch))
-        self.client.unlink(calibration_key(version))
+        keys = list(self._bucket_keys(version))
+        for start in range(0, len(keys), 1000):
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys[start : start + 1000]:
+                pipe.hlen(key)
+            removed += sum(pipe.execute())
+            self.client.unlink(*keys[start : start + 1000])
+        self.client.unlink(calibration_key(version), buckets_key(version))
         self.client.hdel(VERSIONS_KEY, version)
+        self._buckets.pop(version, None)
         return removed
 
     @transient
@@ -148,19 +205,42 @@ class FeatureStore:
         assert stored is not None
         return stored
 
+    # -- layout -------------------------------------------------------------------------------
+    @transient
+    def buckets(self, version: str) -> int:
+        """The version's bucket count: fixed by its first writer or reader, so all agree."""
+        if version not in self._buckets:
+            self.client.set(buckets_key(version), self.default_buckets, nx=True)
+            self._buckets[version] = int(self.client.get(buckets_key(version)))
+        return self._buckets[version]
+
+    def location(self, version: str, doc_id: str) -> tuple[str, str]:
+        """``(key, field)`` of a document's entry."""
+        return bucket_key(version, bucket_of(doc_id, self.buckets(version))), doc_id
+
+    def _keys(self, version: str, doc_ids: Sequence[str]) -> list[str]:
+        n = self.buckets(version)
+        return [bucket_key(version, bucket_of(d, n)) for d in doc_ids]
+
+    def _bucket_keys(self, version: str) -> Iterator[bytes]:
+        return self.client.scan_iter(match=f"{ENTRY_PREFIX}:{version}:b:*", count=1000)
+
     # -- entries ------------------------------------------------------------------------------
     def write_if_not_older(self, version: str, doc_ids: Sequence[str], values: Sequence[bytes]) -> int:
-        """Like :meth:`write`, but an entry computed from a newer source state is never overwritten.
+        """Write entries, except over one computed from a newer state of its document.
 
         Returns how many entries were written; the rest were superseded by another run.
         """
         written = 0
         step = min(self.write_batch_size, 500)
+        keys = self._keys(version, doc_ids)
         for start in range(0, len(doc_ids), step):
-            keys = [entry_key(version, d) for d in doc_ids[start : start + step]]
-            written += self._eval(
-                self._write_if_not_older, keys, [self.ttl_seconds, *values[start : start + step]]
-            )
+            args: list = [self.ttl_seconds]
+            for doc_id, value in zip(
+                doc_ids[start : start + step], values[start : start + step], strict=True
+            ):
+                args += [doc_id, value]
+            written += self._eval(self._write_if_not_older, keys[start : start + step], args)
         return written
 
     @transient
@@ -171,42 +251,74 @@ class FeatureStore:
         """Delete entries whose source state is at most the one given (a newer one stays)."""
         deleted = 0
         step = min(self.write_batch_size, 500)
+        keys = self._keys(version, doc_ids)
         for start in range(0, len(doc_ids), step):
-            keys = [entry_key(version, d) for d in doc_ids[start : start + step]]
-            deleted += self._eval(self._delete_if_not_newer, keys, list(source_ms[start : start + step]))
+            args: list = []
+            for doc_id, ms in zip(
+                doc_ids[start : start + step], source_ms[start : start + step], strict=True
+            ):
+                args += [doc_id, ms]
+            deleted += self._eval(self._delete_if_not_newer, keys[start : start + step], args)
         return deleted
 
     def read_headers(self, version: str, doc_ids: Sequence[str]) -> list[codec.RecordHeader | None]:
-        """Headers only (GETRANGE), so planning a shard reads 28 bytes per entry, not the vectors."""
+        """Each entry's header, or None where it is missing, foreign or corrupt (so rewritten)."""
         out: list[codec.RecordHeader | None] = []
-        step = 1000
-        for start in range(0, len(doc_ids), step):
-            for raw in self._getranges(version, doc_ids[start : start + step]):
+        for start in range(0, len(doc_ids), 5000):
+            for raw in self._read_slice(version, doc_ids[start : start + 5000]):
                 try:
-                    out.append(codec.parse_header(raw) if raw else None)
+                    out.append(codec.parse_header(raw[: codec.HEADER_SIZE]) if raw else None)
                 except codec.CodecError:
-                    out.append(None)  # not ours or corrupt: treated as missing and rewritten
+                    out.append(None)
         return out
 
     @transient
-    def _getranges(self, version: str, doc_ids: Sequence[str]) -> list[bytes]:
-        pipe = self.client.pipeline(transaction=False)
-        for doc_id in doc_ids:
-            pipe.getrange(entry_key(version, doc_id), 0, codec.HEADER_SIZE - 1)
-        return pipe.execute()
+    def read_one(self, version: str, doc_id: str) -> bytes | None:
+        key, field = self.location(version, doc_id)
+        return self.client.hget(key, field)
 
     def read_many(self, version: str, doc_ids: Sequence[str]) -> list[bytes | None]:
+        """Entries in ``doc_ids`` order: one HMGET per bucket, pipelined in slices."""
+        out: list[bytes | None] = []
+        step = 5000
+        for start in range(0, len(doc_ids), step):
+            out += self._read_slice(version, doc_ids[start : start + step])
+        return out
+
+    @transient
+    def _read_slice(self, version: str, doc_ids: Sequence[str]) -> list[bytes | None]:
         if not doc_ids:
             return []
-        return self.client.mget([entry_key(version, d) for d in doc_ids])
+        by_key: dict[str, list[int]] = defaultdict(list)
+        for i, key in enumerate(self._keys(version, doc_ids)):
+            by_key[key].append(i)
+        pipe = self.client.pipeline(transaction=False)
+        for key, positions in by_key.items():
+            pipe.hmget(key, [doc_ids[i] for i in positions])
+        out: list[bytes | None] = [None] * len(doc_ids)
+        for positions, values in zip(by_key.values(), pipe.execute(), strict=True):
+            for i, value in zip(positions, values, strict=True):
+                out[i] = value
+        return out
 
     def scan_doc_ids(self, version: str) -> Iterator[str]:
         return iter(self._scan_ids(version))
 
     @transient
     def _scan_ids(self, version: str) -> list[str]:
-        prefix = f"{ENTRY_PREFIX}:{version}:"
-        return [k.decode()[len(prefix) :] for k in self.client.scan_iter(match=f"{prefix}*", count=1000)]
+        keys = list(self._bucket_keys(version))
+        ids: list[str] = []
+        for start in range(0, len(keys), 500):
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys[start : start + 500]:
+                pipe.hkeys(key)
+            ids += [f.decode() for fields in pipe.execute() for f in fields]
+        return ids
+
+    @transient
+    def entry_ttl(self, version: str, doc_id: str) -> int:
+        """Seconds until the entry's bucket expires (-2: no such bucket)."""
+        return int(self.client.ttl(self.location(version, doc_id)[0]))
 
     @transient
     def used_memory(self) -> int:

@@ -7,8 +7,9 @@ by ``doc_id``. The Dagster assets in ``defs/assets.py`` only wire these together
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -134,14 +135,18 @@ def _add_note(frame: pl.DataFrame, mask: pl.Expr, note: str | pl.Expr) -> pl.Dat
     )
 
 
-def snapshot_frame(docs: Iterable[dict], read_started: dt.datetime | None = None) -> pl.DataFrame:
-    """Live documents as rows, sorted by doc_id; of duplicate doc_ids the latest modified wins.
+def snapshot_rows(docs: Iterable[dict]) -> pl.DataFrame:
+    """Source documents as typed rows, tombstones dropped; duplicates not resolved yet."""
+    rows = [snapshot_row(d) for d in docs if not is_tombstone(d)]
+    return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA) if rows else SNAPSHOT_SCHEMA.to_frame()
+
+
+def finish_snapshot(frame: pl.DataFrame, read_started: dt.datetime | None = None) -> pl.DataFrame:
+    """A shard's rows sorted by doc_id; of duplicate doc_ids the latest modified wins.
 
     Duplicates, and documents modified after ``read_started`` (changed while the shard was
     being read), are kept with a note saying so.
     """
-    rows = [snapshot_row(d) for d in docs if not is_tombstone(d)]
-    frame = pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA) if rows else SNAPSHOT_SCHEMA.to_frame()
     with_id = frame.filter(pl.col("doc_id").is_not_null())
     copies = pl.col("doc_id").count().over("doc_id")
     with_id = with_id.with_columns(copies.alias("_copies"))
@@ -162,14 +167,52 @@ def snapshot_frame(docs: Iterable[dict], read_started: dt.datetime | None = None
     return pl.concat([deduped, frame.filter(pl.col("doc_id").is_null())]).sort("doc_id", nulls_last=True)
 
 
+def snapshot_frame(docs: Iterable[dict], read_started: dt.datetime | None = None) -> pl.DataFrame:
+    return finish_snapshot(snapshot_rows(docs), read_started)
+
+
 def snapshot_frames(
     docs: Iterable[tuple[int, dict]], shards: Iterable[int], read_started: dt.datetime | None = None
 ) -> dict[int, pl.DataFrame]:
-    """Route ``(shard, document)`` pairs into one frame per shard."""
-    grouped: dict[int, list[dict]] = {s: [] for s in shards}
+    """Route ``(shard, document)`` pairs into one frame per shard (small reads: deltas)."""
+    return dict(snapshot_shards(docs, shards, None, read_started))
+
+
+class Spool(Protocol):
+    """Somewhere rows of a shard can wait (on disk) while the rest of a scan goes on."""
+
+    def add(self, shard: int, frame: pl.DataFrame) -> None: ...
+
+    def take(self, shard: int) -> list[pl.DataFrame]: ...
+
+
+def snapshot_shards(
+    docs: Iterable[tuple[int, dict]],
+    shards: Iterable[int],
+    spool: Spool | None,
+    read_started: dt.datetime | None = None,
+    spill_docs: int = 50_000,
+) -> Iterator[tuple[int, pl.DataFrame]]:
+    """One scan routed into per-shard snapshots, yielded one shard at a time.
+
+    A scan reads shards interleaved; every ``spill_docs`` documents the buffered rows go to
+    ``spool``, so memory holds one buffer and one finished shard, never the collection.
+    """
+    buffers: dict[int, list[dict]] = {s: [] for s in shards}
+    buffered = 0
     for shard, doc in docs:
-        grouped[shard].append(doc)
-    return {s: snapshot_frame(d, read_started) for s, d in grouped.items()}
+        buffers[shard].append(doc)
+        buffered += 1
+        if spool is not None and buffered >= spill_docs:
+            for s, waiting in buffers.items():
+                if waiting:
+                    spool.add(s, snapshot_rows(waiting))
+                    buffers[s] = []
+            buffered = 0
+    for s in list(buffers):
+        parts = spool.take(s) if spool is not None else []
+        parts.append(snapshot_rows(buffers.pop(s)))
+        yield s, finish_snapshot(pl.concat(parts), read_started)
 
 
 def merge_snapshot(
@@ -197,6 +240,9 @@ class ChunkSettings:
     max_chars: int
     oversize: str = "truncate"  # or "reject"
     tokenize_batch: int = 256
+    # One chunk per document, the whole text (static models have no position limit): no
+    # tokenizing here at all, the embedder tokenizes once. Token counts stay null.
+    single_chunk: bool = False
 
 
 def chunk_frame(
@@ -220,22 +266,23 @@ def chunk_frame(
     batch: list[tuple[dict, str, str | None, int]] = []
 
     def flush() -> None:
-        chunked = chunk_texts(
-            [text for _, text, _, _ in batch],
-            tokenizer,
-            window=settings.window_tokens,
-            overlap=settings.overlap_tokens,
-        )
-        for (doc, _, note, chash), chunks in zip(batch, chunked, strict=True):
-            tokens = [c.n_tokens for c in chunks]
+        texts = [text for _, text, _, _ in batch]
+        if settings.single_chunk:
+            chunked = [([text], [None]) for text in texts]
+        else:
+            cut = chunk_texts(
+                texts, tokenizer, window=settings.window_tokens, overlap=settings.overlap_tokens
+            )
+            chunked = [([c.text for c in chunks], [c.n_tokens for c in chunks]) for chunks in cut]
+        for (doc, _, note, chash), (chunks, tokens) in zip(batch, chunked, strict=True):
             rows.append(
                 {
                     "doc_id": doc["doc_id"],
                     "source_id": doc["source_id"],
                     "modified_at": doc["modified_at"],
                     "content_hash": chash,
-                    "n_tokens": sum(tokens),
-                    "chunks": [c.text for c in chunks],
+                    "n_tokens": None if settings.single_chunk else sum(tokens),
+                    "chunks": chunks,
                     "chunk_tokens": tokens,
                     "skip_reason": None if chunks else "no tokens in text",
                     "note": note,
@@ -369,14 +416,25 @@ def _embed_isolating(
 
 def _embed(part: pl.DataFrame, encode: Encoder, schema: pl.Schema) -> pl.DataFrame:
     texts = part["chunks"].explode().to_list()
-    tokens = part["chunk_tokens"].explode().to_list()
+    tokens = part["chunk_tokens"].explode()
     counts = part["chunks"].list.len().to_numpy().astype(np.int64)
-    vectors = encode(texts, tokens)
+    vectors = encode(texts, tokens.to_list())
     if vectors.shape != (len(texts), schema["vector"].size):
         raise ValueError(f"model returned shape {vectors.shape} for {len(texts)} chunks")
-    owner = np.repeat(np.arange(part.height), counts)
-    pooled = pool_documents(vectors, np.asarray(tokens, dtype=np.float32), owner, part.height)
-    bounds = np.concatenate([[0], np.cumsum(counts)])
+    if (counts == 1).all():  # one chunk each: the chunk's vector is the document's
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        pooled = (vectors / np.where(norms > 0, norms, 1)).astype(np.float32)
+        per_chunk = pl.Series([None] * part.height, dtype=schema["chunk_vectors"])
+    else:
+        owner = np.repeat(np.arange(part.height), counts)
+        weights = tokens.fill_null(1).to_numpy().astype(np.float32)
+        pooled = pool_documents(vectors, weights, owner, part.height)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        # a single chunk's vector is the document vector: kept once, not twice
+        per_chunk = pl.Series(
+            [vectors[bounds[i] : bounds[i + 1]] if counts[i] > 1 else None for i in range(part.height)],
+            dtype=schema["chunk_vectors"],
+        )
     return pl.DataFrame(
         {
             "doc_id": part["doc_id"],
@@ -384,10 +442,7 @@ def _embed(part: pl.DataFrame, encode: Encoder, schema: pl.Schema) -> pl.DataFra
             "content_hash": part["content_hash"],
             "n_chunks": pl.Series(counts, dtype=pl.Int32),
             "vector": pl.Series(pooled, dtype=schema["vector"]),
-            "chunk_vectors": pl.Series(
-                [vectors[bounds[i] : bounds[i + 1]] for i in range(part.height)],
-                dtype=schema["chunk_vectors"],
-            ),
+            "chunk_vectors": per_chunk,
         },
         schema=schema,
     )
@@ -471,16 +526,23 @@ class PublishStats:
 
 
 def calibration_for(
-    store: FeatureStore, spec: EmbeddingSpec, frames: list[pl.DataFrame]
+    store: FeatureStore, spec: EmbeddingSpec, frames: Iterable[pl.DataFrame]
 ) -> q.Int8Calibration | None:
-    """The version's stored calibration; the first publish computes it from its own vectors."""
+    """The version's stored calibration; the first publish computes it from its own vectors.
+
+    ``frames`` is read lazily, only as far as the sample needs.
+    """
     if spec.quantization != q.INT8:
         return None
     stored = store.calibration(spec.tag)
     if stored is not None:
         return stored
-    sample = [f.head(CALIBRATION_SAMPLE) for f in frames if f.height]
-    if not sample:
+    sample: list[pl.DataFrame] = []
+    for frame in frames:
+        sample.append(frame.head(CALIBRATION_SAMPLE - sum(f.height for f in sample)))
+        if sum(f.height for f in sample) >= CALIBRATION_SAMPLE:
+            break
+    if not sum(f.height for f in sample):
         return None
     return store.ensure_calibration(spec.tag, q.calibrate_int8(vectors_matrix(pl.concat(sample))))
 

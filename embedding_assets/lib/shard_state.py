@@ -19,9 +19,9 @@ class ShardStateStore:
     def path(self, asset: str, partition_key: str) -> UPath:
         return self.base / asset / f"{partition_key}.parquet"
 
-    def load(self, asset: str, partition_key: str) -> pl.DataFrame | None:
+    def load(self, asset: str, partition_key: str, columns: list[str] | None = None) -> pl.DataFrame | None:
         path = self.path(asset, partition_key)
-        return pl.read_parquet(str(path)) if path.exists() else None
+        return pl.read_parquet(str(path), columns=columns) if path.exists() else None
 
     def save(self, asset: str, partition_key: str, frame: pl.DataFrame) -> int:
         """Atomic write (temporary file, then rename); returns the file's size."""
@@ -73,3 +73,38 @@ class ShardStateStore:
         if not folder.exists() or not any(folder.glob("*.parquet")):
             return None
         return pl.scan_parquet(str(folder / "*.parquet"))
+
+
+class ShardSpool:
+    """Rows of a scan waiting per shard on disk (``<asset>/_spool/<shard>/``), see pipeline.Spool."""
+
+    def __init__(self, store: ShardStateStore, asset: str) -> None:
+        self.folder = store.base / asset / "_spool"
+        self.clear()  # what a killed run left is from an older scan
+
+    def _dir(self, shard: int) -> UPath:
+        return self.folder / f"{shard:04d}"
+
+    def add(self, shard: int, frame: pl.DataFrame) -> None:
+        folder = self._dir(shard)
+        folder.mkdir(parents=True, exist_ok=True)
+        n = sum(1 for _ in folder.glob("*.parquet"))
+        frame.write_parquet(str(folder / f"{n:06d}.parquet"), compression="lz4")
+
+    def take(self, shard: int) -> list[pl.DataFrame]:
+        folder = self._dir(shard)
+        if not folder.exists():
+            return []
+        files = sorted(folder.glob("*.parquet"))
+        frames = [pl.read_parquet(str(f)) for f in files]
+        for f in files:
+            f.unlink()
+        folder.rmdir()
+        return frames
+
+    def clear(self) -> None:
+        if self.folder.exists():
+            for f in self.folder.glob("*/*"):
+                f.unlink()
+            for d in self.folder.glob("*"):
+                d.rmdir()

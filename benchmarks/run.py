@@ -1,0 +1,425 @@
+"""One command: a corpus into MongoDB, the pipeline over it, and a table of what it cost.
+
+    python -m benchmarks.run --docs 1000000 --backend static
+    python -m benchmarks.run --docs 20000 --backend transformer
+    python -m benchmarks.run --docs 2000 --backend transformer --peers     # LlamaIndex, LangChain too
+
+Servers come from MONGO_URI / REDIS_URL, or are embedded (valkey, SecantusDB). Prints:
+documents/s per stage and end to end for a full pass, a 1%-changed pass (sensor runs) and a
+no-change pass; the bare model measured in this process on the same texts, and our ratio to
+it; Redis bytes per document for each codec; lookup latency; peak RSS. ``--peers`` also runs
+LlamaIndex and LangChain over the same documents, model and Redis (benchmarks/peers.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ASSETS = ("document_snapshots", "chunked_text", "document_vectors", "feature_store_entries")
+
+
+@dataclass
+class Pass:
+    label: str
+    documents: int
+    embedded: int
+    written: int
+    wall: float
+    steps: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pipeline_seconds(self) -> float:
+        return sum(self.steps.get(a, 0.0) for a in ASSETS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--backend", default="static", choices=["static", "transformer"])
+    parser.add_argument("--changed", type=float, default=0.01, help="fraction of documents edited")
+    parser.add_argument("--sample", type=int, default=0, help="texts for the bare-model baseline")
+    parser.add_argument("--peers", action="store_true", help="also run LlamaIndex and LangChain")
+    parser.add_argument("--peer-python", default=os.environ.get("EA_PEER_PYTHON", ""))
+    args = parser.parse_args()
+    args.sample = args.sample or min(args.docs, 600 if args.backend == "transformer" else 20_000)
+
+    state = Path(tempfile.mkdtemp(prefix="ea-bench-"))
+    os.environ.update(
+        {
+            "EA_BACKEND": args.backend,
+            "EA_PARQUET_DIR": str(state / "parquet"),
+            "MONGO_DB": "ea_bench",
+            "HF_HUB_OFFLINE": "1",
+            "EA_STATIC_DIR": os.environ.get("EA_STATIC_DIR", str(Path(".state/models").resolve())),
+        }
+    )
+    from embedding_assets.lib.servers import EmbeddedServers
+
+    with EmbeddedServers(state) as servers:
+        os.environ.update(servers.env)
+        run(args, servers.mongo_uri, servers.redis_url)  # type: ignore[arg-type]
+
+
+def load_corpus(mongo_uri: str, n: int) -> tuple[object, float, float]:
+    """Streams N generated documents into a fresh collection; returns it, mean words, seconds."""
+    import itertools
+
+    import pymongo
+
+    from embedding_assets.lib import corpus
+
+    coll = pymongo.MongoClient(mongo_uri, tz_aware=True)["ea_bench"]["documents"]
+    coll.drop()
+    started = time.perf_counter()
+    words = 0
+    docs = corpus.generate_documents(n, mean_sentences=20)
+    while batch := list(itertools.islice(docs, 10_000)):
+        words += sum(len(d["body"].split()) for d in batch)
+        coll.insert_many(batch, ordered=False)
+    coll.create_index("doc_id")
+    coll.create_index([("modified_at", 1), ("doc_id", 1)])
+    return coll, words / max(n, 1), time.perf_counter() - started
+
+
+def step_seconds(instance: object, run_id: str) -> dict[str, float]:
+    """Each step's wall time, from the run's STEP_START / STEP_SUCCESS events."""
+    started: dict[str, float] = {}
+    out: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):  # type: ignore[attr-defined]
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            started[event.step_key] = entry.timestamp
+        elif event.event_type_value == "STEP_SUCCESS" and event.step_key in started:
+            out[event.step_key] = entry.timestamp - started[event.step_key]
+    return out
+
+
+def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
+    import redis
+
+    from embedding_assets.defs.sensors import document_changes_sensor
+    from embedding_assets.lib.feature_store import FeatureStore
+    from embedding_assets_tests.runs import Daemon, metadata
+    from embedding_assets_tests.test_incremental import sweep_request
+
+    redis.Redis.from_url(redis_url).flushall()
+    coll, words, load_s = load_corpus(mongo_uri, args.docs)
+    print(f"loaded {args.docs} documents (mean {words:.0f} words of body) in {load_s:.1f} s", flush=True)
+    store = FeatureStore.from_url(redis_url)
+    daemon = Daemon()
+    passes: list[Pass] = []
+
+    def full_pass(label: str) -> Pass:
+        t = time.perf_counter()
+        daemon.run([sweep_request()])
+        wall = time.perf_counter() - t
+        r = daemon.results[-1]
+        assert r.success, f"{label}: the run failed"
+        p = Pass(
+            label,
+            args.docs,
+            int(metadata(r, "document_vectors")["embedded"]),
+            int(metadata(r, "feature_store_entries")["written"]),
+            wall,
+            step_seconds(daemon.instance, r.run_id),
+        )
+        passes.append(p)
+        print(f"{label}: {wall:.1f} s", flush=True)
+        return p
+
+    memory_before = store.used_memory()
+    full_pass("full pass, empty store")
+    bytes_per_doc = (store.used_memory() - memory_before) / args.docs
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    daemon.tick(document_changes_sensor)  # the sensor starts at the newest document
+
+    changed = random.Random(1).sample(range(args.docs), int(args.docs * args.changed))
+    when = dt.datetime.now(dt.UTC)
+    edit(coll, changed, when, "Edited body")
+    t = time.perf_counter()
+    before = len(daemon.results)
+    daemon.sync(document_changes_sensor)
+    runs = daemon.results[before:]
+    passes.append(
+        Pass(
+            f"{args.changed:.0%} changed, sensor runs ({len(runs)})",
+            len(changed),
+            sum(int(metadata(r, "document_vectors")["embedded"]) for r in runs),
+            sum(int(metadata(r, "feature_store_entries")["written"]) for r in runs),
+            time.perf_counter() - t,
+        )
+    )
+    edit(coll, changed, when + dt.timedelta(seconds=10), "Edited again")
+    full_pass(f"{args.changed:.0%} changed, daily sweep")
+    full_pass("nothing changed, daily sweep")
+    peak_rss_mb = max(peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    print_passes(args, passes, peak_rss_mb)
+    first = passes[0]
+    ours = args.docs / first.wall
+    bare = bare_baseline(args, coll)
+    print_bare(args, bare, ours)
+    print_lookups(store, args.docs)
+    print_storage(redis_url, args.docs, bytes_per_doc, store)
+    if args.backend == "static":
+        print_quality(coll, min(args.docs, 2_000))
+    if args.peers:
+        run_peers(args, mongo_uri, redis_url, ours, passes[-1])
+
+
+def edit(coll: object, indexes: list[int], when: dt.datetime, text: str) -> None:
+    from pymongo import UpdateOne
+
+    ops = [
+        UpdateOne(
+            {"doc_id": f"doc-{i:06d}"},
+            {"$set": {"body": f"{text} {i}.", "modified_at": when + dt.timedelta(milliseconds=n)}},
+        )
+        for n, i in enumerate(indexes)
+    ]
+    for start in range(0, len(ops), 1000):
+        coll.bulk_write(ops[start : start + 1000], ordered=False)  # type: ignore[attr-defined]
+
+
+def print_passes(args: argparse.Namespace, passes: list[Pass], peak_rss_mb: float) -> None:
+    print(f"\n## Pipeline: {args.docs} documents, backend {args.backend}, {os.cpu_count()} cores")
+    print(f"peak RSS of the process running the passes: {peak_rss_mb:.0f} MB")
+    head = f"{'pass':<34} {'docs':>8} {'embedded':>9} {'written':>9} {'wall s':>8} {'docs/s':>8}"
+    print(head + "".join(f" {a.split('_')[-1][:9]:>9}" for a in ASSETS))
+    for p in passes:
+        line = (
+            f"{p.label:<34} {p.documents:>8} {p.embedded:>9} {p.written:>9} {p.wall:>8.1f} "
+            f"{p.documents / p.wall:>8.0f}"
+        )
+        line += "".join(f" {args.docs / p.steps[a]:>9.0f}" if a in p.steps else f" {'':>9}" for a in ASSETS)
+        print(line)
+    first = passes[0]
+    print(
+        f"stage columns: documents/s of each asset's step in full passes; the four steps together "
+        f"{args.docs / first.pipeline_seconds:.0f} docs/s, the whole run (checks, run start) "
+        f"{args.docs / first.wall:.0f} docs/s"
+    )
+
+
+def sample_texts(coll: object, n: int) -> list[str]:
+    """The texts the pipeline embeds (title repeated, then body), for the first n documents."""
+    from embedding_assets.lib.text import embeddable_text
+
+    docs = coll.find({}, {"title": 1, "body": 1}).sort("_id", 1).limit(n)  # type: ignore[attr-defined]
+    return [
+        embeddable_text(d.get("title"), d.get("body"), title_repeat=2, max_chars=200_000).text for d in docs
+    ]
+
+
+def bare_baseline(args: argparse.Namespace, coll: object) -> dict[str, float]:
+    """Documents/s of the bare model on the same texts, in this process, per configuration."""
+    texts = sample_texts(coll, args.sample)
+    if args.backend == "static":
+        return bare_static(texts)
+    return bare_transformer(texts)
+
+
+def _rate(fn: object, n: int) -> float:
+    t = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return n / (time.perf_counter() - t)
+
+
+def bare_static(texts: list[str]) -> dict[str, float]:
+    from embedding_assets.lib.static_embedder import StaticEmbedder
+
+    embedder = StaticEmbedder(None, cache_dir=Path(os.environ["EA_STATIC_DIR"]))
+    model = embedder.model
+    model.encode(texts[:100])
+    embedder.encode(texts[:100])
+    return {
+        "SentenceTransformer.encode (StaticEmbedding, defaults)": _rate(
+            lambda: model.encode(texts), len(texts)
+        ),
+        "project StaticEmbedder.encode (fast tokenizer, embedding_bag)": _rate(
+            lambda: embedder.encode(texts), len(texts)
+        ),
+    }
+
+
+def bare_transformer(texts: list[str]) -> dict[str, float]:
+    import contextlib
+
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from embedding_assets.lib.embedder import cpu_has_bf16, default_model_path
+
+    model = SentenceTransformer(default_model_path(), device="cpu")
+    model.encode(texts[:32])
+    lengths = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    ordered = [texts[i] for i in np.argsort(lengths, kind="stable")]
+    out = {
+        "SentenceTransformer.encode defaults (fp32, batch 32)": _rate(lambda: model.encode(texts), len(texts))
+    }
+    precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
+    for precision in precisions:
+        for batch in (8, 16, 32):
+            ctx = (
+                torch.autocast("cpu", dtype=torch.bfloat16)
+                if precision == "bf16"
+                else contextlib.nullcontext()
+            )
+
+            def encode(ctx: object = ctx, batch: int = batch) -> None:
+                with ctx:  # type: ignore[attr-defined]
+                    model.encode(ordered, batch_size=batch)
+
+            out[f"{precision}, batch {batch}, sorted by token count"] = _rate(encode, len(texts))
+    return out
+
+
+def print_bare(args: argparse.Namespace, bare: dict[str, float], ours: float) -> None:
+    default = next(iter(bare.values()))
+    best_label, best = max(bare.items(), key=lambda kv: kv[1])
+    print(f"\n## Bare model on the first {args.sample} texts, in this process")
+    for label, rate in bare.items():
+        print(f"{label:<64} {rate:>8.0f} docs/s")
+    print(
+        f"pipeline end to end (full pass, MongoDB to Redis) {ours:.0f} docs/s: "
+        f"{ours / default:.2f}x the default encode, {ours / best:.0%} of the best bare configuration "
+        f"({best_label})"
+    )
+
+
+def print_lookups(store: object, n: int, gets: int = 5_000, batches: int = 500) -> None:
+    import numpy as np
+
+    from embedding_assets.client import EmbeddingClient
+
+    client = EmbeddingClient(store)  # type: ignore[arg-type]
+    rng = random.Random(3)
+    ids = [f"doc-{rng.randrange(n):06d}" for _ in range(gets)]
+    for doc_id in ids[:200]:
+        client.get(doc_id)
+    single = []
+    for doc_id in ids:
+        t = time.perf_counter()
+        found = client.get(doc_id)
+        single.append(time.perf_counter() - t)
+        assert found is not None
+    many = []
+    for _ in range(batches):
+        batch = [f"doc-{rng.randrange(n):06d}" for _ in range(100)]
+        t = time.perf_counter()
+        client.get_many(batch)
+        many.append(time.perf_counter() - t)
+    s, m = np.asarray(single) * 1000, np.asarray(many) * 1000
+    print("\n## Lookups through EmbeddingClient (decoded float32 vectors), loopback")
+    print(
+        f"get            p50 {np.percentile(s, 50):.3f} ms  p99 {np.percentile(s, 99):.3f} ms  ({gets} calls)"
+    )
+    print(
+        f"get_many(100)  p50 {np.percentile(m, 50):.3f} ms  p99 {np.percentile(m, 99):.3f} ms  "
+        f"({batches} calls)"
+    )
+
+
+def print_storage(redis_url: str, n: int, pipeline_bytes: float, store: object) -> None:
+    from benchmarks.storage import measure
+
+    server = store.client.info("server")  # type: ignore[attr-defined]
+    encoding = store.compact_encoding(tune=False)  # type: ignore[attr-defined]
+    print(
+        f"\n## Redis memory per document (used_memory delta / documents), "
+        f"{server.get('server_name', 'redis')} {server['redis_version']}, buckets {encoding}"
+    )
+    print(f"int8    {pipeline_bytes:>6.0f} B/doc  (the full pass above, {n} documents)")
+    per_doc, _, _ = measure(redis_url, "binary", n, db=1)
+    print(f"binary  {per_doc:>6.0f} B/doc  ({n} synthetic vectors through the same publish path)")
+
+
+def print_quality(coll: object, n: int) -> None:
+    """The static tier against the transformer on the same texts."""
+    import numpy as np
+
+    from embedding_assets.lib import corpus
+    from embedding_assets.lib.embedder import SentenceTransformerEmbedder
+    from embedding_assets.lib.static_embedder import StaticEmbedder
+
+    texts = sample_texts(coll, n)
+    docs = list(corpus.generate_documents(n, mean_sentences=20))
+    labels = np.asarray([f"{d['language']}/{d['topic']}" for d in docs])
+    static = StaticEmbedder(None, cache_dir=Path(os.environ["EA_STATIC_DIR"])).encode(texts)
+    exact = SentenceTransformerEmbedder(precision="fp32").encode(texts)
+    report = quality(exact, static, labels)
+    print(f"\n## Static tier quality against the transformer, {n} documents of the sample corpus")
+    for key, value in report.items():
+        print(f"{key:<52} {value:.3f}")
+
+
+def quality(exact: object, approx: object, labels: object, k: int = 10) -> dict[str, float]:
+    import numpy as np
+
+    a, b = np.asarray(exact), np.asarray(approx)
+    sa, sb = a @ a.T, b @ b.T
+    upper = np.triu_indices(len(a), 1)
+
+    def ranks(x: np.ndarray) -> np.ndarray:
+        return np.argsort(np.argsort(x)).astype(np.float64)
+
+    ra, rb = ranks(sa[upper]), ranks(sb[upper])
+    spearman = float(np.corrcoef(ra, rb)[0, 1])
+    np.fill_diagonal(sa, -np.inf)
+    np.fill_diagonal(sb, -np.inf)
+    na, nb = np.argsort(-sa, axis=1)[:, :k], np.argsort(-sb, axis=1)[:, :k]
+    overlap = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb, strict=True)]))
+    lab = np.asarray(labels)
+    return {
+        "Spearman of pair cosines": spearman,
+        f"nearest-neighbour@{k} overlap": overlap,
+        f"transformer: same language+topic in top {k}": float(np.mean(lab[na] == lab[:, None])),
+        f"static: same language+topic in top {k}": float(np.mean(lab[nb] == lab[:, None])),
+    }
+
+
+def run_peers(args: argparse.Namespace, mongo_uri: str, redis_url: str, ours: float, unchanged: Pass) -> None:
+    python = args.peer_python or str(Path(".venv-peers/bin/python").resolve())
+    if not Path(python).exists():
+        print(f"\n## Peers: skipped, no interpreter at {python} (sh benchmarks/peers-venv.sh makes one)")
+        return
+    print("\n## Peers on the same documents, model and Redis (initial load, then an unchanged re-index)")
+    ours_reindex = args.docs / unchanged.wall
+    for peer in ("llamaindex", "langchain"):
+        out = subprocess.run(
+            [python, "-m", "benchmarks.peers", peer, "--docs", str(args.docs)],
+            env={**os.environ, "MONGO_URI": mongo_uri, "REDIS_URL": redis_url},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        result = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+        if out.returncode != 0 or "load_docs_per_s" not in result:
+            print(f"{peer}: failed\n{out.stderr[-2000:]}")
+            continue
+        load, reindex = float(result["load_docs_per_s"]), float(result["reindex_docs_per_s"])
+        print(
+            f"{peer:<11} load {load:>8.1f} docs/s (ours {ours / load:.1f}x)   "
+            f"unchanged re-index {reindex:>8.1f} docs/s (ours {ours_reindex / reindex:.1f}x)   "
+            f"{result.get('note', '')}"
+        )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
