@@ -186,7 +186,7 @@ def document_vectors(
 ) -> StoredShards:
     """Chunk vectors from sentence-transformers, pooled into one unit vector per document."""
     embedder = embedding_model.embedder()
-    embedder.model  # noqa: B018 - load before timing
+    embedder.encode(["warm up"])  # loads the model before timing
     store = shard_state.store()
     started = time.perf_counter()
     total = sum(f["skip_reason"].null_count() for f in _shards(chunked_text, ["skip_reason"]))

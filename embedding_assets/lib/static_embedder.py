@@ -9,6 +9,8 @@ Its quality relative to the transformer is measured, not assumed (see docs/bench
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import os
 from functools import cached_property
 from pathlib import Path
@@ -84,42 +86,51 @@ class StaticEmbedder:
     def max_tokens(self) -> int:
         return STATIC_WINDOW_TOKENS
 
-    @property
+    @cached_property
     def dimension(self) -> int:
-        return int(self.model.get_embedding_dimension())
+        """From the distilled model's config: asking for it must not load a model."""
+        return int(json.loads((self.path / "config.json").read_text())["hidden_dim"])
 
     @cached_property
     def fingerprint(self) -> str:
         return model_fingerprint(str(self.path))
 
     @cached_property
-    def _lookup(self) -> tuple[Any, Any]:
-        """The static model's tokenizer and token-vector table, used directly (see encode)."""
-        module = self.model[0]
-        return module.tokenizer, module.embedding.weight.detach()
+    def _lookup(self) -> tuple[Any, np.ndarray]:
+        """Tokenizer and token-vector table, read straight from the distilled model's files:
+        no torch or transformers import, so a step process starts in a fraction of a second."""
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        tokenizer.no_padding()  # its truncation (max_length, 512 tokens) stays, as in model2vec
+        table = load_file(str(self.path / "model.safetensors"))["embeddings"].astype(np.float32)
+        return tokenizer, table
 
     def encode(self, texts: list[str], n_tokens: list[int | None] | None = None) -> np.ndarray:
-        """Mean of token vectors, unit length: what ``SentenceTransformer.encode`` computes here,
-        without offsets (``encode_batch_fast``), 1.6x faster on 200-word documents."""
-        import torch
+        """Mean of token vectors, unit length: what ``SentenceTransformer.encode`` computes with
+        ``StaticEmbedding``, but tokenized without offsets (``encode_batch_fast``) and pooled as a
+        sparse count matrix times the table: 2x faster on 200-word documents (benchmarks.run)."""
+        from scipy.sparse import csr_matrix
 
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
         tokenizer, table = self._lookup
-        out = np.empty((len(texts), table.shape[1]), dtype=np.float32)
+        out = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             encodings = tokenizer.encode_batch_fast(
                 texts[start : start + self.batch_size], add_special_tokens=False
             )
             lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
             flat = np.fromiter(
-                (i for e in encodings for i in e.ids), dtype=np.int64, count=int(lengths.sum())
+                itertools.chain.from_iterable(e.ids for e in encodings),
+                dtype=np.int64,
+                count=int(lengths.sum()),
             )
-            offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-            with torch.inference_mode():
-                pooled = torch.nn.functional.embedding_bag(
-                    torch.from_numpy(flat), table, torch.from_numpy(offsets), mode="mean"
-                )
-                pooled = torch.nn.functional.normalize(pooled, dim=1)
-            out[start : start + len(encodings)] = pooled.numpy()
+            indptr = np.concatenate([[0], np.cumsum(lengths)])
+            # each row counts its tokens; times the table it is the sum of their vectors
+            counts = csr_matrix(
+                (np.ones(len(flat), np.float32), flat, indptr), shape=(len(encodings), len(table))
+            )
+            out[start : start + len(encodings)] = counts @ table
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
         return out

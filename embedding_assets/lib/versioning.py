@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 
@@ -29,7 +30,7 @@ class EmbeddingSpec:
     def canonical(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
-    @property
+    @cached_property  # asked for once per record written: computed once per spec
     def digest(self) -> bytes:
         return hashlib.blake2b(self.canonical().encode(), digest_size=16).digest()
 
