@@ -112,6 +112,7 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     import redis
 
     from embedding_assets.defs.sensors import document_changes_sensor
+    from embedding_assets.lib import corpus
     from embedding_assets.lib.feature_store import FeatureStore
     from embedding_assets_tests.runs import Daemon, metadata
     from embedding_assets_tests.test_incremental import sweep_request
@@ -141,14 +142,13 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
         print(f"{label}: {wall:.1f} s", flush=True)
         return p
 
-    memory_before = store.used_memory()
     full_pass("full pass, empty store")
-    bytes_per_doc = (store.used_memory() - memory_before) / args.docs
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     daemon.tick(document_changes_sensor)  # the sensor starts at the newest document
 
     changed = random.Random(1).sample(range(args.docs), int(args.docs * args.changed))
-    when = dt.datetime.now(dt.UTC)
+    # edits come after every generated timestamp (one a minute from 2026-01-01: 1M reach 2027)
+    when = max(dt.datetime.now(dt.UTC), corpus.EPOCH + dt.timedelta(minutes=args.docs + 1))
     edit(coll, changed, when, "Edited body")
     t = time.perf_counter()
     before = len(daemon.results)
@@ -166,6 +166,7 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     edit(coll, changed, when + dt.timedelta(seconds=10), "Edited again")
     full_pass(f"{args.changed:.0%} changed, daily sweep")
     full_pass("nothing changed, daily sweep")
+    daemon.sync(document_changes_sensor)  # the sensor catches up with the edits the sweep took
     t = time.perf_counter()
     assert not daemon.tick(document_changes_sensor)  # what keeps the store current: finds nothing
     passes.append(Pass("nothing changed, sensor tick", args.docs, 0, 0, time.perf_counter() - t))
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     bare = bare_baseline(args, coll)
     print_bare(args, bare, ours, args.docs / first.steps["document_vectors"])
     print_lookups(store, args.docs)
-    print_storage(redis_url, args.docs, bytes_per_doc, store)
+    print_storage(redis_url, args.docs, store)
     if args.backend == "static":
         print_quality(coll, min(args.docs, 2_000))
     if args.peers:
@@ -352,18 +353,22 @@ def print_lookups(store: object, n: int, gets: int = 5_000, batches: int = 500) 
     )
 
 
-def print_storage(redis_url: str, n: int, pipeline_bytes: float, store: object) -> None:
-    from benchmarks.storage import measure
+def print_storage(redis_url: str, n: int, store: object) -> None:
+    from benchmarks.storage import flushed_bytes, measure
 
-    server = store.client.info("server")  # type: ignore[attr-defined]
+    client = store.client  # type: ignore[attr-defined]
+    server = client.info("server")
     encoding = store.compact_encoding(tune=False)  # type: ignore[attr-defined]
+    spec = store.versions()[store.active_version()]  # type: ignore[attr-defined]
     print(
-        f"\n## Redis memory per document (used_memory delta / documents), "
+        f"\n## Redis memory per document (keys' used_memory / documents, measured by flushing them), "
         f"{server.get('server_name', 'redis')} {server['redis_version']}, buckets {encoding}"
     )
-    print(f"int8    {pipeline_bytes:>6.0f} B/doc  (the full pass above, {n} documents)")
-    per_doc, _, _ = measure(redis_url, "binary", n, db=1)
-    print(f"binary  {per_doc:>6.0f} B/doc  ({n} synthetic vectors through the same publish path)")
+    own = flushed_bytes(client) / n  # the run's data is not needed any more
+    print(f"pipeline's own entries, {spec.quantization} x {spec.dimension}: {own:>6.0f} B/doc")
+    for codec in ("int8", "binary"):
+        per_doc, _, _ = measure(redis_url, codec, n, db=1)
+        print(f"{codec} x 384 (MiniLM), {n} synthetic vectors, same publish path: {per_doc:>6.0f} B/doc")
 
 
 def print_quality(coll: object, n: int) -> None:

@@ -57,7 +57,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
     url: str
     ttl_seconds: int = DEFAULT_TTL_SECONDS
     write_batch_size: int = 1000
-    # New versions spread their entries over this many hashes: about documents / 256.
+    # New versions spread their entries over this many hashes: about documents / 64.
     buckets: int = DEFAULT_BUCKETS
     # 1: raise the server's listpack limits so buckets stay compact (needs CONFIG; see deploy/).
     tune_server: int = 1

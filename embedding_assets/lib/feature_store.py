@@ -8,7 +8,7 @@ Keys:
     doc_emb_meta:active                 version tag readers follow
 
 Why buckets: a key per document costs ~100 B of key, object and expiry overhead on top of the
-record; ~256 records in one listpack-encoded hash cost ~16 B each (docs/benchmarks.md has the
+record; ~64 records in one listpack-encoded hash cost ~20 B each (docs/benchmarks.md has the
 measurements). Expiry is per bucket, refreshed by every write to it; what per-document expiry
 did (reclaim entries of documents nobody will write again) is done by the deletion sensor, the
 daily sweep's orphan reconciliation and ``cleanup`` of retired versions.
@@ -31,7 +31,7 @@ META_PREFIX = "doc_emb_meta"
 VERSIONS_KEY = f"{META_PREFIX}:versions"
 ACTIVE_KEY = f"{META_PREFIX}:active"
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
-DEFAULT_BUCKETS = 4096  # ~256 entries per bucket at 1M documents
+DEFAULT_BUCKETS = 16_384  # ~64 entries per bucket at 1M documents: HGET scans a short listpack
 # Server settings under which a bucket stays a listpack (records up to ~500 B, 2048 per bucket).
 LISTPACK_SETTINGS = {"hash-max-listpack-value": 1024, "hash-max-listpack-entries": 2048}
 
@@ -93,6 +93,17 @@ end
 return out
 """
 
+# The same, but only each record's 28-byte header: planning a publish or checking coverage of a
+# million entries moves 28 MB instead of 412 MB.
+_READ_HEADERS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.call('HGET', key, ARGV[i])
+  out[i] = value and string.sub(value, 1, 28)
+end
+return out
+"""
+
 
 def bucket_of(doc_id: str, buckets: int) -> int:
     """Seeded apart from the shard hash, so a shard's documents spread over every bucket."""
@@ -128,6 +139,7 @@ class FeatureStore:
         self._write_if_not_older = client.register_script(_WRITE_IF_NOT_OLDER)
         self._delete_if_not_newer = client.register_script(_DELETE_IF_NOT_NEWER)
         self._read_many = client.register_script(_READ_MANY)
+        self._read_headers = client.register_script(_READ_HEADERS)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: int) -> FeatureStore:
@@ -276,9 +288,10 @@ class FeatureStore:
         """Each entry's header, or None where it is missing, foreign or corrupt (so rewritten)."""
         out: list[codec.RecordHeader | None] = []
         for start in range(0, len(doc_ids), 5000):
-            for raw in self.read_many(version, doc_ids[start : start + 5000]):
+            part = doc_ids[start : start + 5000]
+            for raw in transient(self._read_slice)(version, part, self._read_headers):
                 try:
-                    out.append(codec.parse_header(raw[: codec.HEADER_SIZE]) if raw else None)
+                    out.append(codec.parse_header(raw) if raw else None)
                 except codec.CodecError:
                     out.append(None)
         return out
@@ -302,11 +315,12 @@ class FeatureStore:
                 out += transient(self._read_slice)(version, part)
         return out
 
-    def _read_slice(self, version: str, doc_ids: Sequence[str]) -> list[bytes | None]:
+    def _read_slice(self, version: str, doc_ids: Sequence[str], script: object = None) -> list[bytes | None]:
         if not doc_ids:
             return []
         # a missing field is false in Lua, a nil reply here
-        return list(self._read_many(keys=self._keys(version, doc_ids), args=list(doc_ids)))
+        script = script or self._read_many
+        return list(script(keys=self._keys(version, doc_ids), args=list(doc_ids)))  # type: ignore[operator]
 
     def scan_doc_ids(self, version: str) -> Iterator[str]:
         return iter(self._scan_ids(version))
