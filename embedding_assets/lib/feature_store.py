@@ -289,7 +289,7 @@ class FeatureStore:
         out: list[codec.RecordHeader | None] = []
         for start in range(0, len(doc_ids), 5000):
             part = doc_ids[start : start + 5000]
-            for raw in transient(self._read_slice)(version, part, self._read_headers):
+            for raw in transient(self._lua_read)(self._read_headers, version, part):
                 try:
                     out.append(codec.parse_header(raw) if raw else None)
                 except codec.CodecError:
@@ -310,16 +310,16 @@ class FeatureStore:
         for start in range(0, len(doc_ids), step):
             part = doc_ids[start : start + step]
             try:  # the lookup path: no retry machinery unless a fault calls for it
-                out += self._read_slice(version, part)
+                out += self._lua_read(self._read_many, version, part)
             except TRANSIENT:
-                out += transient(self._read_slice)(version, part)
+                out += transient(self._lua_read)(self._read_many, version, part)
         return out
 
-    def _read_slice(self, version: str, doc_ids: Sequence[str], script: object = None) -> list[bytes | None]:
+    def _lua_read(self, script: object, version: str, doc_ids: Sequence[str]) -> list[bytes | None]:
+        """One call of a read script (_READ_MANY or _READ_HEADERS) over ``doc_ids``."""
         if not doc_ids:
             return []
         # a missing field is false in Lua, a nil reply here
-        script = script or self._read_many
         return list(script(keys=self._keys(version, doc_ids), args=list(doc_ids)))  # type: ignore[operator]
 
     def scan_doc_ids(self, version: str) -> Iterator[str]:
