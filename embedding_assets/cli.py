@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from embedding_assets import settings
+
 if TYPE_CHECKING:
-    from embedding_assets.lib.feature_store import FeatureStore
+    from embedding_assets.stores.feature_store import FeatureStore
 
 STAMP = "%Y-%m-%d %H:%M:%SZ"
 # The local instance of demo and dev: SQLite storage, the deployment's concurrency rules.
@@ -37,14 +39,15 @@ SAMPLE_ODDITIES = [
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir or os.environ.get("EA_STATE_DIR", ".state")).resolve()
+    return Path(args.state_dir).resolve() if args.state_dir else settings.state_dir()
 
 
 def _use_state(state: Path) -> None:
-    """Point Dagster and the IO manager at the state directory, unless DAGSTER_HOME is set."""
+    """Point Dagster and the shard state at the state directory, unless DAGSTER_HOME is set."""
     os.environ["EA_STATE_DIR"] = str(state)
-    if os.environ.get("DAGSTER_HOME"):
-        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home_given = settings.dagster_home()
+    if home_given:
+        Path(home_given).mkdir(parents=True, exist_ok=True)
         return
     home = state / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
@@ -57,18 +60,19 @@ def _use_state(state: Path) -> None:
 @contextlib.contextmanager
 def _feature_store(args: argparse.Namespace) -> Iterator[FeatureStore]:
     """The feature store of REDIS_URL, or of the embedded valkey under the state directory."""
-    from embedding_assets.lib.feature_store import FeatureStore
-    from embedding_assets.lib.servers import EmbeddedServers
+    from embedding_assets.dev.servers import EmbeddedServers
+    from embedding_assets.stores.feature_store import FeatureStore
 
-    env = {**os.environ}
-    env.setdefault("MONGO_URI", "unused")  # these commands read Redis only
-    with EmbeddedServers(_state_dir(args), env) as servers:
-        yield FeatureStore.from_url(servers.redis_url)
+    # these commands read Redis only: no MongoDB is started for them
+    with EmbeddedServers(
+        _state_dir(args), {"MONGO_URI": str(settings.get("MONGO_URI")) or "unused"}
+    ) as servers:
+        yield FeatureStore.from_url(servers.redis_url)  # type: ignore[arg-type]
 
 
 def demo(args: argparse.Namespace) -> int:
-    from embedding_assets.lib import corpus
-    from embedding_assets.lib.servers import EmbeddedServers
+    from embedding_assets.dev import corpus
+    from embedding_assets.dev.servers import EmbeddedServers
 
     state = _state_dir(args)
     if not args.keep and state.exists():
@@ -81,8 +85,8 @@ def demo(args: argparse.Namespace) -> int:
             print(f"started embedded {', '.join(servers.started)} under {state}")
         import pymongo
 
-        collection = pymongo.MongoClient(servers.mongo_uri)[os.environ.get("MONGO_DB", "search-engine")][
-            os.environ.get("MONGO_COLLECTION", "documents")
+        collection = pymongo.MongoClient(servers.mongo_uri)[str(settings.get("MONGO_DB"))][
+            str(settings.get("MONGO_COLLECTION"))
         ]
         docs = list(corpus.generate_documents(args.docs)) + SAMPLE_ODDITIES
         corpus.load_into(collection, docs)
@@ -102,19 +106,15 @@ def _materialize_all() -> dict:
     import dagster as dg
 
     from embedding_assets.definitions import defs
-    from embedding_assets.defs.partitions import shard_partitions
-    from embedding_assets.lib.feature_store import FeatureStore
+    from embedding_assets.defs.partitions import range_tags
+    from embedding_assets.stores.feature_store import FeatureStore
 
-    keys = shard_partitions.get_partition_keys()
-    store = FeatureStore.from_url(os.environ["REDIS_URL"])
+    store = FeatureStore.from_url(str(settings.get("REDIS_URL")))
     memory_before = store.used_memory()
     run_started = time.perf_counter()
     result = defs.resolve_job_def("embed_documents").execute_in_process(
         instance=dg.DagsterInstance.get(),
-        tags={
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1],
-        },
+        tags=range_tags(),
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         raise_on_error=False,
     )
@@ -199,16 +199,16 @@ def lookup(args: argparse.Namespace) -> int:
 
     with _feature_store(args) as store:
         client = EmbeddingClient(store, args.version)
-        universe = list(store.scan_doc_ids(client.version)) if args.neighbours else []
+        universe = list(store.entries.scan_ids(client.version)) if args.neighbours else []
         _print_lookup(client, args.doc_id, universe, args.neighbours)
     return 0
 
 
 def versions(args: argparse.Namespace) -> int:
     with _feature_store(args) as store:
-        active = store.active_version()
-        for tag, spec in sorted(store.versions().items()):
-            count = sum(1 for _ in store.scan_doc_ids(tag))
+        active = store.control.active_version()
+        for tag, spec in sorted(store.control.versions().items()):
+            count = sum(1 for _ in store.entries.scan_ids(tag))
             mark = "*" if tag == active else " "
             print(f"{mark} {tag}  {count} entries  {spec.model} {spec.precision} {spec.quantization}")
     return 0
@@ -216,29 +216,36 @@ def versions(args: argparse.Namespace) -> int:
 
 def activate(args: argparse.Namespace) -> int:
     """Switch readers to a version, only when it covers every live document."""
-    from embedding_assets.defs.partitions import NUM_SHARDS
-    from embedding_assets.lib.coverage import measure_coverage
-    from embedding_assets.lib.document_source import MongoDocumentSource
-    from embedding_assets.lib.feature_store import FeatureStore
-    from embedding_assets.lib.servers import EmbeddedServers
+    from embedding_assets.dev.servers import EmbeddedServers
+    from embedding_assets.lib import audit
+    from embedding_assets.lib.snapshot import snapshot_frame
+    from embedding_assets.sources.mongo import MongoDocumentSource
+    from embedding_assets.stores.feature_store import FeatureStore
 
     with EmbeddedServers(_state_dir(args)) as servers:
-        store = FeatureStore.from_url(servers.redis_url)
-        spec = store.versions().get(args.version)
+        store = FeatureStore.from_url(servers.redis_url)  # type: ignore[arg-type]
+        spec = store.control.versions().get(args.version)
         if spec is None:
-            print(f"unknown version {args.version}; known: {sorted(store.versions())}")
+            print(f"unknown version {args.version}; known: {sorted(store.control.versions())}")
             return 2
         source = MongoDocumentSource(
-            servers.mongo_uri,
-            os.environ.get("MONGO_DB", "search-engine"),
-            os.environ.get("MONGO_COLLECTION", "documents"),
+            servers.mongo_uri,  # type: ignore[arg-type]
+            str(settings.get("MONGO_DB")),
+            str(settings.get("MONGO_COLLECTION")),
         )
-        coverage = measure_coverage(source, store, spec, NUM_SHARDS)
-        print(f"{args.version}: {coverage.summary()}")
-        if not coverage.complete:
+        expected, without_text = audit.expected_hashes(snapshot_frame(source.scan_all()), spec)
+        ids = sorted(expected)
+        headers = dict(zip(ids, store.entries.read_headers(spec.tag, ids), strict=True))
+        coverage = audit.coverage(expected, headers, spec.version_id)
+        print(f"{args.version}: {coverage.description}, {without_text} without an entry by rule")
+        if not coverage.passed:
+            print(
+                f"missing e.g. {coverage.metadata['missing_sample']}, "
+                f"mismatched e.g. {coverage.metadata['mismatched_sample']}"
+            )
             print("not activated: backfill the version until its coverage is complete")
             return 1
-        store.set_active(args.version)
+        store.control.set_active(args.version)
         print(f"active version is now {args.version}")
     return 0
 
@@ -256,15 +263,13 @@ def cleanup(args: argparse.Namespace) -> int:
 
 def dead_letters(args: argparse.Namespace) -> int:
     """Documents without a faithful entry, and why."""
-    from embedding_assets.lib.dead_letters import DeadLetters
-
     with _feature_store(args) as store:
-        version = args.version or store.active_version()
+        version = args.version or store.control.active_version()
         if version is None:
             print("no version yet")
             return 0
         letters = [
-            d for d in DeadLetters(store.client, version).all() if not args.kind or d.kind == args.kind
+            d for d in store.control.dead_letters(version).all() if not args.kind or d.kind == args.kind
         ]
         print(f"{len(letters)} dead letters in {version}")
         for d in letters[: args.limit]:
@@ -276,15 +281,15 @@ def dead_letters(args: argparse.Namespace) -> int:
 
 
 def dev(args: argparse.Namespace) -> int:
-    from embedding_assets.lib.servers import EmbeddedServers
+    from embedding_assets.dev.servers import EmbeddedServers
 
     state = _state_dir(args)
     _use_state(state)
     with EmbeddedServers(state) as servers:
         env = {**os.environ, **servers.env}
-        print(
-            f"MONGO_URI={servers.mongo_uri}\nREDIS_URL={servers.redis_url}\nDAGSTER_HOME={env['DAGSTER_HOME']}"
-        )
+        print(f"MONGO_URI={settings.mask_url(servers.mongo_uri)}")  # type: ignore[arg-type]
+        print(f"REDIS_URL={settings.mask_url(servers.redis_url)}")  # type: ignore[arg-type]
+        print(f"DAGSTER_HOME={env['DAGSTER_HOME']}")
         command = [
             sys.executable,
             "-m",
@@ -301,8 +306,30 @@ def dev(args: argparse.Namespace) -> int:
             return 0
 
 
+def reshard(args: argparse.Namespace) -> int:
+    """Rewrite the stored shard state for another shard count, without re-embedding."""
+    from embedding_assets.stores.shard_state import reshard as reshard_state
+    from embedding_assets.stores.shard_state import stored_shard_count
+
+    base = args.parquet_dir or settings.parquet_dir()
+    old = stored_shard_count(base)
+    if old is None:
+        print(f"no shard state in {base}: set EA_NUM_SHARDS={args.shards} and backfill")
+        return 0
+    if old == args.shards:
+        print(f"{base} already has {old} shards")
+        return 0
+    rows = reshard_state(base, args.shards)
+    print(f"{base}: {old} -> {args.shards} shards; rows per asset {rows}")
+    print(
+        f"now set EA_NUM_SHARDS={args.shards} everywhere (code location, daemon, runs) and run the "
+        "daily sweep or a backfill over all shards: entries are kept, nothing is re-embedded"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings.models_offline()
     parser = argparse.ArgumentParser(prog="embedding-assets", description=__doc__)
     parser.add_argument("--state-dir", help="where embedded servers and Dagster keep data (default .state)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -332,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--kind", choices=["failed", "rejected", "warning"])
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=dead_letters)
+    p = sub.add_parser("reshard", help="rewrite the stored shard state for another EA_NUM_SHARDS")
+    p.add_argument("--shards", type=int, required=True, help="the new shard count")
+    p.add_argument("--parquet-dir", help="the shard state (default: EA_PARQUET_DIR)")
+    p.set_defaults(func=reshard)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -11,7 +11,7 @@ import redis
 
 from embedding_assets.lib import codec
 from embedding_assets.lib import quantization as q
-from embedding_assets.lib.feature_store import FeatureStore
+from embedding_assets.stores.feature_store import FeatureStore
 
 
 @dataclass(slots=True)
@@ -40,24 +40,24 @@ class EmbeddingClient:
 
     def __init__(self, store: FeatureStore, version: str | None = None) -> None:
         self.store = store
-        resolved = version or store.active_version()
+        resolved = version or store.control.active_version()
         if resolved is None:
             raise LookupError("the feature store has no active version yet; materialize first")
         self.version = resolved
-        spec = store.versions().get(resolved)
+        spec = store.control.versions().get(resolved)
         self.version_id = spec.version_id if spec else None
-        self._calibration = store.calibration(resolved)
+        self._calibration = store.control.calibration(resolved)
 
     @classmethod
     def from_url(cls, url: str, version: str | None = None) -> EmbeddingClient:
         return cls(FeatureStore(redis.Redis.from_url(url)), version)
 
     def get(self, doc_id: str) -> StoredEmbedding | None:
-        raw = self.store.read_one(self.version, doc_id)
+        raw = self.store.entries.read_one(self.version, doc_id)
         return None if raw is None else self._decode(doc_id, raw)
 
     def get_many(self, doc_ids: Sequence[str]) -> list[StoredEmbedding | None]:
-        values = self.store.read_many(self.version, doc_ids)
+        values = self.store.entries.read(self.version, doc_ids)
         out: list[StoredEmbedding | None] = [None] * len(doc_ids)
         by_size: dict[int, list[int]] = {}
         for i, raw in enumerate(values):
@@ -75,7 +75,9 @@ class EmbeddingClient:
             if foreign:
                 i = positions[int(np.argmax(headers["version_id"] != self.version_id))]
                 self._decode(doc_ids[i], values[i])  # type: ignore[arg-type] # raises, naming it
-            vectors = self._vectors(codec.CODEC_NAMES[int(headers["codec"][0])], payloads, headers)
+            vectors = self._vectors(
+                codec.CODEC_NAMES[int(headers["codec"][0])], payloads, int(headers["dimension"][0])
+            )
             columns = zip(
                 positions,
                 vectors,
@@ -90,24 +92,16 @@ class EmbeddingClient:
                 )
         return out
 
-    def _vectors(self, codec_name: str, payloads: np.ndarray, headers: np.ndarray) -> np.ndarray:
-        if codec_name == q.INT8:
-            if self._calibration is None:
-                raise codec.CodecError(f"version {self.version} has no int8 calibration")
-            return q.dequantize_int8(payloads.view(np.int8), self._calibration)
-        return q.dequantize_binary(payloads, int(headers["dimension"][0]))
+    def _vectors(self, codec_name: str, payloads: np.ndarray, dimension: int) -> np.ndarray:
+        if codec_name == q.INT8 and self._calibration is None:
+            raise codec.CodecError(f"version {self.version} has no int8 calibration")
+        return q.dequantize(codec_name, payloads, self._calibration, dimension)
 
     def _decode(self, doc_id: str, raw: bytes) -> StoredEmbedding:
         header = codec.decode_header(raw)
         if self.version_id is not None and header.version_id != self.version_id:
             raise codec.CodecError(f"{doc_id}: record of another version ({header.version_id:#010x})")
-        payload = codec.decode_payload(raw, header)
-        if header.codec == q.INT8:
-            if self._calibration is None:
-                raise codec.CodecError(f"version {self.version} has no int8 calibration")
-            vector = q.dequantize_int8(payload, self._calibration)
-        else:
-            vector = q.dequantize_binary(payload, header.dimension)
+        vector = self._vectors(header.codec, codec.decode_payload(raw, header), header.dimension)
         return StoredEmbedding(
             doc_id=doc_id,
             vector=vector,

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from embedding_assets.lib.servers import EmbeddedServers
+    from embedding_assets.dev.servers import EmbeddedServers
 
     with EmbeddedServers(tmp_path_factory.mktemp("servers")) as running:
         yield running
@@ -73,7 +73,7 @@ def pipeline_env(
 
 @pytest.fixture(scope="session")
 def embedder() -> object:
-    from embedding_assets.lib.embedder import SentenceTransformerEmbedder
+    from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder
 
     e = SentenceTransformerEmbedder(device="cpu")
     e.model  # noqa: B018 - load once for the session
@@ -83,8 +83,8 @@ def embedder() -> object:
 @pytest.fixture(scope="session")
 def static_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One distillation of the static tier per test session (about 20 s)."""
-    from embedding_assets.lib.embedder import default_model_path
-    from embedding_assets.lib.static_embedder import ensure_distilled
+    from embedding_assets.embedders.sentence_transformer import default_model_path
+    from embedding_assets.embedders.static import ensure_distilled
 
     cache = tmp_path_factory.mktemp("static-models")
     ensure_distilled(cache, default_model_path(), 256)

@@ -79,7 +79,7 @@ def test_multilingual_text_and_empty_text(embedder):
 
 
 def test_bf16_precision_keeps_the_vectors(embedder):
-    from embedding_assets.lib.embedder import SentenceTransformerEmbedder, resolve_precision
+    from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder, resolve_precision
 
     assert resolve_precision("fp32", "cpu") == "fp32"
     assert resolve_precision("auto", "cpu") in ("bf16", "fp32")

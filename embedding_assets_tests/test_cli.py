@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from embedding_assets.cli import main
-from embedding_assets_tests.runs import load_sample, materialize
+from embedding_assets.dev.harness import load_sample, materialize
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 

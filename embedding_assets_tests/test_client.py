@@ -8,10 +8,11 @@ import pytest
 import redis
 
 from embedding_assets.client import EmbeddingClient
-from embedding_assets.lib import codec, pipeline
+from embedding_assets.lib import codec, publish
 from embedding_assets.lib import quantization as q
-from embedding_assets.lib.feature_store import FeatureStore
+from embedding_assets.lib.frames import TS
 from embedding_assets.lib.versioning import EmbeddingSpec
+from embedding_assets.stores.feature_store import FeatureStore
 
 pytestmark = pytest.mark.servers
 
@@ -25,15 +26,17 @@ def _publish(store: FeatureStore, spec: EmbeddingSpec, n: int = 10) -> tuple[pl.
     frame = pl.DataFrame(
         {
             "doc_id": [f"d{i}" for i in range(n)],
-            "modified_at": pl.Series([1_700_000_000_000 + i for i in range(n)]).cast(pipeline.TS),
+            "modified_at": pl.Series([1_700_000_000_000 + i for i in range(n)]).cast(TS),
             "content_hash": pl.Series(range(n), dtype=pl.UInt64),
             "vector": pl.Series(v, dtype=pl.Array(pl.Float32, spec.dimension)),
         }
     )
-    store.register_version(spec)
-    calibration = pipeline.calibration_for(store, spec, [frame])
-    pipeline.publish(store, spec, frame, calibration, now=1_800_000_000, max_age_seconds=3600)
-    store.activate_if_none(spec.tag)
+    store.control.register_version(spec)
+    calibration = None
+    if spec.quantization == q.INT8:
+        calibration = store.control.ensure_calibration(spec.tag, q.calibrate_int8(v))
+    publish.publish(store.entries, spec, frame, calibration, now=1_800_000_000, max_age_seconds=3600)
+    store.control.activate_if_none(spec.tag)
     return frame, v
 
 
@@ -57,10 +60,10 @@ def test_a_record_of_another_version_is_refused(redis_url):
     _publish(store, SPEC)
     other = dataclasses.replace(SPEC, title_repeat=1)
     raw = redis.Redis.from_url(redis_url)
-    foreign = store.read_one(SPEC.tag, "d0")
+    foreign = store.entries.read_one(SPEC.tag, "d0")
     header = codec.decode_header(foreign)
-    store.register_version(other)
-    raw.hset(*store.location(other.tag, "d0"), foreign)
+    store.control.register_version(other)
+    raw.hset(*store.entries.location(other.tag, "d0"), foreign)
     raw.set(f"doc_emb_meta:{other.tag}:calibration", raw.get(f"doc_emb_meta:{SPEC.tag}:calibration"))
     assert header.version_id == SPEC.version_id != other.version_id
     with pytest.raises(codec.CodecError):

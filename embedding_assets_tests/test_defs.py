@@ -29,4 +29,19 @@ def test_graph_is_a_chain_of_shard_partitioned_assets():
 
 def test_job_and_resources_resolve():
     job = defs.resolve_job_def("embed_documents")
-    assert {"source", "feature_store", "embedding_model", "parquet_io_manager"} <= set(job.resource_defs)
+    assert {"source", "feature_store", "embedding_model", "shard_state"} <= set(job.resource_defs)
+
+
+def test_shard_state_has_one_owner():
+    """No asset hands frames to an IO manager or loads its upstream through one: each depends on
+    its upstream and reads and writes shards through the shard_state resource."""
+    graph = defs.resolve_asset_graph()
+    for name in ASSETS:
+        assets_def = graph.get(dg.AssetKey(name)).assets_def
+        # deps only: Nothing-typed inputs, which no IO manager loads
+        assert all(i.dagster_type.is_nothing for i in assets_def.op.ins.values()), name
+        assert "shard_state" in assets_def.required_resource_keys or name == "feature_store_entries"
+        # only Dagster's default key, which a MaterializeResult never writes through
+        assert {k for k in assets_def.required_resource_keys if "io_manager" in k} <= {"io_manager"}
+    assert "shard_state" in graph.get(dg.AssetKey("feature_store_entries")).assets_def.required_resource_keys
+    assert not [k for k in defs.resources if "io_manager" in k]

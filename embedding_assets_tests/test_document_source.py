@@ -1,8 +1,8 @@
 import pytest
 
-from embedding_assets.lib.document_source import MongoDocumentSource
+from embedding_assets.dev.harness import load_sample
 from embedding_assets.lib.sharding import shard_of
-from embedding_assets_tests.runs import load_sample
+from embedding_assets.sources.mongo import MongoDocumentSource
 
 pytestmark = pytest.mark.servers
 

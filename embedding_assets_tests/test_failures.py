@@ -1,26 +1,18 @@
 """Bad input, failing models, checks and alerts."""
 
 import datetime as dt
-import http.server
-import json
-import threading
 
 import bson
-import dagster as dg
-import numpy as np
 import pymongo.errors
 import pytest
 from bson.raw_bson import RawBSONDocument
 
 from embedding_assets.client import EmbeddingClient
-from embedding_assets.defs.alerts import AlertWebhookResource, check_failure_alert, run_failure_alert
 from embedding_assets.defs.resources import EmbeddingModelResource
-from embedding_assets.lib import checks
-from embedding_assets.lib.codec import RecordHeader
-from embedding_assets.lib.dead_letters import FAILED, REJECTED, WARNING, DeadLetters
-from embedding_assets.lib.embedder import SentenceTransformerEmbedder
-from embedding_assets.lib.feature_store import FeatureStore
-from embedding_assets_tests.runs import check_results, collection, load_sample, materialize, metadata
+from embedding_assets.dev.harness import check_results, collection, load_sample, materialize, metadata
+from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder
+from embedding_assets.stores.dead_letters import FAILED, REJECTED, WARNING
+from embedding_assets.stores.feature_store import FeatureStore
 
 POISON_MARK = "☠poison☠"
 
@@ -126,7 +118,7 @@ def test_poison_documents_among_a_thousand_good_ones(pipeline_env):
     entries = client.get_many([d["doc_id"] for d in good])
     assert all(e is not None for e in entries), "every good document is embedded"
 
-    letters = {d.doc_id: d for d in DeadLetters(store.client, client.version).all()}
+    letters = {d.doc_id: d for d in store.control.dead_letters(client.version).all()}
     expected = {
         "p-null": (REJECTED, "no text"),
         "p-types": (REJECTED, "title is int, not text"),
@@ -180,126 +172,18 @@ def test_error_rate_above_limit_blocks_publishing_and_a_fix_clears_the_letter(pi
     ]
     assert "feature_store_entries" not in published  # blocked: nothing was published
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
-    assert store.active_version() is None
+    assert store.control.active_version() is None
     version = metadata(result, "document_vectors")["version"]
-    [letter] = DeadLetters(store.client, version).all()
+    [letter] = store.control.dead_letters(version).all()
     assert letter.kind == FAILED and letter.attempts == 1
 
     result = materialize(resources=model, raise_on_error=False)  # a later run retries it
-    [letter] = DeadLetters(store.client, version).all()
+    [letter] = store.control.dead_letters(version).all()
     assert letter.attempts == 2
     assert metadata(result, "document_vectors")["embedded"] == 0  # the 39 good ones were kept
 
     coll.update_one({"doc_id": docs[0]["doc_id"]}, {"$set": {"body": "fixed text"}})
     result = materialize(resources=model)
     assert all(e.passed for e in check_results(result).values())
-    assert DeadLetters(store.client, version).all() == []
-    assert len(list(store.scan_doc_ids(version))) == 40
-
-
-def _header(**kw) -> RecordHeader:
-    base = dict(codec="int8", dimension=4, version_id=1, computed_at=1000, content_hash=7, source_ms=5)
-    return RecordHeader(**{**base, **kw})
-
-
-def test_check_rules():
-    import polars as pl
-
-    ok = np.eye(3, dtype=np.float32)
-    frame = pl.DataFrame({"doc_id": ["a", "b", "c"], "vector": pl.Series(ok, dtype=pl.Array(pl.Float32, 3))})
-    assert checks.vector_validity([frame], 3).passed
-    assert not checks.vector_validity([frame], 4).passed
-    bad = pl.DataFrame(
-        {
-            "doc_id": ["x", "y"],
-            "vector": pl.Series(
-                np.array([[2, 0, 0], [np.nan, 0, 0]], np.float32), dtype=pl.Array(pl.Float32, 3)
-            ),
-        }
-    )
-    outcome = checks.vector_validity([bad], 3)
-    assert outcome.metadata["bad_norm"] == 1 and outcome.metadata["bad_non_finite"] == 1
-
-    assert checks.error_rate(set(map(str, range(1000))), {"1"}, 0.001).passed
-    assert not checks.error_rate(set(map(str, range(999))), {"1"}, 0.001).passed
-    assert checks.error_rate(set(), set(), 0.001).passed
-
-    cov = checks.coverage(
-        {"a": 7, "b": 7, "c": 7}, {"a": _header(), "b": None, "c": _header(content_hash=8)}, 1
-    )
-    assert not cov.passed and cov.metadata["missing"] == 1 and cov.metadata["mismatched"] == 1
-
-    now = 1000 + 24 * 3600
-    headers = {str(i): _header() for i in range(200)}
-    expected = {str(i): (7, 5) for i in range(200)}
-    assert checks.staleness(expected, headers, now=now).passed
-    expected["0"] = (7, 6)  # the document is newer than its entry
-    stale = checks.staleness(expected, headers, now=now)
-    assert stale.metadata["older_than_document"] == 1 and stale.passed  # 0.5% < 1%
-    expected["1"] = (9, 5)
-    assert not checks.staleness(expected, headers, now=now).passed
-    assert not checks.staleness({"a": (7, 5)}, {"a": _header()}, now=now + 1).passed  # older than 24h
-
-    assert checks.orphans([], "all").passed and not checks.orphans(["z"], "all").passed
-
-
-class _Hook(http.server.BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):
-        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def webhook():
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _Hook.received.clear()
-    yield f"http://127.0.0.1:{server.server_port}/hook", _Hook.received
-    server.shutdown()
-
-
-def test_failed_runs_and_checks_are_posted_to_the_webhook(webhook):
-    url, received = webhook
-    alerts = AlertWebhookResource(url=url)
-    instance = dg.DagsterInstance.ephemeral()
-
-    @dg.asset
-    def breaks() -> None:
-        raise RuntimeError("boom")
-
-    @dg.asset
-    def fine() -> int:
-        return 1
-
-    @dg.asset_check(asset=fine)
-    def never_passes() -> dg.AssetCheckResult:
-        return dg.AssetCheckResult(passed=False, description="always fails")
-
-    failed = dg.materialize([breaks], instance=instance, raise_on_error=False)
-    assert not failed.success
-    failure_event = next(e for e in failed.all_events if e.event_type_value == "PIPELINE_FAILURE")
-    context = dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alert",
-        dagster_instance=instance,
-        dagster_run=failed.dagster_run,
-        dagster_event=failure_event,
-        resources={"alerts": alerts},
-    )
-    run_failure_alert(context.for_run_failure())
-    assert received[-1]["event"] == "run_failure" and received[-1]["run_id"] == failed.run_id
-
-    dg.materialize([fine, never_passes], instance=instance)
-    with dg.build_sensor_context(instance=instance, resources={"alerts": alerts}) as ctx:
-        check_failure_alert(ctx)
-        cursor = ctx.cursor
-    assert received[-1]["event"] == "check_failure" and received[-1]["check"] == "never_passes"
-    count = len(received)
-    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alerts": alerts}) as ctx:
-        check_failure_alert(ctx)  # nothing new: nothing posted twice
-    assert len(received) == count
+    assert store.control.dead_letters(version).all() == []
+    assert len(list(store.entries.scan_ids(version))) == 40

@@ -15,9 +15,7 @@ import pymongo
 import pymongo.monitoring
 import pytest
 
-from embedding_assets.lib.feature_store import FeatureStore
-from embedding_assets.lib.servers import SecantusProcess, ValkeyProcess
-from embedding_assets_tests.runs import (
+from embedding_assets.dev.harness import (
     check_results,
     collection,
     ground_truth,
@@ -26,6 +24,8 @@ from embedding_assets_tests.runs import (
     metadata,
     store_state,
 )
+from embedding_assets.dev.servers import SecantusProcess, ValkeyProcess
+from embedding_assets.stores.feature_store import FeatureStore
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -68,8 +68,8 @@ def _wait_for(condition, timeout: float = 120.0) -> None:
 def _assert_complete(env: dict, result, documents: int) -> None:
     assert result.success
     store = FeatureStore.from_url(env["REDIS_URL"])
-    version = store.active_version()
-    assert store_state(store, version) == ground_truth(collection(env), store.versions()[version])
+    version = store.control.active_version()
+    assert store_state(store, version) == ground_truth(collection(env), store.control.versions()[version])
     assert metadata(result, "document_snapshots")["rows"] == documents
     assert all(e.passed for e in check_results(result).values()), check_results(result)
 
@@ -145,7 +145,7 @@ def test_mongodb_drops_connections_in_the_middle_of_a_scan(own, monkeypatch, cap
 
 
 KILLABLE = """
-from embedding_assets_tests.runs import materialize
+from embedding_assets.dev.harness import materialize
 materialize()
 """
 

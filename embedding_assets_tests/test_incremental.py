@@ -11,10 +11,7 @@ from embedding_assets.client import EmbeddingClient
 from embedding_assets.defs import sensors
 from embedding_assets.defs.jobs import daily_sweep
 from embedding_assets.defs.sensors import document_changes_sensor, document_deletions_sensor
-from embedding_assets.lib.chunking import chunk_texts
-from embedding_assets.lib.feature_store import FeatureStore
-from embedding_assets.lib.text import embeddable_text
-from embedding_assets_tests.runs import (
+from embedding_assets.dev.harness import (
     Daemon,
     collection,
     ground_truth,
@@ -22,6 +19,9 @@ from embedding_assets_tests.runs import (
     metadata,
     store_state,
 )
+from embedding_assets.lib.chunking import chunk_texts
+from embedding_assets.lib.text import embeddable_text
+from embedding_assets.stores.feature_store import FeatureStore
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 SENSORS = (document_changes_sensor, document_deletions_sensor)
@@ -58,8 +58,8 @@ def test_a_day_of_changes(pipeline_env, monkeypatch, embedder):
     daemon.run([sweep_request()])  # the first fill
     assert daemon.sync(*SENSORS) == 0  # sensors start where the backfill left off
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
-    version = store.active_version()
-    spec = store.versions()[version]
+    version = store.control.active_version()
+    spec = store.control.versions()[version]
 
     # inserts, five of them sharing one modified_at, and body edits
     for i in range(4):
@@ -142,8 +142,8 @@ def test_rerunning_unchanged_shards_embeds_and_writes_nothing_but_restamps_old_e
     first = daemon.results[-1]
     assert metadata(first, "document_vectors")["embedded"] == 30
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
-    version = store.active_version()
-    before = store.read_many(version, sorted(store.scan_doc_ids(version)))
+    version = store.control.active_version()
+    before = store.entries.read(version, sorted(store.entries.scan_ids(version)))
 
     daemon.run([sweep_request()])
     again = daemon.results[-1]
@@ -151,7 +151,7 @@ def test_rerunning_unchanged_shards_embeds_and_writes_nothing_but_restamps_old_e
     assert metadata(again, "document_vectors")["embedded"] == 0
     assert metadata(again, "feature_store_entries")["written"] == 0
     assert metadata(again, "feature_store_entries")["entries_current"] == 30
-    assert store.read_many(version, sorted(store.scan_doc_ids(version))) == before
+    assert store.entries.read(version, sorted(store.entries.scan_ids(version))) == before
 
     # entries older than the maximum age: restamped with a renewed TTL, still not re-embedded
     monkeypatch.setenv("EA_MAX_AGE_SECONDS", "-1")
@@ -160,7 +160,7 @@ def test_rerunning_unchanged_shards_embeds_and_writes_nothing_but_restamps_old_e
     assert metadata(old, "document_vectors")["embedded"] == 0
     assert metadata(old, "feature_store_entries")["entries_old"] == 30
     assert metadata(old, "feature_store_entries")["written"] == 30
-    after = store.read_many(version, sorted(store.scan_doc_ids(version)))
+    after = store.entries.read(version, sorted(store.entries.scan_ids(version)))
     assert [a[28:] for a in after] == [b[28:] for b in before]  # same vectors, new stamps
 
 

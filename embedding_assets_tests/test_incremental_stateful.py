@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from embedding_assets.defs.sensors import document_changes_sensor, document_deletions_sensor
-from embedding_assets.lib.feature_store import FeatureStore
-from embedding_assets_tests.runs import Daemon, ground_truth, store_state
-from embedding_assets_tests.test_incremental import sweep_request
+from embedding_assets.dev.harness import Daemon, ground_truth, store_state, sweep_request
+from embedding_assets.stores.feature_store import FeatureStore
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 SENSORS = (document_changes_sensor, document_deletions_sensor)
@@ -134,8 +133,8 @@ def make_machine(mongo_uri: str, redis_url: str, parquet_dir: str) -> type:
             self._check()
 
         def _check(self) -> None:
-            version = self.store.active_version()
-            truth = ground_truth(self.coll, self.store.versions()[version])
+            version = self.store.control.active_version()
+            truth = ground_truth(self.coll, self.store.control.versions()[version])
             assert store_state(self.store, version) == truth
 
     return SourceFollowsStore

@@ -6,12 +6,12 @@ import pytest
 import redis
 
 from embedding_assets.client import EmbeddingClient
+from embedding_assets.dev.harness import ALL_KEYS, collection, load_sample, materialize, metadata
 from embedding_assets.lib import codec
 from embedding_assets.lib.chunking import chunk_texts
-from embedding_assets.lib.feature_store import FeatureStore
 from embedding_assets.lib.sharding import shard_of
 from embedding_assets.lib.text import content_hash, embeddable_text
-from embedding_assets_tests.runs import ALL_KEYS, collection, load_sample, materialize, metadata
+from embedding_assets.stores.feature_store import FeatureStore
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -50,7 +50,7 @@ def test_backfill_of_all_shards_embeds_every_document(pipeline_env, embedder):
 
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
     client = EmbeddingClient(store)
-    spec = store.versions()[client.version]
+    spec = store.control.versions()[client.version]
     assert spec.dimension == 384 and spec.quantization == "int8"
     model = embedder.model
     skipped = {"odd-empty", "odd-none", "odd-number", None}
@@ -112,8 +112,8 @@ def test_single_shard_run_touches_only_that_shard(pipeline_env):
     assert result.success
     mine = {d["doc_id"] for d in docs if shard_of(d["doc_id"], 16) == 5}
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
-    version = store.active_version()
-    assert set(store.scan_doc_ids(version)) == mine
+    version = store.control.active_version()
+    assert set(store.entries.scan_ids(version)) == mine
     assert metadata(result, "document_snapshots")["rows"] == len(mine)
 
 
@@ -121,15 +121,15 @@ def test_calibration_is_fixed_once_per_version(pipeline_env):
     load_sample(pipeline_env, 80)
     assert materialize(ALL_KEYS[:2]).success
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
-    version = store.active_version()
-    first = store.calibration(version)
-    ids = list(store.scan_doc_ids(version))
-    before = store.read_many(version, ids)
+    version = store.control.active_version()
+    first = store.control.calibration(version)
+    ids = list(store.entries.scan_ids(version))
+    before = store.entries.read(version, ids)
 
     assert materialize(ALL_KEYS[2:]).success  # other shards, other vectors
-    assert store.calibration(version).to_bytes() == first.to_bytes()
+    assert store.control.calibration(version).to_bytes() == first.to_bytes()
     assert materialize(ALL_KEYS[:2]).success  # the same shards again
-    after = store.read_many(version, ids)
+    after = store.entries.read(version, ids)
     for a, b in zip(before, after, strict=True):
         # identical codes and hashes; only computed_at may move
         assert a[codec.HEADER_SIZE :] == b[codec.HEADER_SIZE :]
@@ -140,19 +140,19 @@ def test_a_new_setting_makes_a_new_version_beside_the_old(pipeline_env, monkeypa
     docs = load_sample(pipeline_env, 40)
     assert materialize().success
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
-    first = store.active_version()
+    first = store.control.active_version()
 
     monkeypatch.setenv("EA_QUANTIZATION", "binary")
     assert materialize().success
-    versions = store.versions()
+    versions = store.control.versions()
     assert len(versions) == 2
     second = next(v for v in versions if v != first)
-    assert store.active_version() == first  # switching is explicit
+    assert store.control.active_version() == first  # switching is explicit
     for doc in docs:
-        assert store.read_one(first, doc["doc_id"]) and store.read_one(second, doc["doc_id"])
+        assert store.entries.read_one(first, doc["doc_id"]) and store.entries.read_one(second, doc["doc_id"])
     binary = EmbeddingClient(store, second).get(docs[0]["doc_id"])
     exact = EmbeddingClient(store, first).get(docs[0]["doc_id"])
-    assert len(store.read_one(second, docs[0]["doc_id"])) == codec.HEADER_SIZE + 48
+    assert len(store.entries.read_one(second, docs[0]["doc_id"])) == codec.HEADER_SIZE + 48
     assert float(binary.vector @ exact.vector) / np.linalg.norm(exact.vector) > 0.6
 
 
@@ -161,8 +161,8 @@ def test_entries_expire(pipeline_env, monkeypatch):
     monkeypatch.setenv("EA_TTL_SECONDS", "3600")
     assert materialize().success
     raw = redis.Redis.from_url(pipeline_env["REDIS_URL"])
-    version = FeatureStore(raw).active_version()
-    ttl = FeatureStore(raw).entry_ttl(version, docs[0]["doc_id"])
+    version = FeatureStore(raw).control.active_version()
+    ttl = FeatureStore(raw).entries.entry_ttl(version, docs[0]["doc_id"])
     assert 3500 < ttl <= 3600
 
 
@@ -174,7 +174,7 @@ def test_static_tier_fills_its_own_version(pipeline_env, monkeypatch, static_dir
     assert result.success
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
     client = EmbeddingClient(store)
-    spec = store.versions()[client.version]
+    spec = store.control.versions()[client.version]
     assert spec.model.startswith("static-") and spec.dimension == 256
     assert spec.window_tokens > 10_000  # one chunk per document
     entries = client.get_many([d["doc_id"] for d in docs])

@@ -28,16 +28,3 @@ def test_document_without_chunks_is_zero():
 def test_rejects_non_matrix():
     with pytest.raises(ValueError):
         pool_documents(np.ones(4), np.ones(1), np.array([0]), 1)
-
-
-def test_invalid_vectors_are_found():
-    import polars as pl
-
-    from embedding_assets.lib.pipeline import invalid_vector_mask, split_invalid
-
-    v = np.array([[0.6, 0.8, 0.0], [np.nan, 1, 0], [0, 0, 0], [0.5, 0.5, 0.5], [np.inf, 0, 0]], np.float32)
-    assert invalid_vector_mask(v).tolist() == [False, True, True, True, True]
-    frame = pl.DataFrame({"doc_id": list("abcde"), "vector": pl.Series(v, dtype=pl.Array(pl.Float32, 3))})
-    valid, invalid = split_invalid(frame)
-    assert valid["doc_id"].to_list() == ["a"]
-    assert invalid["doc_id"].to_list() == ["b", "c", "d", "e"]

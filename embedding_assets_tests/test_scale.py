@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from embedding_assets.client import EmbeddingClient
-from embedding_assets.lib import corpus
-from embedding_assets.lib.feature_store import FeatureStore
-from embedding_assets.lib.static_embedder import StaticEmbedder
+from embedding_assets.dev import corpus
+from embedding_assets.dev.harness import check_results, collection, materialize, metadata
+from embedding_assets.embedders.static import StaticEmbedder
 from embedding_assets.lib.text import embeddable_text
-from embedding_assets_tests.runs import check_results, collection, materialize, metadata
+from embedding_assets.stores.feature_store import FeatureStore
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow, pytest.mark.large]
 
@@ -46,7 +46,7 @@ def test_a_hundred_thousand_documents_on_the_static_tier(pipeline_env, monkeypat
     assert (store.used_memory() - memory_before) / N < 340
 
     client = EmbeddingClient(store)
-    assert len(set(store.scan_doc_ids(client.version))) == N
+    assert len(set(store.entries.scan_ids(client.version))) == N
     sample = sorted(random.Random(5).sample(range(N), 200))
     wanted = set(sample)
     by_index = {i: d for i, d in enumerate(corpus.generate_documents(N, mean_sentences=20)) if i in wanted}

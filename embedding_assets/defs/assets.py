@@ -4,6 +4,10 @@ Every asset is partitioned by shard. A run either covers its shards fully (backf
 daily sweep: MongoDB is scanned once, entries nobody deleted are reconciled) or carries the
 doc_ids a sensor saw change, which each asset merges into its shard's stored state. Work
 whose content hash did not change is reused, never redone.
+
+The intermediate assets' shards live in the shard-state store (``ShardStateResource``), their
+only owner: each asset reads its upstream's shards there and writes its own as soon as each is
+done, so a run over every shard holds one shard at a time. Assets return ``MaterializeResult``.
 """
 
 import datetime as dt
@@ -14,7 +18,6 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from embedding_assets.defs.io_manager import ShardFrames, StoredShards
 from embedding_assets.defs.partitions import NUM_SHARDS, run_shards, shard_partitions
 from embedding_assets.defs.resources import (
     DocumentSourceResource,
@@ -22,13 +25,22 @@ from embedding_assets.defs.resources import (
     FeatureStoreResource,
     ShardStateResource,
 )
-from embedding_assets.lib import pipeline
-from embedding_assets.lib.dead_letters import FAILED, REJECTED, WARNING, DeadLetters
-from embedding_assets.lib.shard_state import ShardSpool
+from embedding_assets.lib import publish, snapshot
+from embedding_assets.lib.chunk import chunk_frame
+from embedding_assets.lib.embed import vector_frame
+from embedding_assets.lib.frames import dead_letter_id
+from embedding_assets.lib.quantization import INT8, Int8Calibration, calibrate_int8
 from embedding_assets.lib.sharding import shard_key, shard_of
+from embedding_assets.lib.vectors import split_invalid
+from embedding_assets.lib.versioning import EmbeddingSpec
+from embedding_assets.stores.dead_letters import FAILED, REJECTED, WARNING, DeadLetters
+from embedding_assets.stores.feature_store import FeatureStore
+from embedding_assets.stores.shard_state import ShardSpool, ShardStateStore
 
 # single_run backfills are what make a whole-collection backfill one MongoDB scan.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
+
+VERSION_TAG = "embedding_assets/version"
 
 # Each asset's step runs in one run at a time (pools, default limit 1 in dagster.yaml): a
 # shard's stored state is read, merged and written by one run at a time, whatever launched it.
@@ -49,147 +61,126 @@ class ChangedDocuments(dg.Config):
     doc_ids: list[str] = []
 
 
-def _rate(count: int, started: float) -> float:
-    return round(count / max(time.perf_counter() - started, 1e-9), 1)
-
-
-@dg.asset(
-    io_manager_key="parquet_io_manager", kinds={"mongodb", "polars"}, pool="ea_document_snapshots", **_COMMON
-)
+@dg.asset(kinds={"mongodb", "polars"}, pool="ea_document_snapshots", **_COMMON)
 def document_snapshots(
     context: dg.AssetExecutionContext,
     config: ChangedDocuments,
     source: DocumentSourceResource,
     shard_state: ShardStateResource,
-) -> StoredShards:
+) -> dg.MaterializeResult:
     """The shard's live documents as they are in MongoDB: ids, text fields, language, timestamps."""
     started = time.perf_counter()
     read_started = dt.datetime.now(dt.UTC)
     shards = run_shards(context)
-    keys = {s: shard_key(s, NUM_SHARDS) for s in shards}
-    store = shard_state.store()
-    stored = StoredShards()
+    state = shard_state.store()
+    written = _Written(state, "document_snapshots")
     unusable = 0
     if not config.doc_ids:
         docs = source.source().iter_shards(shards, NUM_SHARDS)
-        spool = ShardSpool(store, "document_snapshots")
-        for s, frame in pipeline.snapshot_shards(docs, shards, spool, read_started):
-            stored.rows[keys[s]] = frame.height
+        spool = ShardSpool(state, "document_snapshots")
+        for s, frame in snapshot.snapshot_shards(docs, shards, spool, read_started):
+            written.save(shard_key(s, NUM_SHARDS), frame)  # one shard in memory at a time
             unusable += frame["doc_id"].null_count()
-            store.save("document_snapshots", keys[s], frame)  # one shard in memory at a time
-        rows = sum(stored.rows.values())
-        context.add_output_metadata(
-            {
-                "rows": rows,
-                "documents_per_second": _rate(rows, started),
-                "failures": unusable,
-                "shards": len(shards),
-                "mode": "full",
-            }
+        return written.result(
+            documents_per_second=_rate(written.rows, started),
+            failures=unusable,
+            shards=len(shards),
+            mode="full",
         )
-        return stored
 
-    requested = {s: [d for d in config.doc_ids if shard_of(d, NUM_SHARDS) == s] for s in shards}
-    fetched = pipeline.snapshot_frames(
+    fetched = snapshot.snapshot_frames(
         ((shard_of(str(d["doc_id"]), NUM_SHARDS), d) for d in source.source().iter_by_ids(config.doc_ids)),
         range(NUM_SHARDS),
         read_started,
     )
-    upserted, deleted = 0, 0
+    upserted = deleted = 0
     for s in shards:
-        previous = store.load("document_snapshots", keys[s])
-        frame, up, gone = pipeline.merge_snapshot(previous, fetched[s], requested[s])
-        store.save("document_snapshots", keys[s], frame)
-        stored.rows[keys[s]] = frame.height
+        key = shard_key(s, NUM_SHARDS)
+        requested = [d for d in config.doc_ids if shard_of(d, NUM_SHARDS) == s]
+        frame, up, gone = snapshot.merge_snapshot(
+            state.load("document_snapshots", key), fetched[s], requested
+        )
+        written.save(key, frame)
         unusable += frame["doc_id"].null_count()
         upserted += up
         deleted += gone
-    context.add_output_metadata(
-        {
-            "rows": sum(stored.rows.values()),
-            "requested": len(config.doc_ids),
-            "upserted": upserted,
-            "deleted": deleted,
-            "documents_per_second": _rate(len(config.doc_ids), started),
-            "failures": unusable,
-            "mode": "delta",
-        }
+    return written.result(
+        requested=len(config.doc_ids),
+        upserted=upserted,
+        deleted=deleted,
+        documents_per_second=_rate(len(config.doc_ids), started),
+        failures=unusable,
+        mode="delta",
     )
-    return stored
 
 
-@dg.asset(io_manager_key="parquet_io_manager", kinds={"polars"}, pool="ea_chunked_text", **_COMMON)
+@dg.asset(deps=[document_snapshots], kinds={"polars"}, pool="ea_chunked_text", **_COMMON)
 def chunked_text(
     context: dg.AssetExecutionContext,
-    document_snapshots: ShardFrames,
     embedding_model: EmbeddingModelResource,
     shard_state: ShardStateResource,
     feature_store: FeatureStoreResource,
-) -> StoredShards:
+) -> dg.MaterializeResult:
     """Token-window chunks per document, cut with the model's own tokenizer; skips say why.
 
     Documents that cannot be embedded are dead-lettered as rejected, repaired ones as warnings.
     """
-    settings = embedding_model.chunk_settings()
-    # loads the tokenizer (not counted in the rate); the single-chunk path needs none
-    tokenizer = None if settings.single_chunk else embedding_model.embedder().tokenizer
-    version = embedding_model.spec().tag
-    store = shard_state.store()
+    plan = embedding_model.chunk_plan()
+    _stamp_version(context, plan.spec)
+    # the tokenizer alone, no weights (and none at all for whole-document embedders)
+    tokenizer = None if plan.single_chunk else embedding_model.embedder().tokenizer
+    state = shard_state.store()
     started = time.perf_counter()
-    stored = StoredShards()
+    written = _Written(state, "chunked_text")
     totals = {"reused": 0, "chunks": 0, "tokens": 0}
     skipped: list[pl.DataFrame] = []
-    letters = DeadLetters(feature_store.store().client, version)
-    for key, snapshot in document_snapshots.items():
-        frame, reused_ids = pipeline.chunk_frame(
-            snapshot, tokenizer, settings, version, previous=store.load("chunked_text", key)
+    letters = feature_store.store().control.dead_letters(plan.spec.tag)
+    for key in context.partition_keys:
+        frame, reused_ids = chunk_frame(
+            _upstream(state, "document_snapshots", key),
+            tokenizer,
+            plan,
+            previous=state.load("chunked_text", key),
         )
-        store.save("chunked_text", key, frame)
-        stored.rows[key] = frame.height
+        written.save(key, frame)
         totals["reused"] += len(reused_ids)
         totals["chunks"] += int(frame["chunks"].list.len().sum() or 0)
         totals["tokens"] += int(frame["n_tokens"].sum() or 0)
         skipped.append(frame.filter(pl.col("skip_reason").is_not_null()).select("doc_id", "skip_reason"))
         _record_input_problems(letters, frame.filter(~pl.col("doc_id").is_in(reused_ids).fill_null(False)))
-    rows = sum(stored.rows.values())
     skipped_rows = (
         pl.concat(skipped)
         if skipped
         else pl.DataFrame(schema={"doc_id": pl.String, "skip_reason": pl.String})
     )
-    context.add_output_metadata(
-        {
-            "rows": rows,
-            "chunked": rows - totals["reused"] - skipped_rows.height,
-            "reused": totals["reused"],
-            "chunks": totals["chunks"],
-            "tokens": totals["tokens"],
-            "skipped": skipped_rows.height,
-            "failures": skipped_rows.height,
-            "skip_reasons": dg.MetadataValue.md(_reason_table(skipped_rows)),
-            "documents_per_second": _rate(rows, started),
-            "version": version,
-        }
+    return written.result(
+        chunked=written.rows - totals["reused"] - skipped_rows.height,
+        skipped=skipped_rows.height,
+        failures=skipped_rows.height,
+        skip_reasons=dg.MetadataValue.md(_reason_table(skipped_rows)),
+        documents_per_second=_rate(written.rows, started),
+        version=plan.spec.tag,
+        **totals,
     )
-    return stored
 
 
-@dg.asset(
-    io_manager_key="parquet_io_manager", kinds={"pytorch", "polars"}, pool="ea_document_vectors", **_COMMON
-)
+@dg.asset(deps=[chunked_text], kinds={"pytorch", "polars"}, pool="ea_document_vectors", **_COMMON)
 def document_vectors(
     context: dg.AssetExecutionContext,
-    chunked_text: ShardFrames,
     embedding_model: EmbeddingModelResource,
     shard_state: ShardStateResource,
     feature_store: FeatureStoreResource,
-) -> StoredShards:
-    """Chunk vectors from sentence-transformers, pooled into one unit vector per document."""
+) -> dg.MaterializeResult:
+    """Chunk vectors from the embedder, pooled into one unit vector per document."""
+    spec = _run_spec(context, embedding_model)
     embedder = embedding_model.embedder()
     embedder.encode(["warm up"])  # loads the model before timing
-    store = shard_state.store()
+    state = shard_state.store()
     started = time.perf_counter()
-    total = sum(f["skip_reason"].null_count() for f in _shards(chunked_text, ["skip_reason"]))
+    total = sum(
+        _upstream(state, "chunked_text", k, ["skip_reason"])["skip_reason"].null_count()
+        for k in context.partition_keys
+    )
     done = {"n": 0}
 
     def progress(batch_done: int, batch_total: int) -> None:
@@ -198,27 +189,27 @@ def document_vectors(
         eta = (total - now) / rate if rate else float("inf")
         context.log.info(f"embedded {now}/{total} documents at most, {rate:.1f}/s, ETA {eta:.0f}s")
 
-    stored = StoredShards()
+    written = _Written(state, "document_vectors")
     chunks = 0
-    spec = embedding_model.spec()
-    feature_store.store().register_version(spec)  # checks read it before publishing
-    letters = DeadLetters(feature_store.store().client, spec.tag)
+    control = feature_store.store().control
+    control.register_version(spec)  # checks read it before publishing
+    letters = control.dead_letters(spec.tag)
     previously_failed = {d.doc_id for d in letters.all() if d.kind == FAILED}
     failed: list[tuple[str, str]] = []
     embedded = model_failures = 0
-    for key, frame in chunked_text.items():
-        result = pipeline.vector_frame(
-            frame,
-            embedder.encode,
-            embedder.dimension,
-            previous=store.load_with_checkpoints("document_vectors", key),
+    for key in context.partition_keys:
+        result = vector_frame(
+            _upstream(state, "chunked_text", key),
+            embedder,
+            retry_seconds=embedding_model.retry_seconds,
+            previous=state.load_with_checkpoints("document_vectors", key),
             docs_per_batch=embedding_model.checkpoint_docs,
             progress=progress,
-            checkpoint=lambda part, key=key: store.save_checkpoint("document_vectors", key, part),
+            checkpoint=lambda part, key=key: state.save_checkpoint("document_vectors", key, part),
         )
-        valid, bad = pipeline.split_invalid(result.frame)
-        store.save("document_vectors", key, valid)
-        stored.rows[key] = valid.height
+        valid, bad = split_invalid(result.frame)
+        written.save(key, valid)
+        state.clear_checkpoints("document_vectors", key)  # the shard is stored whole
         chunks += int(valid["n_chunks"].sum() or 0)
         shard_failures = result.failures + [
             (d, "invalid vector: non-finite, zero or constant") for d in bad["doc_id"].to_list()
@@ -231,61 +222,67 @@ def document_vectors(
         done["n"] += result.embedded + len(result.failures)
     if failed:
         context.log.warning(f"{len(failed)} documents failed: {failed[:10]}")
-    rows = sum(stored.rows.values())
     attempted = embedded + model_failures  # documents handed to the model in this run
-    context.add_output_metadata(
-        {
-            "rows": rows,
-            "embedded": embedded,
-            "reused": total - attempted,
-            "attempted": attempted,
-            "failures": len(failed),
-            "chunks": chunks,
-            "documents_per_second": _rate(embedded, started),
-            "model": embedder.model_name,
-            "device": embedder.device,
-            "precision": embedder.precision,
-            "version": spec.tag,
-        }
+    return written.result(
+        embedded=embedded,
+        reused=total - attempted,
+        attempted=attempted,
+        failures=len(failed),
+        chunks=chunks,
+        documents_per_second=_rate(embedded, started),
+        model=embedder.model_name,
+        device=embedder.device,
+        precision=embedder.precision,
+        version=spec.tag,
     )
-    return stored
 
 
-@dg.asset(kinds={"redis"}, pool="ea_feature_store_entries", **_COMMON)
+@dg.asset(deps=[document_vectors], kinds={"redis"}, pool="ea_feature_store_entries", **_COMMON)
 def feature_store_entries(
     context: dg.AssetExecutionContext,
     config: ChangedDocuments,
-    document_vectors: ShardFrames,
     embedding_model: EmbeddingModelResource,
     feature_store: FeatureStoreResource,
+    shard_state: ShardStateResource,
 ) -> dg.MaterializeResult:
     """One compact binary record per document in Redis; gone documents leave it."""
     started = time.perf_counter()
     store = feature_store.store()
     encoding = feature_store.encoding()
-    spec = embedding_model.spec()
-    store.register_version(spec)
+    spec = _run_spec(context, embedding_model)
+    store.control.register_version(spec)
+    state = shard_state.store()
     columns = ["doc_id", "modified_at", "content_hash", "vector"]  # not the chunk vectors
-    calibration = pipeline.calibration_for(store, spec, _shards(document_vectors, columns))
+
+    def vectors() -> Iterator[pl.DataFrame]:  # one shard in memory at a time
+        for key in context.partition_keys:
+            yield _upstream(state, "document_vectors", key, columns)
+
+    calibration = _calibration(store, spec, vectors())
     now = int(time.time())
-    stats = pipeline.PublishStats()
+    stats = publish.PublishStats()
     live: set[str] = set()
     rows = 0
-    for frame in _shards(document_vectors, columns):
+    for frame in vectors():
         stats.add(
-            pipeline.publish(
-                store, spec, frame, calibration, now=now, max_age_seconds=feature_store.max_age_seconds
+            publish.publish(
+                store.entries,
+                spec,
+                frame,
+                calibration,
+                now=now,
+                max_age_seconds=feature_store.max_age_seconds,
             )
         )
         live.update(frame["doc_id"].to_list())
         rows += frame.height
-    if config.doc_ids:
-        gone = [d for d in config.doc_ids if d not in live and shard_of(d, NUM_SHARDS) in run_shards(context)]
-    else:  # a full run: reconcile, for deletions that happened while nothing was watching
-        gone = pipeline.orphans(store, spec.tag, set(run_shards(context)), NUM_SHARDS, live)
-    stats.deleted = pipeline.remove_entries(store, spec.tag, gone)
-    DeadLetters(store.client, spec.tag).clear(gone)
-    active = store.activate_if_none(spec.tag)
+    shards = set(run_shards(context))
+    # a delta run: the ids it was told about; a full run: every stored id (deletions nobody saw)
+    candidates = config.doc_ids or store.entries.scan_ids(spec.tag)
+    gone = publish.orphans_among(candidates, live, shards, NUM_SHARDS)
+    stats.deleted = publish.remove_entries(store.entries, spec.tag, gone)
+    store.control.dead_letters(spec.tag).clear(gone)
+    active = store.control.activate_if_none(spec.tag)
     return dg.MaterializeResult(
         metadata={
             "rows": rows,
@@ -305,17 +302,81 @@ def feature_store_entries(
     )
 
 
-def _shards(frames: ShardFrames, columns: list[str]) -> Iterator[pl.DataFrame]:
-    """Each shard in turn, only ``columns`` of it."""
-    for key in frames:
-        yield frames.load(key, columns)
+# -- helpers ----------------------------------------------------------------------------------------
+class _Written:
+    """Shards an asset stored in this step, and the metadata that says so."""
+
+    def __init__(self, state: ShardStateStore, asset: str) -> None:
+        self.state, self.asset = state, asset
+        self.rows = self.bytes = 0
+
+    def save(self, key: str, frame: pl.DataFrame) -> None:
+        self.bytes += self.state.save(self.asset, key, frame)
+        self.rows += frame.height
+
+    def result(self, **metadata: object) -> dg.MaterializeResult:
+        return dg.MaterializeResult(
+            metadata={
+                "rows": self.rows,
+                "bytes_written": self.bytes,
+                "path": dg.MetadataValue.path(str(self.state.base / self.asset)),
+                **metadata,
+            }
+        )
+
+
+def _upstream(state: ShardStateStore, asset: str, key: str, columns: list[str] | None = None) -> pl.DataFrame:
+    frame = state.load(asset, key, columns)
+    if frame is None:
+        raise dg.Failure(f"{asset} has no stored shard {key} in {state.base}; materialize it first")
+    return frame
+
+
+def _stamp_version(context: dg.AssetExecutionContext, spec: EmbeddingSpec) -> None:
+    """The run's version tag, computed once (by chunked_text) and kept on the run."""
+    context.instance.add_run_tags(context.run_id, {VERSION_TAG: spec.tag})
+
+
+def _run_spec(context: dg.AssetExecutionContext, model: EmbeddingModelResource) -> EmbeddingSpec:
+    """This step's spec, refused if it is not the version the run's chunks were made for
+    (a model folder or setting changed between steps)."""
+    spec = model.spec()
+    run = context.instance.get_run_by_id(context.run_id)
+    stamped = run.tags.get(VERSION_TAG) if run else None
+    if stamped is None:
+        _stamp_version(context, spec)
+    elif stamped != spec.tag:
+        raise dg.Failure(
+            f"this step computes version {spec.tag}, but the run's chunks are of {stamped}: the model "
+            "or an embedding setting changed during the run; run it again"
+        )
+    return spec
+
+
+def _calibration(
+    store: FeatureStore, spec: EmbeddingSpec, frames: Iterator[pl.DataFrame]
+) -> Int8Calibration | None:
+    """The version's int8 calibration; the first publish fixes it from its own vectors."""
+    if spec.quantization != INT8:
+        return None
+    stored = store.control.calibration(spec.tag)
+    if stored is not None:
+        return stored
+    sample = publish.calibration_sample(frames)
+    if sample is None:
+        return None
+    return store.control.ensure_calibration(spec.tag, calibrate_int8(sample))
+
+
+def _rate(count: int, started: float) -> float:
+    return round(count / max(time.perf_counter() - started, 1e-9), 1)
 
 
 def _record_input_problems(letters: DeadLetters, rows: pl.DataFrame) -> None:
     """Dead letters for rows (re)computed now: rejected, warned, or cleared when clean."""
     problems, clean = [], []
     for row in rows.iter_rows(named=True):
-        key = pipeline.dead_letter_id(row)
+        key = dead_letter_id(row)
         if row["skip_reason"]:
             problems.append((key, REJECTED, row["skip_reason"]))
         elif row["note"]:

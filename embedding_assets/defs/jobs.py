@@ -3,7 +3,7 @@
 import dagster as dg
 
 from embedding_assets.defs.assets import embedding_assets
-from embedding_assets.defs.partitions import shard_partitions
+from embedding_assets.defs.partitions import range_tags
 
 embed_documents = dg.define_asset_job(
     "embed_documents",
@@ -23,12 +23,7 @@ def daily_sweep(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
     Unchanged documents are not re-embedded; old entries are restamped with a renewed TTL.
     """
-    keys = shard_partitions.get_partition_keys()
     return dg.RunRequest(
         run_key=f"sweep:{context.scheduled_execution_time:%Y-%m-%d}",
-        tags={
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1],
-            "embedding_assets/trigger": "sweep",
-        },
+        tags={**range_tags(), "embedding_assets/trigger": "sweep"},
     )

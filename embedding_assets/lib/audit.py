@@ -1,16 +1,20 @@
-"""What the asset checks decide, as plain functions over frames and headers."""
+"""What the checks and ``activate`` decide, as plain functions over frames and entry headers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 import polars as pl
 
 from embedding_assets.lib.codec import RecordHeader
+from embedding_assets.lib.staleness import sla_breaches
+from embedding_assets.lib.text import expected_content_hash
+from embedding_assets.lib.vectors import vector_problems
+from embedding_assets.lib.versioning import EmbeddingSpec
 
 SAMPLE = 10
+SLA_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -20,7 +24,21 @@ class Outcome:
     metadata: dict = field(default_factory=dict)
 
 
-def vector_validity(frames: Iterable[pl.DataFrame], dimension: int, tolerance: float = 1e-3) -> Outcome:
+def expected_hashes(snapshot: pl.DataFrame, spec: EmbeddingSpec) -> tuple[dict[str, int], int]:
+    """doc_id -> the content hash its entry must carry under ``spec``, from snapshot rows; and how
+    many documents get no entry (no text, rejected)."""
+    expected: dict[str, int] = {}
+    without = 0
+    for row in snapshot.filter(pl.col("doc_id").is_not_null()).iter_rows(named=True):
+        chash = expected_content_hash(row["title"], row["body"], spec)
+        if chash is None:
+            without += 1
+        else:
+            expected[row["doc_id"]] = chash
+    return expected, without
+
+
+def vector_validity(frames: Iterable[pl.DataFrame], dimension: int) -> Outcome:
     """Dimension, finite values, unit norm, not constant: what may be published."""
     bad: dict[str, list[str]] = {"dimension": [], "non_finite": [], "norm": [], "constant": []}
     total = 0
@@ -32,16 +50,8 @@ def vector_validity(frames: Iterable[pl.DataFrame], dimension: int, tolerance: f
         if frame.schema["vector"].size != dimension:  # type: ignore[union-attr]
             bad["dimension"] += ids
             continue
-        vectors = frame["vector"].to_numpy()
-        finite = np.isfinite(vectors).all(axis=1)
-        norms = np.linalg.norm(np.where(np.isfinite(vectors), vectors, 0), axis=1)
-        constant = np.ptp(np.where(np.isfinite(vectors), vectors, 0), axis=1) == 0
-        for i in np.flatnonzero(~finite):
-            bad["non_finite"].append(ids[i])
-        for i in np.flatnonzero(finite & (np.abs(norms - 1) > tolerance)):
-            bad["norm"].append(ids[i])
-        for i in np.flatnonzero(constant):
-            bad["constant"].append(ids[i])
+        for problem, mask in vector_problems(frame["vector"].to_numpy()).items():
+            bad[problem] += [ids[i] for i in mask.nonzero()[0]]
     failures = sum(len(v) for v in bad.values())
     metadata = {"vectors": total, **{f"bad_{k}": len(v) for k, v in bad.items()}}
     metadata["sample"] = [d for v in bad.values() for d in v][:SAMPLE]
@@ -95,7 +105,7 @@ def staleness(
     headers: Mapping[str, RecordHeader | None],
     *,
     now: int,
-    sla_seconds: int = 24 * 3600,
+    sla_seconds: int = SLA_SECONDS,
     threshold: float = 0.01,
 ) -> Outcome:
     """Entries older than their document (other text, earlier modified_at) or than the SLA."""
@@ -106,8 +116,9 @@ def staleness(
             continue
         entries += 1
         chash, modified_ms = expected[doc_id]
-        behind = header.content_hash != chash or header.source_ms < modified_ms
-        aged = now - header.computed_at > sla_seconds
+        behind, aged = sla_breaches(
+            header, content_hash=chash, source_ms=modified_ms, now=now, sla_seconds=sla_seconds
+        )
         older_than_document += behind
         older_than_sla += aged
         if behind or aged:

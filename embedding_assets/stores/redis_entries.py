@@ -1,39 +1,28 @@
-"""The Redis feature store: bucketed entry hashes, version registry, calibration, guarded writes.
+"""Entries in Redis: each version's records in bucketed hashes, written and deleted by guarded Lua.
 
 Keys:
     doc_emb:{version}:b:{bucket}        hash doc_id -> binary record (lib/codec.py); TTL per bucket
-    doc_emb_meta:versions               hash version -> EmbeddingSpec JSON
-    doc_emb_meta:{version}:calibration  int8 ranges of the version, float32 lo then hi
-    doc_emb_meta:{version}:buckets      how many buckets the version's entries are spread over
-    doc_emb_meta:active                 version tag readers follow
 
 Why buckets: a key per document costs ~100 B of key, object and expiry overhead on top of the
 record; ~64 records in one listpack-encoded hash cost ~20 B each (docs/benchmarks.md has the
 measurements). Expiry is per bucket, refreshed by every write to it; what per-document expiry
 did (reclaim entries of documents nobody will write again) is done by the deletion sensor, the
-daily sweep's orphan reconciliation and ``cleanup`` of retired versions.
+daily sweep's orphan reconciliation and ``cleanup`` of retired versions. The bucket count of a
+version is fixed in the control plane (control_plane.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import redis
 import xxhash
 
 from embedding_assets.lib import codec
-from embedding_assets.lib.quantization import Int8Calibration
-from embedding_assets.lib.retrying import TRANSIENT, transient
-from embedding_assets.lib.versioning import EmbeddingSpec
+from embedding_assets.retrying import TRANSIENT, transient
 
 ENTRY_PREFIX = "doc_emb"
-META_PREFIX = "doc_emb_meta"
-VERSIONS_KEY = f"{META_PREFIX}:versions"
-ACTIVE_KEY = f"{META_PREFIX}:active"
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
-DEFAULT_BUCKETS = 16_384  # ~64 entries per bucket at 1M documents: HGET scans a short listpack
-# Server settings under which a bucket stays a listpack (records up to ~500 B, 2048 per bucket).
-LISTPACK_SETTINGS = {"hash-max-listpack-value": 1024, "hash-max-listpack-entries": 2048}
 
 # Write unless the stored entry comes from a later state of its document (source_ms at
 # bytes 20..27 of the record, little-endian i64). KEYS[i]: bucket of entry i; ARGV[1]: ttl;
@@ -114,128 +103,25 @@ def bucket_key(version: str, bucket: int) -> str:
     return f"{ENTRY_PREFIX}:{version}:b:{bucket}"
 
 
-def calibration_key(version: str) -> str:
-    return f"{META_PREFIX}:{version}:calibration"
+class RedisEntryStore:
+    """``protocols.EntryStore`` on Redis or Valkey; ``buckets`` gives a version's bucket count."""
 
-
-def buckets_key(version: str) -> str:
-    return f"{META_PREFIX}:{version}:buckets"
-
-
-class FeatureStore:
     def __init__(
         self,
         client: redis.Redis,
+        buckets: Callable[[str], int],
         *,
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
         write_batch_size: int = 1000,
-        buckets: int = DEFAULT_BUCKETS,
     ) -> None:
         self.client = client
+        self.buckets = buckets
         self.ttl_seconds = ttl_seconds
         self.write_batch_size = write_batch_size
-        self.default_buckets = buckets
-        self._buckets: dict[str, int] = {}
         self._write_if_not_older = client.register_script(_WRITE_IF_NOT_OLDER)
         self._delete_if_not_newer = client.register_script(_DELETE_IF_NOT_NEWER)
         self._read_many = client.register_script(_READ_MANY)
         self._read_headers = client.register_script(_READ_HEADERS)
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: int) -> FeatureStore:
-        return cls(redis.Redis.from_url(url, socket_timeout=30), **kwargs)
-
-    # -- server -----------------------------------------------------------------------------
-    def compact_encoding(self, tune: bool = True) -> str:
-        """``listpack`` when buckets of records stay listpacks on this server, else ``hashtable``.
-
-        With ``tune``, raises the server's listpack limits if they are too low for records
-        (Redis and Valkey default to 64-byte values). Both encodings read and write the same;
-        the hashtable one costs ~35-70 B more per document. Managed servers that refuse CONFIG
-        keep their settings.
-        """
-        names = list(LISTPACK_SETTINGS)
-        try:
-            current = {k: int(v) for k, v in self.client.config_get("hash-max-listpack-*").items()}
-            if tune:
-                for name, wanted in LISTPACK_SETTINGS.items():
-                    if current.get(name, 0) < wanted:
-                        self.client.config_set(name, wanted)
-                        current[name] = wanted
-        except redis.ResponseError:  # CONFIG disabled or renamed
-            return "unknown"
-        ok = all(current.get(n, 0) >= LISTPACK_SETTINGS[n] for n in names)
-        return "listpack" if ok else "hashtable"
-
-    # -- versions -------------------------------------------------------------------------
-    @transient
-    def register_version(self, spec: EmbeddingSpec) -> None:
-        self.client.hsetnx(VERSIONS_KEY, spec.tag, spec.to_json())
-
-    @transient
-    def versions(self) -> dict[str, EmbeddingSpec]:
-        raw = self.client.hgetall(VERSIONS_KEY)
-        return {k.decode(): EmbeddingSpec.from_json(v) for k, v in raw.items()}
-
-    @transient
-    def active_version(self) -> str | None:
-        raw = self.client.get(ACTIVE_KEY)
-        return raw.decode() if raw else None
-
-    @transient
-    def set_active(self, version: str) -> None:
-        if version not in self.versions():
-            raise LookupError(f"unknown version {version!r}")
-        self.client.set(ACTIVE_KEY, version)
-
-    def drop_version(self, version: str) -> int:
-        """Remove every key of a version (entries, calibration, layout, registration)."""
-        if version == self.active_version():
-            raise ValueError(f"{version} is the active version; activate another one first")
-        removed = 0
-        keys = list(self._bucket_keys(version))
-        for start in range(0, len(keys), 1000):
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys[start : start + 1000]:
-                pipe.hlen(key)
-            removed += sum(pipe.execute())
-            self.client.unlink(*keys[start : start + 1000])
-        self.client.unlink(calibration_key(version), buckets_key(version))
-        self.client.hdel(VERSIONS_KEY, version)
-        self._buckets.pop(version, None)
-        return removed
-
-    @transient
-    def activate_if_none(self, version: str) -> str:
-        """The first version published becomes active; later ones wait for an explicit switch."""
-        self.client.set(ACTIVE_KEY, version, nx=True)
-        return self.active_version() or version
-
-    # -- calibration ------------------------------------------------------------------------
-    @transient
-    def calibration(self, version: str) -> Int8Calibration | None:
-        raw = self.client.get(calibration_key(version))
-        return Int8Calibration.from_bytes(raw) if raw else None
-
-    @transient
-    def ensure_calibration(self, version: str, candidate: Int8Calibration) -> Int8Calibration:
-        """Store ``candidate`` unless the version has one already; return the stored one.
-
-        First writer wins, so concurrent runs of one version always agree on codes.
-        """
-        self.client.set(calibration_key(version), candidate.to_bytes(), nx=True)
-        stored = self.calibration(version)
-        assert stored is not None
-        return stored
-
-    # -- layout -------------------------------------------------------------------------------
-    @transient
-    def buckets(self, version: str) -> int:
-        """The version's bucket count: fixed by its first writer or reader, so all agree."""
-        if version not in self._buckets:
-            self.client.set(buckets_key(version), self.default_buckets, nx=True)
-            self._buckets[version] = int(self.client.get(buckets_key(version)))
-        return self._buckets[version]
 
     def location(self, version: str, doc_id: str) -> tuple[str, str]:
         """``(key, field)`` of a document's entry."""
@@ -303,8 +189,8 @@ class FeatureStore:
         except TRANSIENT:
             return transient(self.client.hget)(key, field)
 
-    def read_many(self, version: str, doc_ids: Sequence[str]) -> list[bytes | None]:
-        """Entries in ``doc_ids`` order: one HMGET per bucket, pipelined in slices."""
+    def read(self, version: str, doc_ids: Sequence[str]) -> list[bytes | None]:
+        """Entries in ``doc_ids`` order: one Lua multi-get per slice of 5,000."""
         out: list[bytes | None] = []
         step = 5000
         for start in range(0, len(doc_ids), step):
@@ -322,7 +208,7 @@ class FeatureStore:
         # a missing field is false in Lua, a nil reply here
         return list(script(keys=self._keys(version, doc_ids), args=list(doc_ids)))  # type: ignore[operator]
 
-    def scan_doc_ids(self, version: str) -> Iterator[str]:
+    def scan_ids(self, version: str) -> Iterator[str]:
         return iter(self._scan_ids(version))
 
     @transient
@@ -341,6 +227,14 @@ class FeatureStore:
         """Seconds until the entry's bucket expires (-2: no such bucket)."""
         return int(self.client.ttl(self.location(version, doc_id)[0]))
 
-    @transient
-    def used_memory(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
+    def drop(self, version: str) -> int:
+        """Remove every bucket of a version; returns how many entries they held."""
+        removed = 0
+        keys = list(self._bucket_keys(version))
+        for start in range(0, len(keys), 1000):
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys[start : start + 1000]:
+                pipe.hlen(key)
+            removed += sum(pipe.execute())
+            self.client.unlink(*keys[start : start + 1000])
+        return removed

@@ -18,8 +18,8 @@ from typing import Any
 import pymongo
 import pymongo.errors
 
-from embedding_assets.lib.retrying import TRANSIENT, transient
 from embedding_assets.lib.sharding import shard_of
+from embedding_assets.retrying import TRANSIENT, transient
 
 FIELDS = ("doc_id", "title", "body", "language", "indexed_at", "modified_at", "deleted_at", "is_deleted")
 _PROJECTION = {f: 1 for f in FIELDS}

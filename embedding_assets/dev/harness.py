@@ -1,7 +1,11 @@
-"""Helpers that materialize the asset graph in process, as a backfill or a UI click would."""
+"""The asset graph run in process, as a backfill, a UI click, a sensor or the schedule would.
+
+For tests, benchmarks and the demo; not used by deployments.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import dagster as dg
@@ -9,9 +13,13 @@ import pymongo
 
 from embedding_assets.defs.assets import embedding_assets
 from embedding_assets.defs.checks import embedding_checks
-from embedding_assets.defs.partitions import shard_partitions
+from embedding_assets.defs.jobs import daily_sweep
+from embedding_assets.defs.partitions import RANGE_END, RANGE_START, range_tags, shard_partitions
 from embedding_assets.defs.resources import build_resources
-from embedding_assets.lib import corpus
+from embedding_assets.dev import corpus
+from embedding_assets.lib.text import content_hash, document_text
+from embedding_assets.lib.versioning import EmbeddingSpec
+from embedding_assets.stores.feature_store import FeatureStore
 
 ALL_KEYS = shard_partitions.get_partition_keys()
 
@@ -28,10 +36,7 @@ def materialize(
     if len(keys) == 1:
         kwargs["partition_key"] = keys[0]
     else:
-        kwargs["tags"] = {
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1],
-        }
+        kwargs["tags"] = range_tags(keys)
     return dg.materialize(
         GRAPH,
         resources={**build_resources(), **(resources or {})},
@@ -64,14 +69,11 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     raise KeyError(asset)
 
 
-RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
-
-
 def execute(request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """Run what a sensor or schedule requested, in process."""
     kwargs: dict = {"run_config": request.run_config}
-    if all(t in request.tags for t in RANGE_TAGS):
-        kwargs["tags"] = {t: request.tags[t] for t in RANGE_TAGS}
+    if RANGE_START in request.tags and RANGE_END in request.tags:
+        kwargs["tags"] = {t: request.tags[t] for t in (RANGE_START, RANGE_END)}
     else:
         kwargs["partition_key"] = request.partition_key
     result = dg.materialize(GRAPH, resources=build_resources(), instance=instance, **kwargs)
@@ -118,11 +120,15 @@ class Daemon:
         raise AssertionError("sensors never went quiet")
 
 
-def ground_truth(coll: pymongo.collection.Collection, spec: object) -> dict[str, tuple[int, int]]:
-    """doc_id -> (content hash, modified_at ms) every live document's entry must have,
-    computed from the collection alone."""
-    from embedding_assets.lib.text import content_hash, embeddable_text
+def sweep_request() -> dg.RunRequest:
+    """What the daily_sweep schedule requests: one run over every shard."""
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 6, 2, 3, tzinfo=dt.UTC))
+    return daily_sweep(context)  # type: ignore[return-value]
 
+
+def ground_truth(coll: pymongo.collection.Collection, spec: EmbeddingSpec) -> dict[str, tuple[int, int]]:
+    """doc_id -> (content hash, modified_at ms) every live document's entry must have,
+    computed from the collection alone (not through the pipeline's snapshot step)."""
     latest: dict[str, dict] = {}
     for doc in coll.find({}):
         if doc.get("is_deleted") is True or doc.get("deleted_at") is not None or doc.get("doc_id") is None:
@@ -134,15 +140,15 @@ def ground_truth(coll: pymongo.collection.Collection, spec: object) -> dict[str,
     for doc_id, doc in latest.items():
         title = doc.get("title") if isinstance(doc.get("title"), str) else None
         body = doc.get("body") if isinstance(doc.get("body"), str) else None
-        text = embeddable_text(title, body, title_repeat=spec.title_repeat, max_chars=spec.max_chars)  # type: ignore[attr-defined]
+        text = document_text(title, body, spec)
         if not text.skip_reason:
             ms = int(doc["modified_at"].timestamp() * 1000)
-            truth[doc_id] = (content_hash(text.text, spec.tag), ms)  # type: ignore[attr-defined]
+            truth[doc_id] = (content_hash(text.text, spec.tag), ms)
     return truth
 
 
-def store_state(store: object, version: str) -> dict[str, tuple[int, int]]:
+def store_state(store: FeatureStore, version: str) -> dict[str, tuple[int, int]]:
     """doc_id -> (content hash, source ms) of every entry of a version."""
-    ids = sorted(store.scan_doc_ids(version))  # type: ignore[attr-defined]
-    headers = store.read_headers(version, ids)  # type: ignore[attr-defined]
+    ids = sorted(store.entries.scan_ids(version))
+    headers = store.entries.read_headers(version, ids)
     return {d: (h.content_hash, h.source_ms) for d, h in zip(ids, headers, strict=True) if h is not None}

@@ -20,14 +20,9 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from embedding_assets.lib.feature_store import META_PREFIX
-from embedding_assets.lib.retrying import transient
+from embedding_assets.retrying import transient
 
 REJECTED, FAILED, WARNING = "rejected", "failed", "warning"
-
-
-def dead_letter_key(version: str) -> str:
-    return f"{META_PREFIX}:{version}:dead_letters"
 
 
 @dataclass(frozen=True)
@@ -42,10 +37,10 @@ class DeadLetter:
 
 
 class DeadLetters:
-    def __init__(self, client: redis.Redis, version: str) -> None:
+    def __init__(self, client: redis.Redis, version: str, key: str) -> None:
         self.client = client
         self.version = version
-        self.key = dead_letter_key(version)
+        self.key = key  # the control plane's (control_plane.dead_letter_key)
 
     @transient
     def record(self, entries: Sequence[tuple[str, str, str]]) -> None:

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from embedding_assets.lib.embedder import default_model_path
+from embedding_assets import settings
+from embedding_assets.embedders.sentence_transformer import default_model_path
 from embedding_assets.lib.versioning import model_fingerprint, model_slug
 
 # A static model has no position limit; a window this large makes one chunk per document
@@ -36,7 +37,7 @@ def ensure_distilled(cache_dir: Path, source: str, pca_dims: int) -> Path:
     path = distilled_path(cache_dir, source, pca_dims)
     if (path / "config.json").exists():
         return path
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings.models_offline()
     from model2vec.distill import distill
 
     model = distill(model_name=source, pca_dims=pca_dims)
@@ -47,10 +48,12 @@ def ensure_distilled(cache_dir: Path, source: str, pca_dims: int) -> Path:
 
 
 class StaticEmbedder:
-    """Same interface as SentenceTransformerEmbedder."""
+    """``protocols.Embedder`` of the fast tier: whole documents, no chunking, no torch."""
 
     precision = "fp32"
     device = "cpu"
+    needs_chunking = False
+    tokenizer = None  # tokenizes inside encode; chunking is not needed
 
     def __init__(
         self, source: str | None, *, cache_dir: Path, pca_dims: int = 256, batch_size: int = 1024
@@ -75,13 +78,6 @@ class StaticEmbedder:
 
         return SentenceTransformer(modules=[StaticEmbedding.from_model2vec(str(self.path))], device="cpu")
 
-    @cached_property
-    def tokenizer(self) -> Any:
-        """The source model's tokenizer: the static vocabulary is distilled from it."""
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self.source)
-
     @property
     def max_tokens(self) -> int:
         return STATIC_WINDOW_TOKENS
@@ -94,6 +90,9 @@ class StaticEmbedder:
     @cached_property
     def fingerprint(self) -> str:
         return model_fingerprint(str(self.path))
+
+    def is_transient(self, error: BaseException) -> bool:
+        return False
 
     @cached_property
     def _lookup(self) -> tuple[Any, np.ndarray]:

@@ -7,13 +7,14 @@ Whole-step failures are left to Dagster's RetryPolicy on the assets.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import TypeVar
 
 import pymongo.errors
 import redis.exceptions
 import tenacity
+
+from embedding_assets import settings
 
 T = TypeVar("T")
 log = logging.getLogger("embedding_assets.retry")
@@ -28,7 +29,7 @@ TRANSIENT = (
     redis.exceptions.TryAgainError,
 )
 # Long enough to ride out a server restart; bounded so a dead server still fails the step.
-MAX_SECONDS = float(os.environ.get("EA_RETRY_SECONDS", "120"))
+MAX_SECONDS = float(settings.get("EA_RETRY_SECONDS"))
 
 
 def transient(fn: Callable[..., T]) -> Callable[..., T]:

@@ -7,7 +7,6 @@ loopback ports with their data under a state directory, stopped on exit.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 
 import pymongo
+
+from embedding_assets import settings
 
 
 def free_port() -> int:
@@ -92,10 +93,12 @@ class EmbeddedServers:
     """Context manager giving ``MONGO_URI`` and ``REDIS_URL``: from the environment or embedded."""
 
     def __init__(self, state_dir: Path, environ: dict[str, str] | None = None) -> None:
+        """``environ`` overrides the settings' MONGO_URI / REDIS_URL (an empty value: embedded)."""
         self.state_dir = state_dir
-        env = os.environ if environ is None else environ
-        self.mongo_uri = env.get("MONGO_URI")
-        self.redis_url = env.get("REDIS_URL")
+        given = {name: str(settings.get(name)) for name in ("MONGO_URI", "REDIS_URL")}
+        given.update(environ or {})
+        self.mongo_uri: str | None = given["MONGO_URI"] or None
+        self.redis_url: str | None = given["REDIS_URL"] or None
         self._mongo: SecantusProcess | None = None
         self._redis: ValkeyProcess | None = None
 

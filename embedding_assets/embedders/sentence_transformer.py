@@ -7,13 +7,15 @@ Models load offline: the default is the all-MiniLM-L6-v2 shipped by the
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from embedding_assets import settings
+from embedding_assets.embedders.model_files import ModelShape, local_dir, sentence_transformer_shape
 from embedding_assets.lib.versioning import model_fingerprint
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -50,15 +52,22 @@ def default_model_path() -> str:
 
 
 def resolve_device(device: str) -> str:
+    """``auto``: CUDA when a GPU is there. torch is asked only where an NVIDIA driver is present,
+    so deciding costs nothing on CPU machines."""
     if device != "auto":
         return device
+    if not Path("/proc/driver/nvidia/version").exists():
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class SentenceTransformerEmbedder:
-    """Loads the model on first use, so building definitions stays cheap."""
+    """``protocols.Embedder`` over sentence-transformers. What makes the version tag is read from
+    the model's files; the weights load on the first ``encode``."""
+
+    needs_chunking = True
 
     def __init__(
         self,
@@ -77,23 +86,41 @@ class SentenceTransformerEmbedder:
 
     @cached_property
     def model(self) -> Any:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        settings.models_offline()
         from sentence_transformers import SentenceTransformer
 
         return SentenceTransformer(self.model_name, device=self.device)
 
-    @property
+    @cached_property
+    def _shape(self) -> ModelShape:
+        folder = local_dir(self.model_name)
+        shape = sentence_transformer_shape(folder) if folder else None
+        if shape is None:  # a layout the configs do not describe: ask the loaded model
+            shape = ModelShape(int(self.model.get_embedding_dimension()), int(self.model.max_seq_length))
+        return shape
+
+    @cached_property
     def tokenizer(self) -> Any:
-        return self.model.tokenizer
+        """The model's own tokenizer, loaded alone (no weights) unless the model already is."""
+        if "model" in self.__dict__:
+            return self.model.tokenizer
+        settings.models_offline()
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.model_name)
 
     @property
     def max_tokens(self) -> int:
-        """Tokens of text per chunk the model sees whole (special tokens excluded)."""
-        return int(self.model.max_seq_length) - 2
+        """Tokens of text per chunk the model sees whole (its two special tokens excluded)."""
+        return self._shape.max_seq_length - 2
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_embedding_dimension())
+        return self._shape.dimension
+
+    def is_transient(self, error: BaseException) -> bool:
+        """A local model's errors are the input's (or a bug): none is worth retrying as is."""
+        return False
 
     @cached_property
     def fingerprint(self) -> str:

@@ -1,0 +1,79 @@
+"""What a model's files say about it without loading its weights: dimension and sequence limit.
+
+The version tag needs both; reading a few JSON files costs milliseconds where loading torch
+and the weights costs seconds (and a GPU's memory).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedding_assets import settings
+
+_POOLING_MODES = (
+    "pooling_mode_cls_token",
+    "pooling_mode_mean_tokens",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    dimension: int
+    max_seq_length: int
+
+
+def local_dir(model: str) -> Path | None:
+    """The model's folder: the path itself, or a hub name's snapshot in the local cache."""
+    path = Path(model)
+    if path.is_dir():
+        return path
+    settings.models_offline()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:  # not cached, or not a hub name: the caller loads the model instead
+        return None
+
+
+def _json(path: Path) -> dict | list | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def sentence_transformer_shape(folder: Path) -> ModelShape | None:
+    """Output dimension and max_seq_length of a sentence-transformers folder, from its configs.
+
+    Follows modules.json: the transformer's hidden size, pooling (times its modes), dense
+    layers' out_features; None for any module it does not know (the caller then loads).
+    """
+    modules = _json(folder / "modules.json")
+    st_config = _json(folder / "sentence_bert_config.json")
+    if not isinstance(modules, list) or not isinstance(st_config, dict) or "max_seq_length" not in st_config:
+        return None
+    dimension: int | None = None
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        config = _json(folder / module.get("path", "") / "config.json") or {}
+        if not isinstance(config, dict):
+            return None
+        if kind == "Transformer":
+            dimension = config.get("hidden_size") or config.get("d_model")
+        elif kind == "Pooling":
+            modes = sum(bool(config.get(m)) for m in _POOLING_MODES) or 1
+            dimension = int(config["word_embedding_dimension"]) * modes
+        elif kind == "Dense":
+            dimension = config.get("out_features")
+        elif kind != "Normalize":
+            return None
+    if not dimension:
+        return None
+    return ModelShape(int(dimension), int(st_config["max_seq_length"]))

@@ -1,0 +1,65 @@
+"""The frames the steps pass on: one row per document, so a shard's state merges by ``doc_id``.
+
+Each intermediate asset stores one such frame per shard (stores/shard_state.py).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+TS = pl.Datetime("ms", "UTC")
+SNAPSHOT_SCHEMA = pl.Schema(
+    {
+        "doc_id": pl.String,
+        "source_id": pl.String,
+        "title": pl.String,
+        "body": pl.String,
+        "language": pl.String,
+        "indexed_at": TS,
+        "modified_at": TS,
+        "notes": pl.String,
+    }
+)
+CHUNK_SCHEMA = pl.Schema(
+    {
+        "doc_id": pl.String,
+        "source_id": pl.String,
+        "modified_at": TS,
+        "content_hash": pl.UInt64,
+        "n_tokens": pl.Int32,
+        "chunks": pl.List(pl.String),
+        "chunk_tokens": pl.List(pl.Int32),
+        "skip_reason": pl.String,
+        "note": pl.String,
+    }
+)
+
+
+def vector_schema(dimension: int) -> pl.Schema:
+    return pl.Schema(
+        {
+            "doc_id": pl.String,
+            "modified_at": TS,
+            "content_hash": pl.UInt64,
+            "n_chunks": pl.Int32,
+            "vector": pl.Array(pl.Float32, dimension),
+            "chunk_vectors": pl.List(pl.Array(pl.Float32, dimension)),
+        }
+    )
+
+
+def compatible(previous: pl.DataFrame | None, schema: pl.Schema) -> pl.DataFrame | None:
+    """Stored state written with another schema (an older release) is recomputed, not reused."""
+    if previous is None or any(previous.schema.get(k) != v for k, v in schema.items()):
+        return None
+    return previous
+
+
+def dead_letter_id(row: dict) -> str:
+    """Dead letters are keyed by doc_id; a document without one by its MongoDB ``_id``."""
+    return row["doc_id"] if row["doc_id"] is not None else f"_id:{row['source_id']}"
+
+
+def source_millis(frame: pl.DataFrame) -> list[int]:
+    """``modified_at`` as unix milliseconds (0 where missing): what records carry as ``source_ms``."""
+    return frame["modified_at"].dt.epoch("ms").fill_null(0).to_list()

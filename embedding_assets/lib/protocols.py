@@ -1,0 +1,94 @@
+"""The two seams of the pipeline: what embeds, and where entries live.
+
+A new embedding provider (an HTTP service, say) or a new sink (Qdrant, pgvector) is one class
+that satisfies one of these, and its configuration; the steps in ``lib/`` see only these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from embedding_assets.lib.codec import RecordHeader
+
+
+class Tokenizer(Protocol):
+    """A Hugging Face tokenizer's call: offsets of tokens in the text, no special tokens."""
+
+    def __call__(self, texts: list[str], **kwargs: Any) -> Any: ...
+
+
+class Embedder(Protocol):
+    """Turns texts into unit vectors.
+
+    ``model_name``, ``fingerprint``, ``dimension``, ``max_tokens`` and ``precision`` make the
+    version tag and must be known without loading weights; ``tokenizer`` and ``encode`` may load.
+    """
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens of text one input may hold and be seen whole."""
+        ...
+
+    @property
+    def needs_chunking(self) -> bool:
+        """True: texts are cut into ``max_tokens`` windows first; False: one input per document."""
+        ...
+
+    @property
+    def precision(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        """What chunking cuts with (None when the embedder needs no chunking)."""
+        ...
+
+    def encode(self, texts: list[str], n_tokens: list[int | None] | None = None) -> np.ndarray:
+        """Float32 unit vectors, one row per text, in input order."""
+        ...
+
+    def is_transient(self, error: BaseException) -> bool:
+        """A fault of the provider (overload, timeout), not of the input: retried, never dead-lettered."""
+        ...
+
+
+class EntryStore(Protocol):
+    """Where each document's record (lib/codec.py) lives, per version.
+
+    Writes and deletes are conditional on the record's ``source_ms``, so two runs racing on one
+    document never replace a newer state with an older one.
+    """
+
+    def read_headers(self, version: str, doc_ids: Sequence[str]) -> list[RecordHeader | None]:
+        """Each entry's header; None where missing or unreadable (it is then rewritten)."""
+        ...
+
+    def read(self, version: str, doc_ids: Sequence[str]) -> list[bytes | None]: ...
+
+    def write_if_not_older(self, version: str, doc_ids: Sequence[str], values: Sequence[bytes]) -> int:
+        """Write, except over an entry of a later source state; returns how many were written."""
+        ...
+
+    def delete_if_not_newer(self, version: str, doc_ids: Sequence[str], source_ms: Sequence[int]) -> int:
+        """Delete entries whose source state is at most the one given; returns how many went."""
+        ...
+
+    def scan_ids(self, version: str) -> Iterator[str]: ...
+
+    def drop(self, version: str) -> int:
+        """Remove every entry of a version; returns how many there were."""
+        ...

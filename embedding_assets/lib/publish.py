@@ -1,0 +1,145 @@
+"""Step 4, feature_store_entries: one record per document, written only where the rules ask.
+
+What an entry needs is ``staleness.classify``; records are ``codec.encode_records`` of the
+quantized vector. The store is anything that satisfies ``protocols.EntryStore``; writes never
+replace an entry of a later source state, deletes never remove one rewritten since it was seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from embedding_assets.lib import codec
+from embedding_assets.lib import quantization as q
+from embedding_assets.lib.frames import source_millis
+from embedding_assets.lib.protocols import EntryStore
+from embedding_assets.lib.sharding import shard_of
+from embedding_assets.lib.staleness import NEEDS_WRITE, classify
+from embedding_assets.lib.vectors import vectors_matrix
+from embedding_assets.lib.versioning import EmbeddingSpec
+
+# Vectors the first publish of a version calibrates int8 codes on.
+CALIBRATION_SAMPLE = 20_000
+
+
+def encode_entries(
+    frame: pl.DataFrame,
+    spec: EmbeddingSpec,
+    calibration: q.Int8Calibration | None,
+    computed_at: int,
+) -> list[bytes]:
+    """Quantize and encode every row of a vector frame into a feature-store value."""
+    if frame.height == 0:
+        return []
+    vectors = vectors_matrix(frame)
+    if spec.quantization == q.INT8:
+        if calibration is None:
+            raise ValueError("int8 entries need the version's calibration")
+        codes = q.quantize_int8(vectors, calibration)
+    else:
+        codes = q.quantize_binary(vectors)
+    return codec.encode_records(
+        codes,
+        codec=spec.quantization,
+        dimension=spec.dimension,
+        version_id=spec.version_id,
+        computed_at=computed_at,
+        content_hashes=frame["content_hash"].to_numpy(),
+        source_ms=np.asarray(source_millis(frame), dtype=np.int64),
+    )
+
+
+def calibration_sample(frames: Iterable[pl.DataFrame]) -> np.ndarray | None:
+    """Up to CALIBRATION_SAMPLE vectors, reading ``frames`` lazily only as far as needed."""
+    sample: list[pl.DataFrame] = []
+    have = 0
+    for frame in frames:
+        sample.append(frame.head(CALIBRATION_SAMPLE - have))
+        have += sample[-1].height
+        if have >= CALIBRATION_SAMPLE:
+            break
+    return vectors_matrix(pl.concat(sample)) if have else None
+
+
+@dataclass
+class PublishStats:
+    """What a publish did, by the staleness rules' categories."""
+
+    states: dict[str, int] = field(default_factory=dict)
+    written: int = 0
+    superseded: int = 0
+    bytes_written: int = 0
+    deleted: int = 0
+    failures: int = 0
+
+    def add(self, other: PublishStats) -> None:
+        for state, n in other.states.items():
+            self.states[state] = self.states.get(state, 0) + n
+        self.written += other.written
+        self.superseded += other.superseded
+        self.bytes_written += other.bytes_written
+        self.deleted += other.deleted
+        self.failures += other.failures
+
+
+def publish(
+    entries: EntryStore,
+    spec: EmbeddingSpec,
+    frame: pl.DataFrame,
+    calibration: q.Int8Calibration | None,
+    *,
+    now: int,
+    max_age_seconds: int,
+) -> PublishStats:
+    """Write what the staleness rules ask for, and only that, never over a newer entry."""
+    stats = PublishStats()
+    if frame.height == 0:
+        return stats
+    headers = entries.read_headers(spec.tag, frame["doc_id"].to_list())
+    states = [
+        classify(
+            h,
+            version_id=spec.version_id,
+            content_hash=c,
+            source_ms=m,
+            now=now,
+            max_age_seconds=max_age_seconds,
+        )
+        for h, c, m in zip(headers, frame["content_hash"].to_list(), source_millis(frame), strict=True)
+    ]
+    for state in states:
+        stats.states[state.value] = stats.states.get(state.value, 0) + 1
+    todo = frame.filter(pl.Series([s in NEEDS_WRITE for s in states]))
+    values = encode_entries(todo, spec, calibration, now)
+    if not values:
+        return stats
+    ids = todo["doc_id"].to_list()
+    stats.written = entries.write_if_not_older(spec.tag, ids, values)
+    stats.superseded = len(values) - stats.written
+    stats.bytes_written = sum(len(v) for v in values)
+    # read back: an entry that is neither ours nor from a newer source state is a failure
+    for header, chash, ms in zip(
+        entries.read_headers(spec.tag, ids), todo["content_hash"].to_list(), source_millis(todo), strict=True
+    ):
+        if header is None or (header.content_hash != chash and header.source_ms <= ms):
+            stats.failures += 1
+    return stats
+
+
+def remove_entries(entries: EntryStore, version: str, doc_ids: list[str]) -> int:
+    """Delete entries of documents that are gone, unless rewritten since we looked."""
+    headers = entries.read_headers(version, doc_ids)
+    present = [(d, h.source_ms) for d, h in zip(doc_ids, headers, strict=True) if h is not None]
+    if not present:
+        return 0
+    return entries.delete_if_not_newer(version, [d for d, _ in present], [m for _, m in present])
+
+
+def orphans_among(stored_ids: Iterable[str], live: set[str], shards: set[int], num_shards: int) -> list[str]:
+    """Ids of the given shards whose document is not live: deletions nobody saw (a full run's
+    stored ids) or that a delta run was told about."""
+    return [d for d in stored_ids if d not in live and shard_of(d, num_shards) in shards]

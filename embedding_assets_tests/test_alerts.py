@@ -1,0 +1,72 @@
+"""Run and check failures reach the webhook."""
+
+import http.server
+import json
+import threading
+
+import dagster as dg
+import pytest
+
+from embedding_assets.defs.alerts import AlertWebhookResource, check_failure_alert, run_failure_alert
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Hook.received.clear()
+    yield f"http://127.0.0.1:{server.server_port}/hook", _Hook.received
+    server.shutdown()
+
+
+def test_failed_runs_and_checks_are_posted_to_the_webhook(webhook):
+    url, received = webhook
+    alerts = AlertWebhookResource(url=url)
+    instance = dg.DagsterInstance.ephemeral()
+
+    @dg.asset
+    def breaks() -> None:
+        raise RuntimeError("boom")
+
+    @dg.asset
+    def fine() -> int:
+        return 1
+
+    @dg.asset_check(asset=fine)
+    def never_passes() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, description="always fails")
+
+    failed = dg.materialize([breaks], instance=instance, raise_on_error=False)
+    assert not failed.success
+    failure_event = next(e for e in failed.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert",
+        dagster_instance=instance,
+        dagster_run=failed.dagster_run,
+        dagster_event=failure_event,
+        resources={"alerts": alerts},
+    )
+    run_failure_alert(context.for_run_failure())
+    assert received[-1]["event"] == "run_failure" and received[-1]["run_id"] == failed.run_id
+
+    dg.materialize([fine, never_passes], instance=instance)
+    with dg.build_sensor_context(instance=instance, resources={"alerts": alerts}) as ctx:
+        check_failure_alert(ctx)
+        cursor = ctx.cursor
+    assert received[-1]["event"] == "check_failure" and received[-1]["check"] == "never_passes"
+    count = len(received)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alerts": alerts}) as ctx:
+        check_failure_alert(ctx)  # nothing new: nothing posted twice
+    assert len(received) == count

@@ -1,0 +1,25 @@
+"""Sensor cursors, grouping and run keys: lib/change_tracking.py."""
+
+import datetime as dt
+
+from embedding_assets.lib.change_tracking import ChangeCursor, group_by_shard, run_key
+from embedding_assets.lib.sharding import shard_of
+
+
+def test_cursor_orders_ties_by_doc_id_and_round_trips():
+    t = dt.datetime(2026, 5, 1, 12, 0, 0, 123000, tzinfo=dt.UTC)
+    a, b = ChangeCursor(t, "a"), ChangeCursor(t, "b")
+    assert a < b < ChangeCursor(t + dt.timedelta(milliseconds=1), "0")
+    assert ChangeCursor.parse(b.dump()) == b
+    assert ChangeCursor.parse(None) is None
+    naive = ChangeCursor.of({"modified_at": t.replace(tzinfo=None), "doc_id": 5})
+    assert naive == ChangeCursor(t, "5")
+
+
+def test_grouping_and_run_keys_are_deterministic():
+    ids = [f"d{i}" for i in range(50)] + ["d1", "d2"]
+    groups = group_by_shard(ids, 16)
+    assert sorted(d for g in groups.values() for d in g) == sorted(set(ids))
+    assert all(shard_of(d, 16) == s for s, g in groups.items() for d in g)
+    assert run_key("changes", 3, "pos", ["a", "b"]) == run_key("changes", 3, "pos", ["a", "b"])
+    assert run_key("changes", 3, "pos", ["a", "b"]) != run_key("changes", 3, "pos2", ["a", "b"])

@@ -1,0 +1,95 @@
+"""Step 3 over any Embedder: transient faults are retried and never blamed on documents; input
+faults are isolated to the documents that cause them."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from embedding_assets.lib.embed import vector_frame
+from embedding_assets.lib.frames import CHUNK_SCHEMA
+
+
+class Overloaded(Exception):
+    """What an HTTP embedding service's 429 or 503 becomes."""
+
+
+class HashEmbedder:
+    """A deterministic 8-dimensional embedder that fails as told."""
+
+    model_name = "hash"
+    fingerprint = "f"
+    dimension = 8
+    max_tokens = 100
+    needs_chunking = True
+    precision = "fp32"
+    device = "cpu"
+    tokenizer = None
+
+    def __init__(self, overloaded_calls: int = 0, poison: str | None = None) -> None:
+        self.overloaded_calls = overloaded_calls
+        self.poison = poison
+        self.calls = 0
+
+    def encode(self, texts, n_tokens=None):
+        self.calls += 1
+        if self.calls <= self.overloaded_calls:
+            raise Overloaded("503 Service Unavailable")
+        if self.poison and any(self.poison in t for t in texts):
+            raise ValueError("input rejected")
+        rows = [np.random.default_rng(abs(hash(t)) % 2**32).normal(size=8) for t in texts]
+        v = np.asarray(rows, dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def is_transient(self, error):
+        return isinstance(error, Overloaded)
+
+
+def _chunked(n: int, poison_at: int | None = None) -> pl.DataFrame:
+    rows = [
+        {
+            "doc_id": f"d{i}",
+            "source_id": str(i),
+            "modified_at": None,
+            "content_hash": i,
+            "n_tokens": 3,
+            "chunks": [f"text {i}" + (" POISON" if i == poison_at else ""), f"more {i}"],
+            "chunk_tokens": [2, 1],
+            "skip_reason": None,
+            "note": None,
+        }
+        for i in range(n)
+    ]
+    return pl.DataFrame(rows, schema=CHUNK_SCHEMA)
+
+
+def test_transient_faults_are_retried_and_nobody_is_dead_lettered():
+    embedder = HashEmbedder(overloaded_calls=3)
+    result = vector_frame(_chunked(20), embedder, retry_seconds=30, docs_per_batch=8)
+    assert result.failures == []
+    assert result.embedded == 20 and result.frame.height == 20
+    assert embedder.calls == 3 + 3  # three refusals, then one call per batch of 8, 8, 4
+
+
+def test_a_lasting_transient_fault_fails_the_step_instead_of_blaming_documents():
+    embedder = HashEmbedder(overloaded_calls=10**9)
+    with pytest.raises(Overloaded):
+        vector_frame(_chunked(20), embedder, retry_seconds=1, docs_per_batch=8)
+    # no bisection happened: a bisection would have called once per half, down to single documents
+    assert embedder.calls < 20
+
+
+def test_an_input_fault_is_isolated_to_its_document():
+    embedder = HashEmbedder(poison="POISON")
+    result = vector_frame(_chunked(20, poison_at=13), embedder, retry_seconds=1, docs_per_batch=8)
+    assert [d for d, _ in result.failures] == ["d13"]
+    assert "input rejected" in result.failures[0][1]
+    assert result.frame.height == 19 and "d13" not in result.frame["doc_id"].to_list()
+
+
+def test_vectors_are_reused_by_content_hash():
+    embedder = HashEmbedder()
+    first = vector_frame(_chunked(10), embedder, retry_seconds=1)
+    calls = embedder.calls
+    again = vector_frame(_chunked(10), embedder, retry_seconds=1, previous=first.frame)
+    assert again.embedded == 0 and embedder.calls == calls
+    assert again.frame["vector"].to_list() == first.frame["vector"].to_list()

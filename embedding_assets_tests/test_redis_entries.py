@@ -1,0 +1,78 @@
+"""The entry store on real servers (valkey, and the machine's Redis 7.0 when there is one)."""
+
+import socket
+
+import numpy as np
+import pytest
+import redis
+
+from embedding_assets.lib import codec
+from embedding_assets.stores.feature_store import FeatureStore
+
+pytestmark = pytest.mark.servers
+
+
+def _record(source_ms: int, content_hash: int, dimension: int = 8) -> bytes:
+    [value] = codec.encode_records(
+        np.zeros((1, dimension), np.int8),
+        codec="int8",
+        dimension=dimension,
+        version_id=1,
+        computed_at=1,
+        content_hashes=np.array([content_hash], np.uint64),
+        source_ms=np.array([source_ms], np.int64),
+    )
+    return value
+
+
+def _redis_servers(redis_url: str) -> list[str]:
+    """The test's server, and the machine's Redis 7.0 too when there is one."""
+    urls = [redis_url]
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+        if ":6379/" not in redis_url:
+            urls.append("redis://127.0.0.1:6379/9")
+    except OSError:
+        pass
+    return urls
+
+
+def test_an_older_source_state_never_overwrites_a_newer_entry(redis_url):
+    for url in _redis_servers(redis_url):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        store = FeatureStore(client)
+        newer, older = _record(2_000, 2), _record(1_000, 1)
+        assert store.entries.write_if_not_older("v", ["a"], [newer]) == 1
+        assert store.entries.write_if_not_older("v", ["a", "b"], [older, older]) == 1  # only b
+        assert store.entries.read_one("v", "a") == newer
+        assert store.entries.write_if_not_older("v", ["a"], [_record(2_000, 3)]) == 1  # same state: last wins
+        # deletes leave entries rewritten from a later state alone
+        assert store.entries.delete_if_not_newer("v", ["a", "b"], [1_500, 1_000]) == 1
+        assert store.entries.read_one("v", "a") and store.entries.read_one("v", "b") is None
+        assert [h.source_ms for h in store.entries.read_headers("v", ["a"])] == [2_000]
+        client.hset(*store.entries.location("v", "junk"), b"not a record")
+        assert store.entries.read_headers("v", ["junk", "none"]) == [None, None]
+
+
+def test_bucketed_entries_read_the_same_compact_or_not_on_both_servers(redis_url):
+    """Buckets stay listpacks where the server allows it; an untuned server works the same."""
+    ids = [f"doc-{i}" for i in range(300)]
+    values = [_record(1_000 + i, i, dimension=384) for i in range(300)]
+    for url in _redis_servers(redis_url):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.config_set("hash-max-listpack-value", 64)  # the servers' default
+        for tune, encoding, version in ((False, "hashtable", "plain"), (True, "listpack", "tuned")):
+            store = FeatureStore(client, buckets=8)
+            assert store.compact_encoding(tune=tune) == encoding
+            assert store.entries.write_if_not_older(version, ids, values) == 300
+            assert store.entries.read(version, ids) == values
+            assert store.entries.read_one(version, "doc-7") == values[7]
+            assert sorted(store.entries.scan_ids(version)) == sorted(ids)
+            assert client.object("encoding", store.entries.location(version, "doc-7")[0]).decode() == encoding
+            assert 0 < store.entries.entry_ttl(version, "doc-7") <= store.entries.ttl_seconds
+        # a version keeps the bucket count it was created with, whatever readers are configured with
+        assert FeatureStore(client, buckets=64).entries.read("tuned", ids) == values
+        assert FeatureStore(client).drop_version("plain") == 300
+        assert not list(store.entries.scan_ids("plain"))
