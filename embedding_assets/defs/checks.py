@@ -40,7 +40,7 @@ def _run_version(
 ) -> EmbeddingSpec:
     """The version this run wrote: its run tag (no model load in a check), else the asset's
     latest materialization."""
-    run = context.instance.get_run_by_id(context.run_id)
+    run = context.instance.get_run_by_id(context.op_execution_context.run_id)
     tag = run.tags.get(VERSION_TAG) if run else None
     if tag is None:
         event = context.instance.get_latest_materialization_event(asset)

@@ -134,7 +134,7 @@ def ground_truth(coll: pymongo.collection.Collection, spec: EmbeddingSpec) -> di
         if doc.get("is_deleted") is True or doc.get("deleted_at") is not None or doc.get("doc_id") is None:
             continue
         key = str(doc["doc_id"])
-        if key not in latest or doc["modified_at"] >= latest[key]["modified_at"]:
+        if key not in latest or _modified_ms(doc) >= _modified_ms(latest[key]):
             latest[key] = doc
     truth = {}
     for doc_id, doc in latest.items():
@@ -142,9 +142,16 @@ def ground_truth(coll: pymongo.collection.Collection, spec: EmbeddingSpec) -> di
         body = doc.get("body") if isinstance(doc.get("body"), str) else None
         text = document_text(title, body, spec)
         if not text.skip_reason:
-            ms = int(doc["modified_at"].timestamp() * 1000)
-            truth[doc_id] = (content_hash(text.text, spec.tag), ms)
+            truth[doc_id] = (content_hash(text.text, spec.tag), _modified_ms(doc))
     return truth
+
+
+def _modified_ms(doc: dict) -> int:
+    """A document's modified_at as entries carry it: unix ms, 0 where it is not a date."""
+    when = doc.get("modified_at")
+    if not isinstance(when, dt.datetime):
+        return 0
+    return int((when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp() * 1000)
 
 
 def store_state(store: FeatureStore, version: str) -> dict[str, tuple[int, int]]:
