@@ -27,7 +27,7 @@ case "$what" in
   demo) exec .venv/bin/embedding-assets demo "$@" ;;
   dev) exec .venv/bin/embedding-assets dev "$@" ;;
   test)
-    .venv/bin/ruff check embedding_assets embedding_assets_tests
+    .venv/bin/ruff check embedding_assets embedding_assets_tests benchmarks
     exec .venv/bin/python -m pytest "$@" ;;
   *) exec .venv/bin/embedding-assets "$what" "$@" ;;
 esac

@@ -65,7 +65,7 @@ def main() -> None:
             "EA_STATIC_DIR": os.environ.get("EA_STATIC_DIR", str(Path(".state/models").resolve())),
         }
     )
-    from embedding_assets.lib.servers import EmbeddedServers
+    from embedding_assets.dev.servers import EmbeddedServers
 
     with EmbeddedServers(state) as servers:
         os.environ.update(servers.env)
@@ -78,7 +78,7 @@ def load_corpus(mongo_uri: str, n: int) -> tuple[object, float, float]:
 
     import pymongo
 
-    from embedding_assets.lib import corpus
+    from embedding_assets.dev import corpus
 
     coll = pymongo.MongoClient(mongo_uri, tz_aware=True)["ea_bench"]["documents"]
     coll.drop()
@@ -112,10 +112,9 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     import redis
 
     from embedding_assets.defs.sensors import document_changes_sensor
-    from embedding_assets.lib import corpus
-    from embedding_assets.lib.feature_store import FeatureStore
-    from embedding_assets_tests.runs import Daemon, metadata
-    from embedding_assets_tests.test_incremental import sweep_request
+    from embedding_assets.dev import corpus
+    from embedding_assets.dev.harness import Daemon, metadata, sweep_request
+    from embedding_assets.stores.feature_store import FeatureStore
 
     redis.Redis.from_url(redis_url).flushall()
     coll, words, load_s = load_corpus(mongo_uri, args.docs)
@@ -224,7 +223,7 @@ def sample_texts(coll: object, n: int) -> list[str]:
     from embedding_assets.lib.text import embeddable_text
 
     docs = coll.find({}, {"title": 1, "body": 1}).sort("_id", 1).limit(n)  # type: ignore[attr-defined]
-    return [
+    return [  # the defaults' rules (EA_TITLE_REPEAT=2, EA_MAX_CHARS=200000)
         embeddable_text(d.get("title"), d.get("body"), title_repeat=2, max_chars=200_000).text for d in docs
     ]
 
@@ -244,7 +243,7 @@ def _rate(fn: object, n: int) -> float:
 
 
 def bare_static(texts: list[str]) -> dict[str, float]:
-    from embedding_assets.lib.static_embedder import StaticEmbedder
+    from embedding_assets.embedders.static import StaticEmbedder
 
     embedder = StaticEmbedder(None, cache_dir=Path(os.environ["EA_STATIC_DIR"]))
     model = embedder.model
@@ -270,8 +269,8 @@ def bare_transformer(texts: list[str]) -> dict[str, float]:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from embedding_assets.embedders.sentence_transformer import cpu_has_bf16, default_model_path
     from embedding_assets.lib.chunking import chunk_texts
-    from embedding_assets.lib.embedder import cpu_has_bf16, default_model_path
 
     model = SentenceTransformer(default_model_path(), device="cpu")
     model.encode(texts[:32])
@@ -359,7 +358,7 @@ def print_storage(redis_url: str, n: int, store: object) -> None:
     client = store.client  # type: ignore[attr-defined]
     server = client.info("server")
     encoding = store.compact_encoding(tune=False)  # type: ignore[attr-defined]
-    spec = store.versions()[store.active_version()]  # type: ignore[attr-defined]
+    spec = store.control.versions()[store.control.active_version()]  # type: ignore[attr-defined]
     print(
         f"\n## Redis memory per document (keys' used_memory / documents, measured by flushing them), "
         f"{server.get('server_name', 'redis')} {server['redis_version']}, buckets {encoding}"
@@ -375,9 +374,9 @@ def print_quality(coll: object, n: int) -> None:
     """The static tier against the transformer on the same texts."""
     import numpy as np
 
-    from embedding_assets.lib import corpus
-    from embedding_assets.lib.embedder import SentenceTransformerEmbedder
-    from embedding_assets.lib.static_embedder import StaticEmbedder
+    from embedding_assets.dev import corpus
+    from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder
+    from embedding_assets.embedders.static import StaticEmbedder
 
     texts = sample_texts(coll, n)
     docs = list(corpus.generate_documents(n, mean_sentences=20))

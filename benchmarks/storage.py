@@ -19,11 +19,12 @@ import numpy as np
 import polars as pl
 import redis
 
-from embedding_assets.lib import pipeline
-from embedding_assets.lib.feature_store import FeatureStore
+from embedding_assets.dev.servers import ValkeyProcess
+from embedding_assets.lib import publish
+from embedding_assets.lib.frames import TS
 from embedding_assets.lib.quantization import QUANTIZATIONS
-from embedding_assets.lib.servers import ValkeyProcess
 from embedding_assets.lib.versioning import EmbeddingSpec
+from embedding_assets.stores.feature_store import FeatureStore
 
 
 def measure(
@@ -47,14 +48,14 @@ def measure(
         frame = pl.DataFrame(
             {
                 "doc_id": [f"doc-{i:07d}" for i in range(start, start + size)],
-                "modified_at": pl.Series(np.full(size, 1_780_000_000_000)).cast(pipeline.TS),
+                "modified_at": pl.Series(np.full(size, 1_780_000_000_000)).cast(TS),
                 "content_hash": pl.Series(np.arange(start, start + size, dtype=np.uint64)),
                 "vector": pl.Series(vectors, dtype=pl.Array(pl.Float32, dimension)),
             }
         )
         started = time.perf_counter()
-        calibration = calibration or pipeline.calibration_for(store, spec, [frame])
-        pipeline.publish(store, spec, frame, calibration, now=int(time.time()), max_age_seconds=3600)
+        calibration = calibration or store.calibration_for(spec, [frame])
+        publish.publish(store.entries, spec, frame, calibration, now=int(time.time()), max_age_seconds=3600)
         seconds += time.perf_counter() - started
     return flushed_bytes(client) / n, n / seconds, client.info("server")["redis_version"]
 

@@ -76,20 +76,3 @@ def test_multilingual_text_and_empty_text(embedder):
     for text, chunks in zip(texts, chunked, strict=True):
         for c in chunks:
             assert c.text in text and c.n_tokens <= 100
-
-
-def test_bf16_precision_keeps_the_vectors(embedder):
-    from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder, resolve_precision
-
-    assert resolve_precision("fp32", "cpu") == "fp32"
-    assert resolve_precision("auto", "cpu") in ("bf16", "fp32")
-    texts = [
-        "Sea levels are rising as glaciers melt.",
-        "Mélanger la farine et l'eau.",
-        "数据库用索引存储文档。",
-    ]
-    fast = SentenceTransformerEmbedder(device="cpu", precision="bf16")
-    fast.__dict__["model"] = embedder.model  # the same loaded weights
-    exact = embedder.model.encode(texts, normalize_embeddings=True)
-    cosine = (fast.encode(texts) * exact).sum(axis=1)
-    assert cosine.min() > 0.999

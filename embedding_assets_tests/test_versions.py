@@ -34,3 +34,29 @@ def test_new_version_is_backfilled_beside_then_activated_then_old_removed(pipeli
     collection(pipeline_env)  # the source is untouched by all this
     assert main(["versions"]) == 0
     assert f"* {new}" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_complete_version_that_rejects_oversized_documents_can_be_activated(
+    pipeline_env, monkeypatch, capsys
+):
+    """Coverage is measured with the version's own rules: a document rejected for its size has
+    no entry by rule, and is not counted missing."""
+    load_sample(pipeline_env, 12, [{"doc_id": "huge", "title": "Huge", "body": "word " * 400}])
+    assert materialize().success
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    old = store.control.active_version()
+    assert store.entries.read_one(old, "huge") is not None  # truncated, embedded
+
+    monkeypatch.setenv("EA_MAX_CHARS", "1000")
+    monkeypatch.setenv("EA_OVERSIZE", "reject")
+    assert materialize().success
+    new = next(v for v in store.control.versions() if v != old)
+    assert store.control.versions()[new].oversize == "reject"
+    assert store.entries.read_one(new, "huge") is None  # rejected, by rule
+    assert main(["activate", new]) == 0, capsys.readouterr().out
+    assert "12/12 covered" in capsys.readouterr().out
+    assert store.control.active_version() == new
+
+    store.entries.drop(new)  # and an incomplete store is still refused
+    assert main(["activate", new]) == 1

@@ -29,12 +29,10 @@ from embedding_assets.lib import publish, snapshot
 from embedding_assets.lib.chunk import chunk_frame
 from embedding_assets.lib.embed import vector_frame
 from embedding_assets.lib.frames import dead_letter_id
-from embedding_assets.lib.quantization import INT8, Int8Calibration, calibrate_int8
 from embedding_assets.lib.sharding import shard_key, shard_of
 from embedding_assets.lib.vectors import split_invalid
 from embedding_assets.lib.versioning import EmbeddingSpec
 from embedding_assets.stores.dead_letters import FAILED, REJECTED, WARNING, DeadLetters
-from embedding_assets.stores.feature_store import FeatureStore
 from embedding_assets.stores.shard_state import ShardSpool, ShardStateStore
 
 # single_run backfills are what make a whole-collection backfill one MongoDB scan.
@@ -258,7 +256,7 @@ def feature_store_entries(
         for key in context.partition_keys:
             yield _upstream(state, "document_vectors", key, columns)
 
-    calibration = _calibration(store, spec, vectors())
+    calibration = store.calibration_for(spec, vectors())
     now = int(time.time())
     stats = publish.PublishStats()
     live: set[str] = set()
@@ -334,14 +332,14 @@ def _upstream(state: ShardStateStore, asset: str, key: str, columns: list[str] |
 
 def _stamp_version(context: dg.AssetExecutionContext, spec: EmbeddingSpec) -> None:
     """The run's version tag, computed once (by chunked_text) and kept on the run."""
-    context.instance.add_run_tags(context.run_id, {VERSION_TAG: spec.tag})
+    context.instance.add_run_tags(context.run.run_id, {VERSION_TAG: spec.tag})
 
 
 def _run_spec(context: dg.AssetExecutionContext, model: EmbeddingModelResource) -> EmbeddingSpec:
     """This step's spec, refused if it is not the version the run's chunks were made for
     (a model folder or setting changed between steps)."""
     spec = model.spec()
-    run = context.instance.get_run_by_id(context.run_id)
+    run = context.instance.get_run_by_id(context.run.run_id)
     stamped = run.tags.get(VERSION_TAG) if run else None
     if stamped is None:
         _stamp_version(context, spec)
@@ -351,21 +349,6 @@ def _run_spec(context: dg.AssetExecutionContext, model: EmbeddingModelResource) 
             "or an embedding setting changed during the run; run it again"
         )
     return spec
-
-
-def _calibration(
-    store: FeatureStore, spec: EmbeddingSpec, frames: Iterator[pl.DataFrame]
-) -> Int8Calibration | None:
-    """The version's int8 calibration; the first publish fixes it from its own vectors."""
-    if spec.quantization != INT8:
-        return None
-    stored = store.control.calibration(spec.tag)
-    if stored is not None:
-        return stored
-    sample = publish.calibration_sample(frames)
-    if sample is None:
-        return None
-    return store.control.ensure_calibration(spec.tag, calibrate_int8(sample))
 
 
 def _rate(count: int, started: float) -> float:

@@ -6,8 +6,14 @@ keys through ``control``; services read through ``embedding_assets.client``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import polars as pl
 import redis
 
+from embedding_assets.lib.publish import calibration_sample
+from embedding_assets.lib.quantization import INT8, Int8Calibration, calibrate_int8
+from embedding_assets.lib.versioning import EmbeddingSpec
 from embedding_assets.retrying import transient
 from embedding_assets.stores.control_plane import DEFAULT_BUCKETS, ControlPlane
 from embedding_assets.stores.redis_entries import DEFAULT_TTL_SECONDS, RedisEntryStore
@@ -34,6 +40,19 @@ class FeatureStore:
     @classmethod
     def from_url(cls, url: str, **kwargs: int) -> FeatureStore:
         return cls(redis.Redis.from_url(url, socket_timeout=30), **kwargs)
+
+    def calibration_for(self, spec: EmbeddingSpec, frames: Iterable[pl.DataFrame]) -> Int8Calibration | None:
+        """The version's int8 calibration; the first publish fixes it from its own vectors
+        (``frames`` read lazily, only as far as the sample needs). None for other codecs."""
+        if spec.quantization != INT8:
+            return None
+        stored = self.control.calibration(spec.tag)
+        if stored is not None:
+            return stored
+        sample = calibration_sample(frames)
+        if sample is None:
+            return None
+        return self.control.ensure_calibration(spec.tag, calibrate_int8(sample))
 
     def drop_version(self, version: str) -> int:
         """Remove every key of a version (entries, then its control keys); refuses the active one."""
