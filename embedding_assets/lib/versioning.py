@@ -40,12 +40,12 @@ class EmbeddingSpec:
     def digest(self) -> bytes:
         return hashlib.blake2b(self.canonical().encode(), digest_size=16).digest()
 
-    @property
+    @cached_property  # asked for once per document hashed
     def tag(self) -> str:
         """Short, readable and unique: ``<model slug>-<8 hex>``."""
         return f"{model_slug(self.model)}-{self.digest[:4].hex()}"
 
-    @property
+    @cached_property
     def version_id(self) -> int:
         """u32 stored in every record: ties a value to its tag without spelling the tag."""
         return int.from_bytes(self.digest[:4], "big")
