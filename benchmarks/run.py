@@ -219,13 +219,14 @@ def print_passes(args: argparse.Namespace, passes: list[Pass], peak_rss_mb: floa
 
 
 def sample_texts(coll: object, n: int) -> list[str]:
-    """The texts the pipeline embeds (title repeated, then body), for the first n documents."""
-    from embedding_assets.lib.text import embeddable_text
+    """The texts the pipeline embeds under the run's version, for the first n documents."""
+    from embedding_assets.lib.text import document_text
+    from embedding_assets.stores.feature_store import FeatureStore
 
+    control = FeatureStore.from_url(os.environ["REDIS_URL"]).control
+    spec = control.versions()[control.active_version()]  # type: ignore[index]
     docs = coll.find({}, {"title": 1, "body": 1}).sort("_id", 1).limit(n)  # type: ignore[attr-defined]
-    return [  # the defaults' rules (EA_TITLE_REPEAT=2, EA_MAX_CHARS=200000)
-        embeddable_text(d.get("title"), d.get("body"), title_repeat=2, max_chars=200_000).text for d in docs
-    ]
+    return [document_text(d.get("title"), d.get("body"), spec).text for d in docs]
 
 
 def bare_baseline(args: argparse.Namespace, coll: object) -> dict[str, float]:

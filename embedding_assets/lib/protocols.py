@@ -77,7 +77,13 @@ class EntryStore(Protocol):
         """Each entry's header; None where missing or unreadable (it is then rewritten)."""
         ...
 
-    def read(self, version: str, doc_ids: Sequence[str]) -> list[bytes | None]: ...
+    def read(self, version: str, doc_ids: Sequence[str]) -> list[bytes | None]:
+        """Records in ``doc_ids`` order, None where missing (the read API's batch path)."""
+        ...
+
+    def read_one(self, version: str, doc_id: str) -> bytes | None:
+        """One record (the read API's single lookup: one round trip)."""
+        ...
 
     def write_if_not_older(self, version: str, doc_ids: Sequence[str], values: Sequence[bytes]) -> int:
         """Write, except over an entry of a later source state; returns how many were written."""

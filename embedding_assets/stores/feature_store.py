@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import polars as pl
 import redis
 
+from embedding_assets.lib.protocols import EntryStore
 from embedding_assets.lib.publish import calibration_sample
 from embedding_assets.lib.quantization import INT8, Int8Calibration, calibrate_int8
 from embedding_assets.lib.versioning import EmbeddingSpec
@@ -30,10 +31,12 @@ class FeatureStore:
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
         write_batch_size: int = 1000,
         buckets: int = DEFAULT_BUCKETS,
+        entries: EntryStore | None = None,
     ) -> None:
+        """``entries``: another sink for the records (default: bucketed hashes on this server)."""
         self.client = client
         self.control = ControlPlane(client, buckets=buckets)
-        self.entries = RedisEntryStore(
+        self.entries: EntryStore = entries or RedisEntryStore(
             client, self.control.buckets, ttl_seconds=ttl_seconds, write_batch_size=write_batch_size
         )
 
