@@ -38,6 +38,7 @@ def measure(
     spec = EmbeddingSpec(
         "all-minilm-l6-v2", "bench", dimension, 254, 32, 2, 200_000, "t1", "fp32", quantization
     )
+    store.control.register_version(spec)
     rng = np.random.default_rng(0)
     seconds = 0.0
     calibration = None

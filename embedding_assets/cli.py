@@ -257,6 +257,11 @@ def cleanup(args: argparse.Namespace) -> int:
         except ValueError as err:
             print(f"refused: {err}")
             return 1
+        from embedding_assets.stores.shard_state import version_copy_path
+
+        copy = version_copy_path(settings.parquet_dir(), args.version)
+        if copy.exists():
+            copy.unlink()
         print(f"removed {removed} entries of {args.version}")
     return 0
 

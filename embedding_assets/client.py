@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import redis
 
 from embedding_assets.lib import codec
 from embedding_assets.lib import quantization as q
+from embedding_assets.stores.control_plane import ControlPlaneLost
 from embedding_assets.stores.feature_store import FeatureStore
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -36,28 +41,65 @@ class StoredEmbedding:
 
 
 class EmbeddingClient:
-    """Reads one version: the one given, else the store's active version."""
+    """Reads one version: the one given (pinned), else the store's active version, followed: a
+    switch (``embedding-assets activate``) is seen within ``refresh_seconds`` (one GET per
+    interval, none in between)."""
 
-    def __init__(self, store: FeatureStore, version: str | None = None) -> None:
+    def __init__(
+        self, store: FeatureStore, version: str | None = None, *, refresh_seconds: float = 5.0
+    ) -> None:
         self.store = store
-        resolved = version or store.control.active_version()
-        if resolved is None:
-            raise LookupError("the feature store has no active version yet; materialize first")
-        self.version = resolved
-        spec = store.control.versions().get(resolved)
-        self.version_id = spec.version_id if spec else None
-        self._calibration = store.control.calibration(resolved)
+        self.pinned = version is not None
+        self.refresh_seconds = refresh_seconds
+        self._use(version or self._active())
 
     @classmethod
-    def from_url(cls, url: str, version: str | None = None) -> EmbeddingClient:
-        return cls(FeatureStore(redis.Redis.from_url(url)), version)
+    def from_url(
+        cls, url: str, version: str | None = None, *, refresh_seconds: float = 5.0
+    ) -> EmbeddingClient:
+        return cls(FeatureStore(redis.Redis.from_url(url)), version, refresh_seconds=refresh_seconds)
+
+    def _active(self) -> str:
+        resolved = self.store.control.active_version()
+        if resolved is None:
+            raise LookupError("the feature store has no active version yet; materialize first")
+        return resolved
+
+    def _use(self, version: str) -> None:
+        spec = self.store.control.versions().get(version)
+        self.version = version
+        self.version_id = spec.version_id if spec else None
+        self._calibration = self.store.control.calibration(version)
+        self._checked = time.monotonic()
+
+    def _follow(self) -> None:
+        """Switch to the active version if it changed (at most once per refresh interval)."""
+        if self.pinned or time.monotonic() - self._checked < self.refresh_seconds:
+            return
+        active = self._active()
+        self._checked = time.monotonic()
+        if active != self.version:
+            self._use(active)
+
+    def _read(self, read: Callable[[str], T]) -> T:
+        """``read(version)`` of the version followed; if that version's keys are gone (removed
+        by cleanup), the active one is looked up at once and read instead."""
+        self._follow()
+        try:
+            return read(self.version)
+        except ControlPlaneLost:
+            if self.pinned:
+                raise
+            self._checked = float("-inf")
+            self._follow()
+            return read(self.version)
 
     def get(self, doc_id: str) -> StoredEmbedding | None:
-        raw = self.store.entries.read_one(self.version, doc_id)
+        raw = self._read(lambda version: self.store.entries.read_one(version, doc_id))
         return None if raw is None else self._decode(doc_id, raw)
 
     def get_many(self, doc_ids: Sequence[str]) -> list[StoredEmbedding | None]:
-        values = self.store.entries.read(self.version, doc_ids)
+        values = self._read(lambda version: self.store.entries.read(version, doc_ids))
         out: list[StoredEmbedding | None] = [None] * len(doc_ids)
         by_size: dict[int, list[int]] = {}
         for i, raw in enumerate(values):

@@ -28,14 +28,23 @@ TRANSIENT = (
     redis.exceptions.BusyLoadingError,  # a restarted server still loading its data
     redis.exceptions.TryAgainError,
 )
+# Faults that look like connection errors but are configuration: waiting never fixes them.
+NOT_TRANSIENT = (
+    redis.exceptions.AuthenticationError,  # a ConnectionError in redis-py
+    redis.exceptions.AuthenticationWrongNumberOfArgsError,
+)
 # Long enough to ride out a server restart; bounded so a dead server still fails the step.
 MAX_SECONDS = float(settings.get("EA_RETRY_SECONDS"))
+
+
+def is_transient(error: BaseException) -> bool:
+    return isinstance(error, TRANSIENT) and not isinstance(error, NOT_TRANSIENT)
 
 
 def transient(fn: Callable[..., T]) -> Callable[..., T]:
     """Retry ``fn`` on transient faults (decorator)."""
     return tenacity.retry(
-        retry=tenacity.retry_if_exception_type(TRANSIENT),
+        retry=tenacity.retry_if_exception(is_transient),
         wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=8.0),
         stop=tenacity.stop_after_delay(MAX_SECONDS),
         before_sleep=tenacity.before_sleep_log(log, logging.WARNING),

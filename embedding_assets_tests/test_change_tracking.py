@@ -2,6 +2,8 @@
 
 import datetime as dt
 
+from bson import ObjectId
+
 from embedding_assets.lib.change_tracking import ChangeCursor, group_by_shard, run_key
 from embedding_assets.lib.sharding import shard_of
 
@@ -13,7 +15,11 @@ def test_cursor_orders_ties_by_doc_id_and_round_trips():
     assert ChangeCursor.parse(b.dump()) == b
     assert ChangeCursor.parse(None) is None
     naive = ChangeCursor.of({"modified_at": t.replace(tzinfo=None), "doc_id": 5})
-    assert naive == ChangeCursor(t, "5")
+    assert naive == ChangeCursor(t, 5)  # naive times are UTC; the id keeps its BSON type
+    oid = ChangeCursor(t, ObjectId("65a1b2c3d4e5f60718293a4b"))
+    assert ChangeCursor.parse(oid.dump()) == oid and ChangeCursor.parse(naive.dump()).doc_id == 5
+    legacy = '{"modified_at": "2026-01-01T00:00:00+00:00", "doc_id": "doc-7"}'  # as earlier releases wrote it
+    assert ChangeCursor.parse(legacy) == ChangeCursor(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "doc-7")
 
 
 def test_grouping_and_run_keys_are_deterministic():

@@ -42,6 +42,7 @@ def test_an_older_source_state_never_overwrites_a_newer_entry(redis_url):
         client = redis.Redis.from_url(url)
         client.flushdb()
         store = FeatureStore(client)
+        store.control.ensure_layout("v")
         newer, older = _record(2_000, 2), _record(1_000, 1)
         assert store.entries.write_if_not_older("v", ["a"], [newer]) == 1
         assert store.entries.write_if_not_older("v", ["a", "b"], [older, older]) == 1  # only b
@@ -51,6 +52,12 @@ def test_an_older_source_state_never_overwrites_a_newer_entry(redis_url):
         assert store.entries.delete_if_not_newer("v", ["a", "b"], [1_500, 1_000]) == 1
         assert store.entries.read_one("v", "a") and store.entries.read_one("v", "b") is None
         assert [h.source_ms for h in store.entries.read_headers("v", ["a"])] == [2_000]
+        # an entry written (computed_at 1) before the new value's document was read (at 2) is
+        # replaced even by an earlier modified_at: the source went back in time
+        earlier = _record(500, 9)
+        assert store.entries.write_if_not_older("v", ["a"], [earlier], [1]) == 0  # same second: refused
+        assert store.entries.write_if_not_older("v", ["a"], [earlier], [2]) == 1
+        assert store.entries.read_one("v", "a") == earlier
         client.hset(*store.entries.location("v", "junk"), b"not a record")
         assert store.entries.read_headers("v", ["junk", "none"]) == [None, None]
 
@@ -66,6 +73,7 @@ def test_bucketed_entries_read_the_same_compact_or_not_on_both_servers(redis_url
         for tune, encoding, version in ((False, "hashtable", "plain"), (True, "listpack", "tuned")):
             store = FeatureStore(client, buckets=8)
             assert store.compact_encoding(tune=tune) == encoding
+            assert store.control.ensure_layout(version) == 8
             assert store.entries.write_if_not_older(version, ids, values) == 300
             assert store.entries.read(version, ids) == values
             assert store.entries.read_one(version, "doc-7") == values[7]

@@ -29,4 +29,16 @@ def test_staleness_rules():
     assert state(header(computed_at=NOW - 7200)) is EntryState.OLD
     assert state(header(source_ms=3000), source_ms=2000) is EntryState.NEWER_THAN_SOURCE
     assert state(header(source_ms=3000, content_hash=1), source_ms=2000) is EntryState.NEWER_THAN_SOURCE
-    assert {EntryState.MISSING, EntryState.STALE, EntryState.SOURCE_NEWER, EntryState.OLD} == NEEDS_WRITE
+    writes = {EntryState.MISSING, EntryState.STALE, EntryState.SOURCE_NEWER, EntryState.SOURCE_EARLIER}
+    assert writes | {EntryState.OLD} == NEEDS_WRITE
+
+
+def test_a_state_read_after_the_entry_was_written_is_the_newer_whatever_its_date():
+    written = NOW - 10  # the entry's computed_at
+    later_date = header(source_ms=3000, content_hash=1)
+    # read before or in the same second as the write: a concurrent writer's later date wins
+    assert state(later_date, source_ms=2000, read_s=written - 5) is EntryState.NEWER_THAN_SOURCE
+    assert state(later_date, source_ms=2000, read_s=written) is EntryState.NEWER_THAN_SOURCE
+    # read after it: the source went back in time (restored, corrected, a duplicate deleted)
+    assert state(later_date, source_ms=2000, read_s=written + 1) is EntryState.STALE
+    assert state(header(source_ms=3000), source_ms=2000, read_s=written + 1) is EntryState.SOURCE_EARLIER

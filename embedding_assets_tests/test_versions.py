@@ -1,9 +1,13 @@
 """Versions side by side, switching readers, cleanup."""
 
+import time
+
 import pytest
 
 from embedding_assets.cli import main
+from embedding_assets.client import EmbeddingClient
 from embedding_assets.dev.harness import collection, load_sample, materialize
+from embedding_assets.stores.control_plane import ControlPlaneLost
 from embedding_assets.stores.feature_store import FeatureStore
 
 pytestmark = pytest.mark.servers
@@ -24,10 +28,20 @@ def test_new_version_is_backfilled_beside_then_activated_then_old_removed(pipeli
     assert store.control.active_version() == old
 
     assert materialize().success
+    following = EmbeddingClient.from_url(
+        pipeline_env["REDIS_URL"], refresh_seconds=0.2
+    )  # built before the switch
+    pinned = EmbeddingClient.from_url(pipeline_env["REDIS_URL"], old)
+    assert following.version == old
     assert main(["activate", new]) == 0
     assert store.control.active_version() == new
+    time.sleep(0.3)  # one refresh interval
+    assert following.get(docs[0]["doc_id"]).version == new
     assert main(["cleanup", new]) == 1  # the active version is never removed
     assert main(["cleanup", old]) == 0
+    assert all(e is not None and e.version == new for e in following.get_many([d["doc_id"] for d in docs]))
+    with pytest.raises(ControlPlaneLost):  # a client pinned to a removed version says so
+        pinned.get(docs[0]["doc_id"])
     assert old not in store.control.versions()
     assert not list(store.entries.scan_ids(old))
     assert len(list(store.entries.scan_ids(new))) == len(docs)

@@ -29,10 +29,13 @@ from embedding_assets.lib import publish, snapshot
 from embedding_assets.lib.chunk import chunk_frame
 from embedding_assets.lib.embed import vector_frame
 from embedding_assets.lib.frames import dead_letter_id
+from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.sharding import shard_key, shard_of
 from embedding_assets.lib.vectors import split_invalid
 from embedding_assets.lib.versioning import EmbeddingSpec
+from embedding_assets.stores.control_plane import ControlPlaneConflict, VersionCopy
 from embedding_assets.stores.dead_letters import FAILED, REJECTED, WARNING, DeadLetters
+from embedding_assets.stores.feature_store import FeatureStore
 from embedding_assets.stores.shard_state import ShardSpool, ShardStateStore
 
 # single_run backfills are what make a whole-collection backfill one MongoDB scan.
@@ -65,10 +68,12 @@ def document_snapshots(
     config: ChangedDocuments,
     source: DocumentSourceResource,
     shard_state: ShardStateResource,
+    feature_store: FeatureStoreResource,
 ) -> dg.MaterializeResult:
     """The shard's live documents as they are in MongoDB: ids, text fields, language, timestamps."""
     started = time.perf_counter()
-    read_started = dt.datetime.now(dt.UTC)
+    # on the feature store's clock: entries' computed_at is on it too (lib/staleness.py)
+    read_started = dt.datetime.fromtimestamp(feature_store.store().entries.server_time(), dt.UTC)
     shards = run_shards(context)
     state = shard_state.store()
     written = _Written(state, "document_snapshots")
@@ -86,8 +91,9 @@ def document_snapshots(
             mode="full",
         )
 
+    found = source.source().iter_by_ids(config.doc_ids)
     fetched = snapshot.snapshot_frames(
-        ((shard_of(str(d["doc_id"]), NUM_SHARDS), d) for d in source.source().iter_by_ids(config.doc_ids)),
+        ((shard_of(doc_key(d["doc_id"]), NUM_SHARDS), d) for d in found),
         range(NUM_SHARDS),
         read_started,
     )
@@ -190,7 +196,7 @@ def document_vectors(
     written = _Written(state, "document_vectors")
     chunks = 0
     control = feature_store.store().control
-    control.register_version(spec)  # checks read it before publishing
+    control.register_version(spec, layout=False)  # checks read it before publishing
     letters = control.dead_letters(spec.tag)
     previously_failed = {d.doc_id for d in letters.all() if d.kind == FAILED}
     failed: list[tuple[str, str]] = []
@@ -248,8 +254,15 @@ def feature_store_entries(
     store = feature_store.store()
     encoding = feature_store.encoding()
     spec = _run_spec(context, embedding_model)
-    store.control.register_version(spec)
     state = shard_state.store()
+    policy = _eviction_policy(context, store)
+    copy = state.load_version_copy(spec.tag)
+    try:  # the control keys this version's entries were written with, restored if lost
+        restored = store.control.reconcile(spec, VersionCopy.from_json(copy) if copy else None)
+    except ControlPlaneConflict as err:
+        raise dg.Failure(str(err), allow_retries=False) from err
+    if restored:
+        context.log.warning(f"restored lost control keys from the version's copy: {restored}")
     columns = ["doc_id", "modified_at", "content_hash", "vector"]  # not the chunk vectors
 
     def vectors() -> Iterator[pl.DataFrame]:  # one shard in memory at a time
@@ -257,16 +270,20 @@ def feature_store_entries(
             yield _upstream(state, "document_vectors", key, columns)
 
     calibration = store.calibration_for(spec, vectors())
-    now = int(time.time())
+    latest = store.control.copy_of(spec)
+    if copy is None or VersionCopy.from_json(copy) != latest:
+        state.save_version_copy(spec.tag, latest.to_json())
+    now = store.entries.server_time()
     stats = publish.PublishStats()
     live: set[str] = set()
     rows = 0
-    for frame in vectors():
+    for key, frame in zip(context.partition_keys, vectors(), strict=True):
+        reads = state.load("document_snapshots", key, ["doc_id", "modified_at", "read_at"])
         stats.add(
             publish.publish(
                 store.entries,
                 spec,
-                frame,
+                publish.with_read_times(frame, reads),
                 calibration,
                 now=now,
                 max_age_seconds=feature_store.max_age_seconds,
@@ -295,6 +312,8 @@ def feature_store_entries(
             "version": spec.tag,
             "active_version": active,
             "bucket_encoding": encoding,
+            "maxmemory_policy": policy or "unknown",
+            "control_keys_restored": len(restored),
             "mode": "delta" if config.doc_ids else "full",
         }
     )
@@ -349,6 +368,26 @@ def _run_spec(context: dg.AssetExecutionContext, model: EmbeddingModelResource) 
             "or an embedding setting changed during the run; run it again"
         )
     return spec
+
+
+# Policies that may evict keys without a TTL: the control keys. volatile-* evict only keys with a
+# TTL (entry buckets: the audit finds and the sweep refills them); noeviction refuses writes.
+UNSAFE_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
+
+
+def _eviction_policy(context: dg.AssetExecutionContext, store: FeatureStore) -> str | None:
+    policy = store.control.eviction_policy()
+    if policy in UNSAFE_POLICIES:
+        raise dg.Failure(
+            f"the feature store's maxmemory-policy is {policy}: under memory pressure it evicts the "
+            "control keys (bucket layout, calibration) and entries alike. Set noeviction (writes fail "
+            "loudly when full) or a volatile-* policy (only entry buckets, which carry a TTL, can go); "
+            "see deploy/README.md",
+            allow_retries=False,
+        )
+    if policy and policy.startswith("volatile-"):
+        context.log.warning(f"maxmemory-policy {policy}: entries may be evicted under memory pressure")
+    return policy
 
 
 def _rate(count: int, started: float) -> float:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import redis
 from pydantic import PrivateAttr
 
 from embedding_assets import settings
@@ -17,9 +18,10 @@ from embedding_assets.lib.protocols import Embedder
 from embedding_assets.lib.quantization import QUANTIZATIONS
 from embedding_assets.lib.text import TEXT_RULES
 from embedding_assets.lib.versioning import EmbeddingSpec, model_slug
+from embedding_assets.retrying import transient
 from embedding_assets.sources.mongo import MongoDocumentSource
 from embedding_assets.stores.feature_store import FeatureStore
-from embedding_assets.stores.shard_state import ShardStateStore
+from embedding_assets.stores.shard_state import ShardLayoutError, ShardStateStore
 
 OVERSIZE_POLICIES = ("truncate", "reject")
 
@@ -84,12 +86,21 @@ class FeatureStoreResource(dg.ConfigurableResource):
                 "embedded servers and sets it"
             )
         if self._store is None:
-            self._store = FeatureStore.from_url(
+            store = FeatureStore.from_url(
                 self.url,
                 ttl_seconds=self.ttl_seconds,
                 write_batch_size=self.write_batch_size,
                 buckets=self.buckets,
             )
+            try:
+                transient(store.client.ping)()
+            except redis.exceptions.AuthenticationError as err:
+                raise dg.Failure(
+                    f"Redis at {settings.mask_url(self.url)} refused the credentials ({err}); "
+                    "check the user and password in REDIS_URL",
+                    allow_retries=False,
+                ) from err
+            self._store = store
         return self._store
 
     def encoding(self) -> str:
@@ -111,7 +122,10 @@ class ShardStateResource(dg.ConfigurableResource):
 
     def store(self) -> ShardStateStore:
         if self._store is None:
-            self._store = ShardStateStore(self.base_dir, self.num_shards)
+            try:
+                self._store = ShardStateStore(self.base_dir, self.num_shards)
+            except ShardLayoutError as err:
+                raise dg.Failure(str(err), allow_retries=False) from err
         return self._store
 
 

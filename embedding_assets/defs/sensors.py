@@ -4,24 +4,31 @@ Each run request carries only the changed doc_ids; the assets merge them into th
 state. Run keys are derived from the cursor position, so a retried tick never double-launches.
 """
 
+import datetime as dt
 import json
 import time
+from dataclasses import replace
 
 import dagster as dg
-import polars as pl
 from bson import json_util
 
 from embedding_assets.defs.assets import ChangedDocuments
 from embedding_assets.defs.jobs import embed_documents
 from embedding_assets.defs.partitions import NUM_SHARDS
 from embedding_assets.defs.resources import DocumentSourceResource, ShardStateResource
-from embedding_assets.lib.change_tracking import ChangeCursor, group_by_shard, run_key
+from embedding_assets.lib.change_tracking import ChangeCursor, future_digest, group_by_shard, run_key
+from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.sharding import shard_key
 from embedding_assets.sources.mongo import ChangeStreamUnavailable
 
 PAGE_SIZE = 2000
 MAX_PAGES_PER_TICK = 10
 TICK_BUDGET_SECONDS = 20.0  # well inside the default 60 s sensor timeout
+# Writers stamp modified_at a moment before their write is visible: the cursor stays this far
+# behind the present so that it never passes a document still being committed.
+SETTLE_SECONDS = 5
+REPAIR_WINDOW = dt.timedelta(days=1)
+FUTURE_LIMIT = 1000  # future-dated documents followed per tick (data errors: a few at most)
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
@@ -45,38 +52,64 @@ def delta_run_requests(kind: str, position: str, doc_ids: list[str]) -> list[dg.
 
 @dg.sensor(job=embed_documents, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def document_changes_sensor(
-    context: dg.SensorEvaluationContext, source: DocumentSourceResource
+    context: dg.SensorEvaluationContext, source: DocumentSourceResource, shard_state: ShardStateResource
 ) -> dg.SensorResult | dg.SkipReason:
-    """New and modified documents (tombstones included), by a ``(modified_at, doc_id)`` cursor."""
+    """New and modified documents (tombstones included), by a ``(modified_at, doc_id)`` cursor that
+    never passes the present; documents dated in the future are followed apart."""
     if not source.uri:
         return dg.SkipReason(NO_SOURCE)
     docs = source.source()
+    until = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=SETTLE_SECONDS)
     cursor = ChangeCursor.parse(context.cursor)
     if cursor is None:
-        latest = docs.latest_change()
-        if latest is None:
-            return dg.SkipReason("the collection has no dated documents yet")
-        context.update_cursor(ChangeCursor.of(latest).dump())
+        latest = docs.latest_change(until)
+        start = ChangeCursor.of(latest) if latest else ChangeCursor(until, None)
+        future = future_digest(docs.dated_after(until, FUTURE_LIMIT))
+        context.update_cursor(replace(start, future=future).dump())
         return dg.SkipReason("cursor started at the newest document; backfills cover what came before")
+    if cursor.modified_at > until:  # pinned in the future (an earlier release let a cursor get there)
+        context.log.warning(
+            f"cursor at {cursor.modified_at.isoformat()} is in the future; re-reading the last day"
+        )
+        cursor = ChangeCursor(until - REPAIR_WINDOW, None, cursor.future)
     started = time.monotonic()
     position = cursor.dump()
-    changed_ids: list[str] = []
+    changed: list[dict] = []
     for _ in range(MAX_PAGES_PER_TICK):
-        page = docs.changes_after(cursor.modified_at, cursor.doc_id, PAGE_SIZE)
+        page = docs.changes_after(cursor.modified_at, cursor.doc_id, PAGE_SIZE, until)
         if not page:
             break
-        cursor = ChangeCursor.of(page[-1])
-        changed_ids += [str(d["doc_id"]) for d in page]
+        cursor = replace(ChangeCursor.of(page[-1]), future=cursor.future)
+        changed += page
         if len(page) < PAGE_SIZE or time.monotonic() - started > TICK_BUDGET_SECONDS:
             break
-    if not changed_ids:
+    future = docs.dated_after(until, FUTURE_LIMIT)
+    if future_digest(future) != cursor.future:  # a future-dated document came, went or changed
+        changed += future
+        cursor = replace(cursor, future=future_digest(future))
+    ids = [doc_key(d["doc_id"]) for d in changed] + renamed_from(shard_state, changed)
+    if not ids:
+        context.update_cursor(cursor.dump())
         return dg.SkipReason(f"no document modified after {cursor.modified_at.isoformat()}")
     # one run per shard for the whole tick: a delta run rewrites its shard's state, so fewer,
     # larger runs cost less than one per page (at 1M documents a shard is 62,500 rows)
-    requests = delta_run_requests("changes", position, list(dict.fromkeys(changed_ids)))
-    changed = len(changed_ids)
-    context.log.info(f"{changed} changed documents in {len(requests)} shard runs")
+    requests = delta_run_requests("changes", position, list(dict.fromkeys(ids)))
+    context.log.info(f"{len(ids)} changed documents in {len(requests)} shard runs")
     return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
+
+
+def renamed_from(shard_state: ShardStateResource, docs: list[dict]) -> list[str]:
+    """The doc_ids these documents (by ``_id``) were stored under before, where different: a
+    doc_id renamed in place leaves its old entry to remove."""
+    current = {str(d["_id"]): doc_key(d["doc_id"]) for d in docs if d.get("_id") is not None}
+    if not current:
+        return []
+    stored = shard_state.store().find(
+        "document_snapshots", "source_id", list(current), ["source_id", "doc_id"]
+    )
+    return sorted(
+        {old for source_id, old in stored.iter_rows() if old is not None and old != current[source_id]}
+    )
 
 
 @dg.sensor(job=embed_documents, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -109,8 +142,7 @@ def document_deletions_sensor(
 
 def doc_ids_of_source_ids(shard_state: ShardStateResource, source_ids: list[str]) -> list[str]:
     """A delete event names only ``_id``; the stored snapshots know which doc_id that was."""
-    snapshots = shard_state.store().scan("document_snapshots")
-    if snapshots is None or not source_ids:
+    if not source_ids:
         return []
-    found = snapshots.filter(pl.col("source_id").is_in(source_ids)).select("doc_id").collect()
+    found = shard_state.store().find("document_snapshots", "source_id", source_ids, ["doc_id"])
     return sorted(set(found["doc_id"].drop_nulls().to_list()))

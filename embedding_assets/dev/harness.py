@@ -17,6 +17,7 @@ from embedding_assets.defs.jobs import daily_sweep
 from embedding_assets.defs.partitions import RANGE_END, RANGE_START, range_tags, shard_partitions
 from embedding_assets.defs.resources import build_resources
 from embedding_assets.dev import corpus
+from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.text import content_hash, document_text
 from embedding_assets.lib.versioning import EmbeddingSpec
 from embedding_assets.stores.feature_store import FeatureStore
@@ -133,7 +134,7 @@ def ground_truth(coll: pymongo.collection.Collection, spec: EmbeddingSpec) -> di
     for doc in coll.find({}):
         if doc.get("is_deleted") is True or doc.get("deleted_at") is not None or doc.get("doc_id") is None:
             continue
-        key = str(doc["doc_id"])
+        key = doc_key(doc["doc_id"])
         if key not in latest or _modified_ms(doc) >= _modified_ms(latest[key]):
             latest[key] = doc
     truth = {}

@@ -89,7 +89,9 @@ class StaticEmbedder:
 
     @cached_property
     def fingerprint(self) -> str:
-        return model_fingerprint(str(self.path))
+        # ":whole": every token of the text is embedded (releases before truncated at 512 tokens,
+        # as model2vec's tokenizer does): other vectors for long texts, so another version
+        return f"{model_fingerprint(str(self.path))}:whole"
 
     def is_transient(self, error: BaseException) -> bool:
         return False
@@ -102,7 +104,8 @@ class StaticEmbedder:
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
-        tokenizer.no_padding()  # its truncation (max_length, 512 tokens) stays, as in model2vec
+        tokenizer.no_padding()
+        tokenizer.no_truncation()  # a static model has no position limit: the whole text counts
         table = load_file(str(self.path / "model.safetensors"))["embeddings"].astype(np.float32)
         return tokenizer, table
 

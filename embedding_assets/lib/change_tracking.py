@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import xxhash
+from bson import json_util
 
+from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.sharding import shard_of
 
 
@@ -18,24 +20,37 @@ class ChangeCursor:
     """Position in ``(modified_at, doc_id)`` order: ties on modified_at are ordered by doc_id."""
 
     modified_at: dt.datetime
-    doc_id: str
+    # the doc_id as MongoDB holds it (str, int, ObjectId, ...): a range query on doc_id compares
+    # within one BSON type, so a cursor turned into text would skip the ties of other types
+    doc_id: Any
+    # digest of the documents dated after the present when the cursor was last saved
+    # (future_digest): they are followed apart, since the cursor never passes the present
+    future: str | None = None
 
     def dump(self) -> str:
-        return json.dumps({"modified_at": self.modified_at.isoformat(), "doc_id": self.doc_id})
+        return json_util.dumps(
+            {"modified_at": self.modified_at.isoformat(), "doc_id": self.doc_id, "future": self.future}
+        )
 
     @classmethod
     def parse(cls, raw: str | None) -> ChangeCursor | None:
         if not raw:
             return None
-        data = json.loads(raw)
-        return cls(dt.datetime.fromisoformat(data["modified_at"]), data["doc_id"])
+        data = json_util.loads(raw)
+        return cls(dt.datetime.fromisoformat(data["modified_at"]), data["doc_id"], data.get("future"))
 
     @classmethod
     def of(cls, doc: dict) -> ChangeCursor:
         when = doc["modified_at"]
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
-        return cls(when, str(doc["doc_id"]))
+        return cls(when, doc["doc_id"])
+
+
+def future_digest(docs: Iterable[dict]) -> str:
+    """What the future-dated documents are now: ``(doc_id, modified_at)`` of each, hashed."""
+    pairs = sorted(f"{doc_key(d['doc_id'])}\x00{d['modified_at'].isoformat()}" for d in docs)
+    return xxhash.xxh3_64_hexdigest("\n".join(pairs).encode())
 
 
 def group_by_shard(doc_ids: Iterable[str], num_shards: int) -> dict[int, list[str]]:

@@ -18,6 +18,9 @@ SNAPSHOT_SCHEMA = pl.Schema(
         "indexed_at": TS,
         "modified_at": TS,
         "notes": pl.String,
+        # when this state of the document was read (the feature store server's clock): a state
+        # read after an entry was written is newer than it, whatever modified_at says
+        "read_at": TS,
     }
 )
 CHUNK_SCHEMA = pl.Schema(
@@ -53,6 +56,13 @@ def compatible(previous: pl.DataFrame | None, schema: pl.Schema) -> pl.DataFrame
     if previous is None or any(previous.schema.get(k) != v for k, v in schema.items()):
         return None
     return previous
+
+
+def conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    """``frame`` with ``schema``'s columns in its order; columns an older release did not write
+    are added as nulls."""
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in frame.columns]
+    return frame.with_columns(missing).select(schema.names())
 
 
 def dead_letter_id(row: dict) -> str:

@@ -85,8 +85,19 @@ class EntryStore(Protocol):
         """One record (the read API's single lookup: one round trip)."""
         ...
 
-    def write_if_not_older(self, version: str, doc_ids: Sequence[str], values: Sequence[bytes]) -> int:
-        """Write, except over an entry of a later source state; returns how many were written."""
+    def write_if_not_older(
+        self,
+        version: str,
+        doc_ids: Sequence[str],
+        values: Sequence[bytes],
+        read_s: Sequence[int | None] | None = None,
+    ) -> int:
+        """Write, except over an entry of a later source state (a later modified_at, written no
+        earlier than ``read_s``, when each document was read); returns how many were written."""
+        ...
+
+    def server_time(self) -> int:
+        """The store's clock (whole seconds): read times and entries' computed_at use it."""
         ...
 
     def delete_if_not_newer(self, version: str, doc_ids: Sequence[str], source_ms: Sequence[int]) -> int:

@@ -15,7 +15,7 @@ import polars as pl
 
 from embedding_assets.lib import codec
 from embedding_assets.lib import quantization as q
-from embedding_assets.lib.frames import source_millis
+from embedding_assets.lib.frames import TS, source_millis
 from embedding_assets.lib.protocols import EntryStore
 from embedding_assets.lib.sharding import shard_of
 from embedding_assets.lib.staleness import NEEDS_WRITE, classify
@@ -86,6 +86,25 @@ class PublishStats:
         self.failures += other.failures
 
 
+def with_read_times(vectors: pl.DataFrame, snapshot: pl.DataFrame | None) -> pl.DataFrame:
+    """Each vector row with ``read_at``: when the snapshot read the state it was computed from
+    (the snapshot row of the same doc_id and modified_at); null where that is not known."""
+    if snapshot is None or "read_at" not in snapshot.columns:
+        return vectors.with_columns(pl.lit(None, dtype=TS).alias("read_at"))
+    reads = snapshot.select("doc_id", pl.col("modified_at").alias("_read_modified_at"), "read_at")
+    joined = vectors.join(reads, on="doc_id", how="left")
+    same_state = pl.col("modified_at").eq_missing(pl.col("_read_modified_at"))
+    return joined.with_columns(
+        pl.when(same_state).then(pl.col("read_at")).otherwise(None).alias("read_at")
+    ).drop("_read_modified_at")
+
+
+def _read_seconds(frame: pl.DataFrame) -> list[int | None]:
+    if "read_at" not in frame.columns:
+        return [None] * frame.height
+    return (frame["read_at"].dt.epoch("ms") // 1000).to_list()
+
+
 def publish(
     entries: EntryStore,
     spec: EmbeddingSpec,
@@ -100,6 +119,7 @@ def publish(
     if frame.height == 0:
         return stats
     headers = entries.read_headers(spec.tag, frame["doc_id"].to_list())
+    reads = _read_seconds(frame)
     states = [
         classify(
             h,
@@ -108,17 +128,22 @@ def publish(
             source_ms=m,
             now=now,
             max_age_seconds=max_age_seconds,
+            read_s=r,
         )
-        for h, c, m in zip(headers, frame["content_hash"].to_list(), source_millis(frame), strict=True)
+        for h, c, m, r in zip(
+            headers, frame["content_hash"].to_list(), source_millis(frame), reads, strict=True
+        )
     ]
     for state in states:
         stats.states[state.value] = stats.states.get(state.value, 0) + 1
-    todo = frame.filter(pl.Series([s in NEEDS_WRITE for s in states]))
+    needed = [s in NEEDS_WRITE for s in states]
+    todo = frame.filter(pl.Series(needed))
     values = encode_entries(todo, spec, calibration, now)
     if not values:
         return stats
     ids = todo["doc_id"].to_list()
-    stats.written = entries.write_if_not_older(spec.tag, ids, values)
+    todo_reads = [r for r, n in zip(reads, needed, strict=True) if n]
+    stats.written = entries.write_if_not_older(spec.tag, ids, values, todo_reads)
     stats.superseded = len(values) - stats.written
     stats.bytes_written = sum(len(v) for v in values)
     # read back: an entry that is neither ours nor from a newer source state is a failure

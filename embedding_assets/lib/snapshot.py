@@ -13,7 +13,8 @@ from typing import Protocol
 
 import polars as pl
 
-from embedding_assets.lib.frames import SNAPSHOT_SCHEMA
+from embedding_assets.lib.frames import SNAPSHOT_SCHEMA, conform
+from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.text import coerce_text_field
 
 
@@ -53,7 +54,7 @@ def snapshot_row(doc: dict) -> dict:
         notes.append(f"unknown language code {language[:20]!r}")
     doc_id = doc.get("doc_id")
     return {
-        "doc_id": None if doc_id is None else str(doc_id),
+        "doc_id": None if doc_id is None else doc_key(doc_id),
         "source_id": str(doc.get("_id")) if doc.get("_id") is not None else None,
         "title": title,
         "body": body,
@@ -61,6 +62,7 @@ def snapshot_row(doc: dict) -> dict:
         "indexed_at": _timestamp(doc.get("indexed_at"), "indexed_at", notes),
         "modified_at": _timestamp(doc.get("modified_at"), "modified_at", notes),
         "notes": "; ".join(notes) or None,
+        "read_at": None,
     }
 
 
@@ -103,7 +105,10 @@ def finish_snapshot(frame: pl.DataFrame, read_started: dt.datetime | None = None
             pl.col("modified_at") > read_started,
             "modified while its shard was being read; the change sensor embeds the newer state",
         )
-    return pl.concat([deduped, frame.filter(pl.col("doc_id").is_null())]).sort("doc_id", nulls_last=True)
+    out = pl.concat([deduped, frame.filter(pl.col("doc_id").is_null())]).sort("doc_id", nulls_last=True)
+    if read_started is not None:
+        out = out.with_columns(pl.lit(read_started, dtype=SNAPSHOT_SCHEMA["read_at"]).alias("read_at"))
+    return out
 
 
 def snapshot_frame(docs: Iterable[dict], read_started: dt.datetime | None = None) -> pl.DataFrame:
@@ -162,7 +167,7 @@ def merge_snapshot(
     Returns ``(state, upserted, deleted)``.
     """
     requested = set(requested)
-    base = previous if previous is not None else SNAPSHOT_SCHEMA.to_frame()
+    base = conform(previous, SNAPSHOT_SCHEMA) if previous is not None else SNAPSHOT_SCHEMA.to_frame()
     kept = base.filter(~pl.col("doc_id").is_in(list(requested)))
     fetched = fetched.filter(pl.col("doc_id").is_in(list(requested)))
     state = pl.concat([kept, fetched.select(base.columns)]).sort("doc_id", nulls_last=True)

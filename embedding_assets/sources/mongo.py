@@ -17,7 +17,9 @@ from typing import Any
 
 import pymongo
 import pymongo.errors
+from bson import Binary, Decimal128, Int64, ObjectId
 
+from embedding_assets.lib.identity import doc_key, id_candidates
 from embedding_assets.lib.sharding import shard_of
 from embedding_assets.retrying import TRANSIENT, transient
 
@@ -29,6 +31,31 @@ _FETCH_BY_ID_FRACTION = 0.25
 # in a row with no document read in between, the scan gives up and the step fails.
 _MAX_RESUMES_WITHOUT_PROGRESS = 5
 log = logging.getLogger("embedding_assets.retry")
+
+
+# BSON's comparison order of the types a doc_id can have (null excluded): how MongoDB sorts them.
+_BSON_ORDER = ("number", "string", "object", "array", "binData", "objectId", "bool", "date")
+
+
+def bson_types_after(value: Any) -> tuple[str, ...]:
+    """``$type`` names of the types that sort after ``value``'s."""
+    if isinstance(value, bool):
+        kind = "bool"
+    elif isinstance(value, int | float | Int64 | Decimal128):
+        kind = "number"
+    elif isinstance(value, str):
+        kind = "string"
+    elif isinstance(value, ObjectId):
+        kind = "objectId"
+    elif isinstance(value, dt.datetime):
+        kind = "date"
+    elif isinstance(value, bytes | Binary):
+        kind = "binData"
+    elif isinstance(value, list):
+        kind = "array"
+    else:
+        kind = "object"
+    return _BSON_ORDER[_BSON_ORDER.index(kind) + 1 :]
 
 
 class ChangeStreamUnavailable(RuntimeError):
@@ -124,40 +151,69 @@ class MongoDocumentSource:
         return iter([]) if first is None else itertools.chain([first], cursor)
 
     def iter_by_ids(self, doc_ids: list[Any]) -> Iterator[dict]:
+        """Documents by doc_id: typed values as they are, text ids (from run configs) as any BSON
+        value whose string form they are, so an int or ObjectId doc_id is found by its text."""
         for start in range(0, len(doc_ids), self.batch_size):
-            yield from self._fetch(doc_ids[start : start + self.batch_size])
+            batch = doc_ids[start : start + self.batch_size]
+            wanted = {doc_key(d) for d in batch}
+            values = [c for d in batch for c in (id_candidates(d) if isinstance(d, str) else [d])]
+            for doc in self._fetch(values):
+                if doc_key(doc.get("doc_id")) in wanted:
+                    yield doc
 
     @transient
     def _fetch(self, batch: list[Any]) -> list[dict]:
         return list(self.collection.find({"doc_id": {"$in": batch}}, _PROJECTION))
 
-    def changes_after(self, modified_at: dt.datetime | None, doc_id: str | None, limit: int) -> list[dict]:
-        """The next ``limit`` documents in ``(modified_at, doc_id)`` order after the cursor.
+    def changes_after(
+        self, modified_at: dt.datetime | None, doc_id: Any, limit: int, until: dt.datetime
+    ) -> list[dict]:
+        """The next ``limit`` documents in ``(modified_at, doc_id)`` order after the cursor, up
+        to ``until`` (a cursor never passes the present: a document dated in the future would
+        hide every later ordinary edit behind it). ``doc_id`` None: from the start of
+        ``modified_at``. Each carries ``_id``, ``doc_id`` and ``modified_at``.
 
         Ordering on both fields means documents sharing a timestamp are never skipped at a
         page boundary.
         """
-        projection = {"doc_id": 1, "modified_at": 1, "_id": 0}
+        projection = {"doc_id": 1, "modified_at": 1, "_id": 1}
         order = [("modified_at", 1), ("doc_id", 1)]
-        if modified_at is None:
+        if modified_at is None or doc_id is None:
+            since = {"$type": "date"} if modified_at is None else {"$gte": modified_at}
             found = list(
-                self.collection.find({"modified_at": {"$type": "date"}}, projection).sort(order).limit(limit)
-            )
-        else:
-            # Two plain range queries rather than one $or: some servers (SecantusDB) answer an
-            # $or with a collection scan, ~30 s per tick at 1M documents; these use the index.
-            found = list(
-                self.collection.find({"modified_at": modified_at, "doc_id": {"$gt": doc_id}}, projection)
+                self.collection.find({"modified_at": {**since, "$lte": until}}, projection)
                 .sort(order)
                 .limit(limit)
             )
+        else:
+            # Plain range queries rather than one $or: some servers (SecantusDB) answer an $or
+            # with a collection scan, ~30 s per tick at 1M documents; these use the index.
+            # $gt compares within one BSON type: the rest of the tie are the later types.
+            found = []
+            for condition in [{"$gt": doc_id}, *({"$type": t} for t in bson_types_after(doc_id))]:
+                if len(found) >= limit:
+                    break
+                found += list(
+                    self.collection.find({"modified_at": modified_at, "doc_id": condition}, projection)
+                    .sort(order)
+                    .limit(limit - len(found))
+                )
             if len(found) < limit:
                 found += list(
-                    self.collection.find({"modified_at": {"$gt": modified_at}}, projection)
+                    self.collection.find({"modified_at": {"$gt": modified_at, "$lte": until}}, projection)
                     .sort(order)
                     .limit(limit - len(found))
                 )
         return [d for d in found if d.get("doc_id") is not None]
+
+    @transient
+    def dated_after(self, when: dt.datetime, limit: int) -> list[dict]:
+        """Documents dated after ``when`` (the future, by the source's clock errors), at most
+        ``limit``: the change cursor does not reach them, so the sensor follows them apart."""
+        found = self.collection.find(
+            {"modified_at": {"$gt": when}}, {"doc_id": 1, "modified_at": 1, "_id": 1}
+        ).sort([("modified_at", 1), ("doc_id", 1)])
+        return [d for d in found.limit(limit) if d.get("doc_id") is not None]
 
     def deletions_after(
         self, resume_token: dict | None, *, max_events: int, max_seconds: float
@@ -184,11 +240,12 @@ class MongoDocumentSource:
             raise ChangeStreamUnavailable(str(err)) from err
 
     @transient
-    def latest_change(self) -> dict | None:
-        """The last document in ``(modified_at, doc_id)`` order: where a new cursor starts."""
+    def latest_change(self, until: dt.datetime) -> dict | None:
+        """The last document in ``(modified_at, doc_id)`` order up to ``until``: where a new
+        cursor starts."""
         found = list(
             self.collection.find(
-                {"modified_at": {"$type": "date"}}, {"doc_id": 1, "modified_at": 1, "_id": 0}
+                {"modified_at": {"$type": "date", "$lte": until}}, {"doc_id": 1, "modified_at": 1, "_id": 0}
             )
             .sort([("modified_at", -1), ("doc_id", -1)])
             .limit(1)
@@ -199,4 +256,4 @@ class MongoDocumentSource:
     def _shard(doc: dict, num_shards: int) -> int:
         doc_id = doc.get("doc_id")
         # Documents without a doc_id go to shard 0 so that some run reports them.
-        return 0 if doc_id is None else shard_of(str(doc_id), num_shards)
+        return 0 if doc_id is None else shard_of(doc_key(doc_id), num_shards)

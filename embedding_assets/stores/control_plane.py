@@ -1,5 +1,10 @@
 """The feature store's control plane in Redis: versions, the active pointer, calibration, layout.
 
+These keys carry no TTL and are never created by a reader: a reader that finds one missing fails
+with ``ControlPlaneLost`` rather than guess (a guessed bucket count finds no entry; a recomputed
+calibration decodes old codes wrongly). The pipeline keeps a copy of each version's keys beside
+its shard state (``VersionCopy``) and restores a lost key from it before it publishes.
+
 Keys (beside the entries of ``redis_entries.py``):
     doc_emb_meta:versions               hash version -> EmbeddingSpec JSON
     doc_emb_meta:active                 version tag readers follow
@@ -9,6 +14,10 @@ Keys (beside the entries of ``redis_entries.py``):
 """
 
 from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
 
 import redis
 
@@ -35,6 +44,35 @@ def dead_letter_key(version: str) -> str:
     return f"{META_PREFIX}:{version}:dead_letters"
 
 
+class ControlPlaneLost(RuntimeError):
+    """A control key of a version is missing (evicted, flushed, deleted)."""
+
+
+class ControlPlaneConflict(RuntimeError):
+    """A control key differs from the copy the version's entries were written with."""
+
+
+@dataclass(frozen=True)
+class VersionCopy:
+    """What a version's entries need to be read, kept apart from Redis."""
+
+    spec: EmbeddingSpec
+    buckets: int
+    calibration: bytes | None
+
+    def to_json(self) -> str:
+        calibration = base64.b64encode(self.calibration).decode() if self.calibration else None
+        return json.dumps(
+            {"spec": json.loads(self.spec.to_json()), "buckets": self.buckets, "calibration": calibration}
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> VersionCopy:
+        data = json.loads(raw)
+        calibration = base64.b64decode(data["calibration"]) if data["calibration"] else None
+        return cls(EmbeddingSpec.from_json(json.dumps(data["spec"])), int(data["buckets"]), calibration)
+
+
 class ControlPlane:
     def __init__(self, client: redis.Redis, *, buckets: int = DEFAULT_BUCKETS) -> None:
         self.client = client
@@ -43,8 +81,18 @@ class ControlPlane:
 
     # -- versions ---------------------------------------------------------------------------
     @transient
-    def register_version(self, spec: EmbeddingSpec) -> None:
+    def register_version(self, spec: EmbeddingSpec, *, layout: bool = True) -> None:
+        """Register a version and (``layout``) fix its bucket layout (first writer wins). Only the
+        publishing step fixes layouts, after restoring lost keys from the version's copy."""
         self.client.hsetnx(VERSIONS_KEY, spec.tag, spec.to_json())
+        if layout:
+            self.ensure_layout(spec.tag)
+
+    @transient
+    def ensure_layout(self, version: str) -> int:
+        """Fix the version's bucket count unless it has one; return the one it has."""
+        self.client.set(buckets_key(version), self.default_buckets, nx=True)
+        return self.buckets(version)
 
     @transient
     def versions(self) -> dict[str, EmbeddingSpec]:
@@ -92,13 +140,55 @@ class ControlPlane:
         return stored
 
     # -- layout -----------------------------------------------------------------------------
-    @transient
     def buckets(self, version: str) -> int:
-        """The version's bucket count: fixed by its first writer or reader, so all agree."""
+        """The version's bucket count, as its first writer fixed it; never created here."""
         if version not in self._buckets:
-            self.client.set(buckets_key(version), self.default_buckets, nx=True)
-            self._buckets[version] = int(self.client.get(buckets_key(version)))
+            raw = transient(self.client.get)(buckets_key(version))
+            if raw is None:
+                raise ControlPlaneLost(
+                    f"version {version} has no bucket layout ({buckets_key(version)} is missing): the "
+                    "server lost control keys; the next pipeline run restores them from its copy"
+                )
+            self._buckets[version] = int(raw)
         return self._buckets[version]
+
+    # -- durability -------------------------------------------------------------------------
+    def reconcile(self, spec: EmbeddingSpec, copy: VersionCopy | None) -> list[str]:
+        """Make the version's keys agree with ``copy`` (the one its entries were written with):
+        missing keys are restored from it, differing ones refused. Returns what was restored."""
+        restored = []
+        if copy is None:
+            self.register_version(spec)
+            return restored
+        if copy.spec.tag != spec.tag:
+            raise ValueError(f"copy of {copy.spec.tag} given for {spec.tag}")
+        pairs = [(buckets_key(spec.tag), str(copy.buckets).encode())]
+        if copy.calibration is not None:
+            pairs.append((calibration_key(spec.tag), copy.calibration))
+        for key, wanted in pairs:
+            if transient(self.client.set)(key, wanted, nx=True):
+                restored.append(key)
+            elif transient(self.client.get)(key) != wanted:
+                raise ControlPlaneConflict(
+                    f"{key} differs from the copy {spec.tag}'s entries were written with; refusing to "
+                    "publish (restore the key from the copy, or retire the version with cleanup)"
+                )
+        if transient(self.client.hsetnx)(VERSIONS_KEY, spec.tag, spec.to_json()):
+            restored.append(f"{VERSIONS_KEY}[{spec.tag}]")
+        self._buckets.pop(spec.tag, None)
+        return restored
+
+    def copy_of(self, spec: EmbeddingSpec) -> VersionCopy:
+        """The version's keys as they are now (after a publish), to keep apart from Redis."""
+        calibration = transient(self.client.get)(calibration_key(spec.tag))
+        return VersionCopy(spec, self.buckets(spec.tag), calibration)
+
+    def eviction_policy(self) -> str | None:
+        """The server's maxmemory-policy (None where CONFIG is refused)."""
+        try:
+            return str(transient(self.client.config_get)("maxmemory-policy").get("maxmemory-policy"))
+        except redis.ResponseError:
+            return None
 
     # -- dead letters -----------------------------------------------------------------------
     def dead_letters(self, version: str) -> DeadLetters:

@@ -24,22 +24,27 @@ from embedding_assets.retrying import TRANSIENT, transient
 ENTRY_PREFIX = "doc_emb"
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
 
-# Write unless the stored entry comes from a later state of its document (source_ms at
-# bytes 20..27 of the record, little-endian i64). KEYS[i]: bucket of entry i; ARGV[1]: ttl;
-# ARGV[2i], ARGV[2i+1]: doc_id and record of entry i.
+# Write unless the stored entry comes from a later state of its document: its source_ms (bytes
+# 20..27 of the record, little-endian i64) is later than the new one's AND it was written
+# (computed_at, bytes 8..11, u32) no earlier than the new value's document was read: an entry
+# written before that read describes an older state whatever its modified_at says
+# (lib/staleness.py, read_after_write). KEYS[i]: bucket of entry i; ARGV[1]: ttl; ARGV[3i-1],
+# ARGV[3i], ARGV[3i+1]: doc_id, record and read time (server seconds, 0: unknown) of entry i.
 _WRITE_IF_NOT_OLDER = """
 local ttl = tonumber(ARGV[1])
 local written = 0
 local touched = {}
 for i, key in ipairs(KEYS) do
-  local field = ARGV[2 * i]
-  local value = ARGV[2 * i + 1]
+  local field = ARGV[3 * i - 1]
+  local value = ARGV[3 * i]
+  local read_s = tonumber(ARGV[3 * i + 1])
   local current = redis.call('HGET', key, field)
   local ok = true
   if current and string.len(current) >= 28 then
     local stored_ms = struct.unpack('<i8', string.sub(current, 21, 28))
     if stored_ms > struct.unpack('<i8', string.sub(value, 21, 28)) then
-      ok = false
+      local written_s = struct.unpack('<I4', string.sub(current, 9, 12))
+      ok = read_s > written_s
     end
   end
   if ok then
@@ -135,20 +140,32 @@ class RedisEntryStore:
         return self.client.scan_iter(match=f"{ENTRY_PREFIX}:{version}:b:*", count=1000)
 
     # -- entries ------------------------------------------------------------------------------
-    def write_if_not_older(self, version: str, doc_ids: Sequence[str], values: Sequence[bytes]) -> int:
+    def write_if_not_older(
+        self,
+        version: str,
+        doc_ids: Sequence[str],
+        values: Sequence[bytes],
+        read_s: Sequence[int | None] | None = None,
+    ) -> int:
         """Write entries, except over one computed from a newer state of its document.
 
-        Returns how many entries were written; the rest were superseded by another run.
+        ``read_s``: when each value's document was read (server seconds); an entry written
+        before that read is replaced even if its modified_at is later. Returns how many entries
+        were written; the rest were superseded by another run.
         """
         written = 0
         step = min(self.write_batch_size, 500)
         keys = self._keys(version, doc_ids)
+        reads = [r or 0 for r in read_s] if read_s is not None else [0] * len(doc_ids)
         for start in range(0, len(doc_ids), step):
             args: list = [self.ttl_seconds]
-            for doc_id, value in zip(
-                doc_ids[start : start + step], values[start : start + step], strict=True
+            for doc_id, value, read in zip(
+                doc_ids[start : start + step],
+                values[start : start + step],
+                reads[start : start + step],
+                strict=True,
             ):
-                args += [doc_id, value]
+                args += [doc_id, value, read]
             written += self._eval(self._write_if_not_older, keys[start : start + step], args)
         return written
 
@@ -181,6 +198,11 @@ class RedisEntryStore:
                 except codec.CodecError:
                     out.append(None)
         return out
+
+    @transient
+    def server_time(self) -> int:
+        """The server's clock, whole seconds: the one clock read and write times are compared on."""
+        return int(self.client.time()[0])
 
     def read_one(self, version: str, doc_id: str) -> bytes | None:
         key, field = self.location(version, doc_id)

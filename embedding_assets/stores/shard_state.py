@@ -58,8 +58,15 @@ class ShardStateStore:
         return self.base / asset / f"{partition_key}.parquet"
 
     def load(self, asset: str, partition_key: str, columns: list[str] | None = None) -> pl.DataFrame | None:
+        """A stored shard (only ``columns`` of it, those the file has: an older release may not
+        have written them all), or None."""
         path = self.path(asset, partition_key)
-        return pl.read_parquet(str(path), columns=columns) if path.exists() else None
+        if not path.exists():
+            return None
+        if columns is not None:
+            present = pl.read_parquet_schema(str(path))
+            columns = [c for c in columns if c in present]
+        return pl.read_parquet(str(path), columns=columns)
 
     def save(self, asset: str, partition_key: str, frame: pl.DataFrame) -> int:
         """Atomic write (temporary file, then rename); returns the file's size."""
@@ -105,12 +112,34 @@ class ShardStateStore:
             return None
         return pl.concat(parts, how="diagonal_relaxed").unique(["doc_id", "content_hash"], keep="last")
 
-    def scan(self, asset: str) -> pl.LazyFrame | None:
-        """All shards of an asset, lazily (for lookups across shards)."""
+    # -- copies of the feature store's control keys, per version (control_plane.VersionCopy) ------
+    def _version_path(self, tag: str) -> UPath:
+        return version_copy_path(self.base, tag)
+
+    def load_version_copy(self, tag: str) -> str | None:
+        path = self._version_path(tag)
+        return path.read_text() if path.exists() else None
+
+    def save_version_copy(self, tag: str, raw: str) -> None:
+        path = self._version_path(tag)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(raw)
+        tmp.rename(path)
+
+    def find(self, asset: str, column: str, values: list[str], columns: list[str]) -> pl.DataFrame:
+        """``columns`` of the rows of every shard whose ``column`` is one of ``values``."""
         folder = self.base / asset
-        if not folder.exists() or not any(folder.glob("*.parquet")):
-            return None
-        return pl.scan_parquet(str(folder / "*.parquet"))
+        parts = [
+            pl.scan_parquet(str(f)).filter(pl.col(column).is_in(values)).select(columns).collect()
+            for f in (sorted(folder.glob("shard-*.parquet")) if folder.exists() else [])
+        ]
+        return pl.concat(parts) if parts else pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
+
+
+def version_copy_path(base_dir: str | UPath, tag: str) -> UPath:
+    """Where the copy of a version's control keys is kept (control_plane.VersionCopy)."""
+    return UPath(base_dir) / "_versions" / f"{tag}.json"
 
 
 def stored_shard_count(base_dir: str | UPath) -> int | None:
@@ -149,7 +178,7 @@ def reshard(base_dir: str | UPath, new_count: int) -> dict[str, int]:
             key = shard_key(shard, new_count)
             files = sorted((parts / key).glob("*.parquet")) if (parts / key).exists() else []
             if files:
-                frame = pl.concat([pl.read_parquet(str(f)) for f in files], how="vertical_relaxed")
+                frame = pl.concat([pl.read_parquet(str(f)) for f in files], how="diagonal_relaxed")
                 target.save(asset, key, frame.sort("doc_id", nulls_last=True))
                 rows[asset] += frame.height
         if parts.exists():

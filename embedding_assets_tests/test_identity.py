@@ -1,0 +1,73 @@
+"""doc_ids of any BSON scalar type: keyed by their string form, found again by it."""
+
+import datetime as dt
+
+import pytest
+from bson import Int64, ObjectId
+
+from embedding_assets.defs import sensors
+from embedding_assets.defs.sensors import document_changes_sensor
+from embedding_assets.dev.harness import (
+    Daemon,
+    collection,
+    ground_truth,
+    load_sample,
+    materialize,
+    store_state,
+)
+from embedding_assets.lib.identity import doc_key, id_candidates
+from embedding_assets.sources.mongo import bson_types_after
+from embedding_assets.stores.feature_store import FeatureStore
+
+OID = ObjectId("65a1b2c3d4e5f60718293a4b")
+
+
+def test_every_scalar_is_found_again_from_its_string_form():
+    for value in (7, -3, Int64(2**40), 2.5, OID, True, False, "doc-1", "0042"):
+        assert value in id_candidates(doc_key(value)), value
+    assert id_candidates("doc-1") == ["doc-1"]
+    assert id_candidates("0042") == ["0042", 42]  # a string that looks like a number may be either
+    assert id_candidates("1e400") == ["1e400"]  # not the string form of any double
+
+
+def test_types_after_follow_bson_order():
+    assert bson_types_after(7)[:2] == ("string", "object")
+    assert "number" not in bson_types_after("a") and "objectId" in bson_types_after("a")
+    assert bson_types_after(True) == ("date",)  # bool is not a number here
+    assert "bool" in bson_types_after(OID)
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_documents_with_non_string_ids_survive_sensor_runs(pipeline_env, monkeypatch):
+    when = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    typed = [
+        {"doc_id": 7, "title": "Seven", "body": "An integer id.", "modified_at": when},
+        {"doc_id": Int64(2**40), "title": "Big", "body": "A long id.", "modified_at": when},
+        {"doc_id": 2.5, "title": "Half", "body": "A double id.", "modified_at": when},
+        {"doc_id": OID, "title": "Object", "body": "An ObjectId.", "modified_at": when},
+        {"doc_id": True, "title": "Yes", "body": "A boolean id.", "modified_at": when},
+    ]
+    load_sample(pipeline_env, 20)
+    coll = collection(pipeline_env)
+    coll.insert_many([dict(d) for d in typed])
+    assert materialize().success
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    version = store.control.active_version()
+    spec = store.control.versions()[version]
+    assert store_state(store, version) == ground_truth(coll, spec)
+
+    daemon = Daemon()
+    daemon.tick(document_changes_sensor)  # starts at the newest document
+    # edits of every typed document, all at one instant, so the sensor pages through a tie of
+    # five BSON types (pages of 2 documents)
+    later = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    for doc in typed:
+        coll.update_one(
+            {"doc_id": doc["doc_id"]}, {"$set": {"body": f"Edited {doc['title']}.", "modified_at": later}}
+        )
+    monkeypatch.setattr(sensors, "PAGE_SIZE", 2)
+    daemon.sync(document_changes_sensor)
+    assert store_state(store, version) == ground_truth(coll, spec)  # none lost, all current
+    for doc in typed:
+        assert store.entries.read_one(version, doc_key(doc["doc_id"])) is not None

@@ -1,0 +1,119 @@
+"""Sources whose clocks and identities misbehave: dates in the future, time going back, duplicate
+doc_ids, doc_ids renamed in place. After each, the store equals what the collection says."""
+
+import datetime as dt
+import time
+
+import pytest
+
+from embedding_assets.defs.sensors import document_changes_sensor, document_deletions_sensor
+from embedding_assets.dev.harness import (
+    Daemon,
+    collection,
+    ground_truth,
+    load_sample,
+    materialize,
+    store_state,
+)
+from embedding_assets.stores.feature_store import FeatureStore
+
+pytestmark = [pytest.mark.servers, pytest.mark.slow]
+SENSORS = (document_changes_sensor, document_deletions_sensor)
+
+
+class Filled:
+    def __init__(self, env: dict[str, str], extra: list[dict] | None = None) -> None:
+        load_sample(env, 24, extra or [])
+        assert materialize().success
+        self.coll = collection(env)
+        self.store = FeatureStore.from_url(env["REDIS_URL"])
+        self.version = self.store.control.active_version()
+        self.daemon = Daemon()
+        for sensor in SENSORS:
+            self.daemon.tick(sensor)  # cursors start at the present
+
+    def matches_the_collection(self) -> bool:
+        spec = self.store.control.versions()[self.version]
+        return store_state(self.store, self.version) == ground_truth(self.coll, spec)
+
+    def sync(self) -> int:
+        time.sleep(1.1)  # the reads that follow are a whole second after the entries' writes
+        return self.daemon.sync(*SENSORS)
+
+
+def _recent(seconds: int = 10) -> dt.datetime:
+    return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+
+
+def test_a_document_dated_in_the_future_hides_no_later_edit(pipeline_env):
+    filled = Filled(pipeline_env)
+    filled.coll.insert_one(
+        {
+            "doc_id": "ahead",
+            "title": "Ahead",
+            "body": "Dated far ahead.",
+            "modified_at": dt.datetime(2099, 1, 1),
+        }
+    )
+    assert filled.sync() >= 1  # followed apart from the cursor
+    assert filled.store.entries.read_one(filled.version, "ahead") is not None
+    filled.coll.update_one(
+        {"doc_id": "doc-000001"}, {"$set": {"body": "An ordinary edit.", "modified_at": _recent()}}
+    )
+    assert filled.sync() == 1
+    assert filled.matches_the_collection()
+    # the date corrected to the present, with new text: the entry follows although its date went back
+    filled.coll.update_one({"doc_id": "ahead"}, {"$set": {"body": "Dated right.", "modified_at": _recent(8)}})
+    filled.sync()
+    assert filled.matches_the_collection()
+
+
+def test_a_cursor_an_earlier_release_pinned_in_the_future_is_repaired(pipeline_env):
+    filled = Filled(pipeline_env)
+    name = document_changes_sensor.name
+    filled.daemon.cursors[name] = '{"modified_at": "2099-01-01T00:00:00+00:00", "doc_id": "ahead"}'
+    filled.coll.update_one(
+        {"doc_id": "doc-000002"}, {"$set": {"body": "Edited later.", "modified_at": _recent()}}
+    )
+    filled.sync()
+    assert filled.matches_the_collection()
+    assert "2099" not in filled.daemon.cursors[name]
+
+
+def test_text_restored_with_an_earlier_date_replaces_the_entry(pipeline_env):
+    filled = Filled(pipeline_env)
+    doc = filled.coll.find_one({"doc_id": "doc-000003"})
+    earlier = doc["modified_at"] - dt.timedelta(days=30)  # restored from a backup
+    filled.coll.update_one(
+        {"doc_id": "doc-000003"}, {"$set": {"body": "Restored text.", "modified_at": earlier}}
+    )
+    time.sleep(1.1)
+    result = materialize()  # one sweep (the change cursor is past that date)
+    assert result.success
+    assert filled.matches_the_collection()
+
+
+def test_deleting_the_newer_of_two_duplicates_serves_the_remaining_copy(pipeline_env):
+    later = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    duplicate = {"doc_id": "doc-000004", "title": "Copy", "body": "The newer copy.", "modified_at": later}
+    filled = Filled(pipeline_env, [])
+    newer_id = filled.coll.insert_one(dict(duplicate)).inserted_id
+    time.sleep(1.1)
+    assert materialize().success
+    assert filled.matches_the_collection()  # the newer copy is served
+    filled.coll.delete_one({"_id": newer_id})
+    filled.sync()
+    assert filled.matches_the_collection()  # the remaining copy, not the deleted one
+    assert materialize().success
+    assert filled.matches_the_collection()
+
+
+def test_a_doc_id_renamed_in_place_leaves_no_entry_behind(pipeline_env):
+    filled = Filled(pipeline_env)
+    filled.coll.update_one(
+        {"doc_id": "doc-000005"}, {"$set": {"doc_id": "renamed-5", "modified_at": _recent()}}
+    )
+    filled.sync()
+    assert filled.store.entries.read_one(filled.version, "doc-000005") is None
+    assert filled.store.entries.read_one(filled.version, "renamed-5") is not None
+    assert filled.matches_the_collection()
