@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from embedding_assets.defs import sensors
+from embedding_assets.defs.partitions import NUM_SHARDS
 from embedding_assets.defs.sensors import document_changes_sensor, document_deletions_sensor
 from embedding_assets.dev.harness import (
     Daemon,
@@ -15,6 +17,7 @@ from embedding_assets.dev.harness import (
     materialize,
     store_state,
 )
+from embedding_assets.lib.change_tracking import group_by_shard
 from embedding_assets.stores.feature_store import FeatureStore
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -116,4 +119,18 @@ def test_a_doc_id_renamed_in_place_leaves_no_entry_behind(pipeline_env):
     filled.sync()
     assert filled.store.entries.read_one(filled.version, "doc-000005") is None
     assert filled.store.entries.read_one(filled.version, "renamed-5") is not None
+    assert filled.matches_the_collection()
+
+
+def test_edits_stamped_now_are_requested_once(pipeline_env):
+    """Inside the settling window they are neither future-dated nor missed: one run per shard."""
+    filled = Filled(pipeline_env)
+    ids = [f"doc-{i:06d}" for i in range(6)]
+    now = dt.datetime.now(dt.UTC)
+    for doc_id in ids:
+        filled.coll.update_one({"doc_id": doc_id}, {"$set": {"body": f"Now {doc_id}.", "modified_at": now}})
+    assert filled.daemon.tick(document_changes_sensor) == []  # still settling: nothing yet, nothing twice
+    time.sleep(sensors.SETTLE_SECONDS + 1)
+    launched = filled.daemon.sync(*SENSORS)
+    assert launched == len(group_by_shard(ids, NUM_SHARDS))
     assert filled.matches_the_collection()

@@ -29,6 +29,9 @@ TICK_BUDGET_SECONDS = 20.0  # well inside the default 60 s sensor timeout
 SETTLE_SECONDS = 5
 REPAIR_WINDOW = dt.timedelta(days=1)
 FUTURE_LIMIT = 1000  # future-dated documents followed per tick (data errors: a few at most)
+# Dated less than this ahead is writers' clock skew, not an error: such documents wait for the
+# cursor (seconds), and are not requested twice, once as future-dated and again by the cursor.
+SKEW_SECONDS = 120
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
@@ -59,12 +62,14 @@ def document_changes_sensor(
     if not source.uri:
         return dg.SkipReason(NO_SOURCE)
     docs = source.source()
-    until = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=SETTLE_SECONDS)
+    now = dt.datetime.now(dt.UTC)
+    until = now - dt.timedelta(seconds=SETTLE_SECONDS)
+    ahead = now + dt.timedelta(seconds=SKEW_SECONDS)
     cursor = ChangeCursor.parse(context.cursor)
     if cursor is None:
         latest = docs.latest_change(until)
         start = ChangeCursor.of(latest) if latest else ChangeCursor(until, None)
-        future = future_digest(docs.dated_after(until, FUTURE_LIMIT))
+        future = future_digest(docs.dated_after(ahead, FUTURE_LIMIT))
         context.update_cursor(replace(start, future=future).dump())
         return dg.SkipReason("cursor started at the newest document; backfills cover what came before")
     if cursor.modified_at > until:  # pinned in the future (an earlier release let a cursor get there)
@@ -83,7 +88,7 @@ def document_changes_sensor(
         changed += page
         if len(page) < PAGE_SIZE or time.monotonic() - started > TICK_BUDGET_SECONDS:
             break
-    future = docs.dated_after(until, FUTURE_LIMIT)
+    future = docs.dated_after(ahead, FUTURE_LIMIT)
     if future_digest(future) != cursor.future:  # a future-dated document came, went or changed
         changed += future
         cursor = replace(cursor, future=future_digest(future))
