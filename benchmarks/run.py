@@ -146,8 +146,11 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     daemon.tick(document_changes_sensor)  # the sensor starts at the newest document
 
     changed = random.Random(1).sample(range(args.docs), int(args.docs * args.changed))
-    # edits come after every generated timestamp (one a minute from 2026-01-01: 1M reach 2027)
-    when = max(dt.datetime.now(dt.UTC), corpus.EPOCH + dt.timedelta(minutes=args.docs + 1))
+    # after every generated timestamp, and settled: the change sensor stays a few seconds behind
+    # the present (sensors.SETTLE_SECONDS) so that it never passes a write still being committed
+    when = max(
+        dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30), corpus.EPOCH + dt.timedelta(seconds=args.docs + 1)
+    )
     edit(coll, changed, when, "Edited body")
     t = time.perf_counter()
     before = len(daemon.results)

@@ -40,7 +40,7 @@ def generate_documents(
         title, sentences = TEXT[language][topic]
         count = max(1, round(rng.lognormvariate(0, 0.6) * mean_sentences))
         body = " ".join(rng.choice(sentences) for _ in range(count))
-        when = EPOCH + dt.timedelta(minutes=i)
+        when = EPOCH + dt.timedelta(seconds=i)  # 1M documents span 12 days: all in the past
         yield {
             "doc_id": f"doc-{i:06d}",
             "title": title,
