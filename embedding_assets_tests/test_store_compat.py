@@ -14,6 +14,7 @@ import redis
 from bson import json_util
 
 from embedding_assets.client import EmbeddingClient
+from embedding_assets.defs import sensors
 from embedding_assets.defs.resources import build_resources
 from embedding_assets.defs.sensors import document_changes_sensor
 from embedding_assets.dev.harness import (
@@ -29,6 +30,11 @@ from embedding_assets.stores.feature_store import FeatureStore
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v1"
+
+
+def _settled() -> dt.datetime:
+    """A write time the change sensor has settled past (it stays SETTLE_SECONDS behind now)."""
+    return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=sensors.SETTLE_SECONDS + 5)
 
 
 def _restore(env: dict[str, str]) -> list[dict]:
@@ -81,7 +87,7 @@ def test_a_store_written_before_is_read_and_kept_current_without_re_embedding(pi
     coll = collection(pipeline_env)
     coll.update_one(
         {"doc_id": "doc-000003"},
-        {"$set": {"body": "Queries return faster with an index.", "modified_at": dt.datetime.now(dt.UTC)}},
+        {"$set": {"body": "Queries return faster with an index.", "modified_at": _settled()}},
     )
     assert daemon.sync(document_changes_sensor) == 1
     assert metadata(daemon.results[-1], "document_vectors")["embedded"] == 1
