@@ -89,3 +89,29 @@ def static_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     cache = tmp_path_factory.mktemp("static-models")
     ensure_distilled(cache, default_model_path(), 256)
     return str(cache)
+
+
+# Scenario tests report what the store got wrong at each point they check (dev.harness.
+# differences); the figures are printed after the run: `pytest -m servers -k <scenario>`.
+_MEASURED: list[tuple[str, object]] = []
+
+
+@pytest.fixture
+def measure(request: pytest.FixtureRequest):
+    """``measure(coll, store, version, label)``: the store's differences from the collection,
+    recorded for the summary; a scenario asserts they are none."""
+    from embedding_assets.dev.harness import differences
+
+    def run(coll: object, store: object, version: str, label: str = "") -> object:
+        found = differences(coll, store, version)  # type: ignore[arg-type]
+        _MEASURED.append((f"{request.node.name}{' / ' + label if label else ''}", found))
+        return found
+
+    return run
+
+
+def pytest_terminal_summary(terminalreporter: object) -> None:
+    if _MEASURED:
+        terminalreporter.section("store against the collection (lost / stale / extra entries)")  # type: ignore[attr-defined]
+        for name, found in _MEASURED:
+            terminalreporter.write_line(f"{found}  {name}")  # type: ignore[attr-defined]

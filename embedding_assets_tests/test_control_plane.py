@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from embedding_assets.client import EmbeddingClient
-from embedding_assets.dev.harness import load_sample, materialize, metadata
+from embedding_assets.dev.harness import collection, load_sample, materialize, metadata
 from embedding_assets.stores.control_plane import ControlPlaneLost, buckets_key, calibration_key
 from embedding_assets.stores.feature_store import FeatureStore
 
@@ -28,7 +28,9 @@ def filled(pipeline_env):
     return store, store.control.active_version(), [d["doc_id"] for d in docs]
 
 
-def test_lost_control_keys_are_not_guessed_by_readers_and_are_restored_by_the_pipeline(pipeline_env, filled):
+def test_lost_control_keys_are_not_guessed_by_readers_and_are_restored_by_the_pipeline(
+    pipeline_env, filled, measure
+):
     store, version, ids = filled
     raw = store.client
     calibration = raw.get(calibration_key(version))
@@ -46,6 +48,7 @@ def test_lost_control_keys_are_not_guessed_by_readers_and_are_restored_by_the_pi
     after = EmbeddingClient.from_url(pipeline_env["REDIS_URL"]).get_many(ids)
     for old, new in zip(before, after, strict=True):
         assert np.array_equal(old.vector, new.vector)
+    assert measure(collection(pipeline_env), store, version, "control keys restored").none
 
 
 def test_a_control_key_that_differs_from_the_copy_is_refused(filled):

@@ -10,10 +10,8 @@ from embedding_assets.defs.sensors import document_changes_sensor
 from embedding_assets.dev.harness import (
     Daemon,
     collection,
-    ground_truth,
     load_sample,
     materialize,
-    store_state,
 )
 from embedding_assets.lib.identity import doc_key, id_candidates
 from embedding_assets.sources.mongo import bson_types_after
@@ -39,7 +37,7 @@ def test_types_after_follow_bson_order():
 
 @pytest.mark.servers
 @pytest.mark.slow
-def test_documents_with_non_string_ids_survive_sensor_runs(pipeline_env, monkeypatch):
+def test_documents_with_non_string_ids_survive_sensor_runs(pipeline_env, monkeypatch, measure):
     when = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     typed = [
         {"doc_id": 7, "title": "Seven", "body": "An integer id.", "modified_at": when},
@@ -54,8 +52,7 @@ def test_documents_with_non_string_ids_survive_sensor_runs(pipeline_env, monkeyp
     assert materialize().success
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
     version = store.control.active_version()
-    spec = store.control.versions()[version]
-    assert store_state(store, version) == ground_truth(coll, spec)
+    assert measure(coll, store, version, "backfill").none
 
     daemon = Daemon()
     daemon.tick(document_changes_sensor)  # starts at the newest document
@@ -68,6 +65,6 @@ def test_documents_with_non_string_ids_survive_sensor_runs(pipeline_env, monkeyp
         )
     monkeypatch.setattr(sensors, "PAGE_SIZE", 2)
     daemon.sync(document_changes_sensor)
-    assert store_state(store, version) == ground_truth(coll, spec)  # none lost, all current
+    assert measure(coll, store, version, "sensor runs").none  # none lost, all current
     for doc in typed:
         assert store.entries.read_one(version, doc_key(doc["doc_id"])) is not None

@@ -12,13 +12,13 @@ from embedding_assets.stores.feature_store import FeatureStore
 pytestmark = pytest.mark.servers
 
 
-def _record(source_ms: int, content_hash: int, dimension: int = 8) -> bytes:
+def _record(source_ms: int, content_hash: int, dimension: int = 8, read_s: int = 1) -> bytes:
     [value] = codec.encode_records(
         np.zeros((1, dimension), np.int8),
         codec="int8",
         dimension=dimension,
         version_id=1,
-        computed_at=1,
+        computed_at=read_s,
         content_hashes=np.array([content_hash], np.uint64),
         source_ms=np.array([source_ms], np.int64),
     )
@@ -60,6 +60,35 @@ def test_an_older_source_state_never_overwrites_a_newer_entry(redis_url):
         assert store.entries.read_one("v", "a") == earlier
         client.hset(*store.entries.location("v", "junk"), b"not a record")
         assert store.entries.read_headers("v", ["junk", "none"]) == [None, None]
+
+
+def test_a_deletion_is_ordered_by_when_it_was_seen_and_outlives_the_entry(redis_url):
+    for url in _redis_servers(redis_url):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        entries = FeatureStore(client).entries
+        FeatureStore(client).control.ensure_layout("v")
+        # y read at 100 and written; seen deleted at 120: gone, and a tombstone stays
+        assert entries.write_if_not_older("v", ["y"], [_record(1, 1, read_s=100)], [100]) == 1
+        assert entries.delete_if_not_newer("v", ["y", "never"], [1, 0], seen_s=120) == 1
+        assert entries.read_one("v", "y") is None
+        assert entries.deletions_seen("v", ["y", "never", "other"]) == [120, 120, None]
+        # a run that read y before the deletion writes late: refused, however new its date
+        assert entries.write_if_not_older("v", ["y"], [_record(9_999, 2, read_s=110)], [110]) == 0
+        assert entries.write_if_not_older("v", ["y"], [_record(9_999, 2, read_s=120)], [120]) == 0
+        # a read after the deletion (re-created) is written, and the tombstone goes
+        assert entries.write_if_not_older("v", ["y"], [_record(5, 3, read_s=130)], [130]) == 1
+        assert entries.deletions_seen("v", ["y"]) == [None]
+        # an entry read after the deletion was seen is not deleted by it
+        assert entries.delete_if_not_newer("v", ["y"], [5], seen_s=125) == 0
+        assert entries.read_one("v", "y") is not None and entries.deletions_seen("v", ["y"]) == [None]
+        # tombstones are not entries, and the old ones are forgotten by a scan that says so
+        assert entries.delete_if_not_newer("v", ["x"], [0], seen_s=50) == 0
+        assert sorted(entries.scan_ids("v")) == ["y"]
+        assert entries.deletions_seen("v", ["x", "never"]) == [50, 120]
+        assert sorted(entries.scan_ids("v", forget_deletions_before=100)) == ["y"]
+        assert entries.deletions_seen("v", ["x", "never"]) == [None, 120]
+        assert entries.drop("v") == 1
 
 
 def test_bucketed_entries_read_the_same_compact_or_not_on_both_servers(redis_url):

@@ -12,10 +12,8 @@ from embedding_assets.defs.sensors import document_changes_sensor, document_dele
 from embedding_assets.dev.harness import (
     Daemon,
     collection,
-    ground_truth,
     load_sample,
     materialize,
-    store_state,
 )
 from embedding_assets.lib.change_tracking import group_by_shard
 from embedding_assets.stores.feature_store import FeatureStore
@@ -25,19 +23,19 @@ SENSORS = (document_changes_sensor, document_deletions_sensor)
 
 
 class Filled:
-    def __init__(self, env: dict[str, str], extra: list[dict] | None = None) -> None:
+    def __init__(self, env: dict[str, str], measure, extra: list[dict] | None = None) -> None:
         load_sample(env, 24, extra or [])
         assert materialize().success
         self.coll = collection(env)
         self.store = FeatureStore.from_url(env["REDIS_URL"])
         self.version = self.store.control.active_version()
+        self.measure = measure
         self.daemon = Daemon()
         for sensor in SENSORS:
             self.daemon.tick(sensor)  # cursors start at the present
 
-    def matches_the_collection(self) -> bool:
-        spec = self.store.control.versions()[self.version]
-        return store_state(self.store, self.version) == ground_truth(self.coll, spec)
+    def matches_the_collection(self, label: str = "") -> bool:
+        return self.measure(self.coll, self.store, self.version, label).none
 
     def sync(self) -> int:
         time.sleep(1.1)  # the reads that follow are a whole second after the entries' writes
@@ -48,8 +46,8 @@ def _recent(seconds: int = 10) -> dt.datetime:
     return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
 
 
-def test_a_document_dated_in_the_future_hides_no_later_edit(pipeline_env):
-    filled = Filled(pipeline_env)
+def test_a_document_dated_in_the_future_hides_no_later_edit(pipeline_env, measure):
+    filled = Filled(pipeline_env, measure)
     filled.coll.insert_one(
         {
             "doc_id": "ahead",
@@ -71,8 +69,8 @@ def test_a_document_dated_in_the_future_hides_no_later_edit(pipeline_env):
     assert filled.matches_the_collection()
 
 
-def test_a_cursor_an_earlier_release_pinned_in_the_future_is_repaired(pipeline_env):
-    filled = Filled(pipeline_env)
+def test_a_cursor_an_earlier_release_pinned_in_the_future_is_repaired(pipeline_env, measure):
+    filled = Filled(pipeline_env, measure)
     name = document_changes_sensor.name
     filled.daemon.cursors[name] = '{"modified_at": "2099-01-01T00:00:00+00:00", "doc_id": "ahead"}'
     filled.coll.update_one(
@@ -83,8 +81,8 @@ def test_a_cursor_an_earlier_release_pinned_in_the_future_is_repaired(pipeline_e
     assert "2099" not in filled.daemon.cursors[name]
 
 
-def test_text_restored_with_an_earlier_date_replaces_the_entry(pipeline_env):
-    filled = Filled(pipeline_env)
+def test_text_restored_with_an_earlier_date_replaces_the_entry(pipeline_env, measure):
+    filled = Filled(pipeline_env, measure)
     doc = filled.coll.find_one({"doc_id": "doc-000003"})
     earlier = doc["modified_at"] - dt.timedelta(days=30)  # restored from a backup
     filled.coll.update_one(
@@ -96,10 +94,10 @@ def test_text_restored_with_an_earlier_date_replaces_the_entry(pipeline_env):
     assert filled.matches_the_collection()
 
 
-def test_deleting_the_newer_of_two_duplicates_serves_the_remaining_copy(pipeline_env):
+def test_deleting_the_newer_of_two_duplicates_serves_the_remaining_copy(pipeline_env, measure):
     later = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
     duplicate = {"doc_id": "doc-000004", "title": "Copy", "body": "The newer copy.", "modified_at": later}
-    filled = Filled(pipeline_env, [])
+    filled = Filled(pipeline_env, measure, [])
     newer_id = filled.coll.insert_one(dict(duplicate)).inserted_id
     time.sleep(1.1)
     assert materialize().success
@@ -111,8 +109,8 @@ def test_deleting_the_newer_of_two_duplicates_serves_the_remaining_copy(pipeline
     assert filled.matches_the_collection()
 
 
-def test_a_doc_id_renamed_in_place_leaves_no_entry_behind(pipeline_env):
-    filled = Filled(pipeline_env)
+def test_a_doc_id_renamed_in_place_leaves_no_entry_behind(pipeline_env, measure):
+    filled = Filled(pipeline_env, measure)
     filled.coll.update_one(
         {"doc_id": "doc-000005"}, {"$set": {"doc_id": "renamed-5", "modified_at": _recent()}}
     )
@@ -122,9 +120,9 @@ def test_a_doc_id_renamed_in_place_leaves_no_entry_behind(pipeline_env):
     assert filled.matches_the_collection()
 
 
-def test_edits_stamped_now_are_requested_once(pipeline_env):
+def test_edits_stamped_now_are_requested_once(pipeline_env, measure):
     """Inside the settling window they are neither future-dated nor missed: one run per shard."""
-    filled = Filled(pipeline_env)
+    filled = Filled(pipeline_env, measure)
     ids = [f"doc-{i:06d}" for i in range(6)]
     now = dt.datetime.now(dt.UTC)
     for doc_id in ids:

@@ -1,14 +1,25 @@
 """Versions side by side, switching readers, cleanup."""
 
+import contextlib
+import datetime as dt
 import time
 
 import pytest
 
 from embedding_assets.cli import main
 from embedding_assets.client import EmbeddingClient
-from embedding_assets.dev.harness import collection, load_sample, materialize
-from embedding_assets.stores.control_plane import ControlPlaneLost
+from embedding_assets.defs.sensors import document_changes_sensor
+from embedding_assets.dev.harness import (
+    Daemon,
+    collection,
+    load_sample,
+    materialize,
+    metadata,
+)
+from embedding_assets.stores.control_plane import ControlPlaneLost, dead_letter_key
+from embedding_assets.stores.dead_letters import FAILED
 from embedding_assets.stores.feature_store import FeatureStore
+from embedding_assets.stores.shard_state import version_copy_path
 
 pytestmark = pytest.mark.servers
 
@@ -38,7 +49,11 @@ def test_new_version_is_backfilled_beside_then_activated_then_old_removed(pipeli
     time.sleep(0.3)  # one refresh interval
     assert following.get(docs[0]["doc_id"]).version == new
     assert main(["cleanup", new]) == 1  # the active version is never removed
+    store.control.dead_letters(old).record([("doc-000001", FAILED, "kept for the test")])
+    copy = version_copy_path(pipeline_env["EA_PARQUET_DIR"], old)
+    assert copy.exists()
     assert main(["cleanup", old]) == 0
+    assert not store.client.exists(dead_letter_key(old)) and not copy.exists()  # nothing of it left
     assert all(e is not None and e.version == new for e in following.get_many([d["doc_id"] for d in docs]))
     with pytest.raises(ControlPlaneLost):  # a client pinned to a removed version says so
         pinned.get(docs[0]["doc_id"])
@@ -74,3 +89,51 @@ def test_a_complete_version_that_rejects_oversized_documents_can_be_activated(
 
     store.entries.drop(new)  # and an incomplete store is still refused
     assert main(["activate", new]) == 1
+
+
+@pytest.mark.slow
+def test_the_active_version_keeps_following_edits_while_a_new_one_is_built(
+    pipeline_env, monkeypatch, tmp_path, capsys, measure
+):
+    """Blue/green (docs/architecture.md): blue serves and its sensors keep it current while green,
+    a second deployment with its own shard state, backfills; green is activated only once it
+    has caught up with the source."""
+    load_sample(pipeline_env, 24)
+    green_env = {"EA_TITLE_REPEAT": "1", "EA_PARQUET_DIR": str(tmp_path / "green")}
+
+    @contextlib.contextmanager
+    def as_green():  # the environment green's deployment runs with
+        with monkeypatch.context() as m:
+            for key, value in green_env.items():
+                m.setenv(key, value)
+            yield
+
+    assert materialize().success  # blue: the first version, active
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    coll = collection(pipeline_env)
+    blue = store.control.active_version()
+    blue_daemon, green_daemon = Daemon(), Daemon()
+    blue_daemon.tick(document_changes_sensor)
+    with as_green():
+        green_daemon.tick(document_changes_sensor)  # green's sensors run from its start
+        result = materialize()  # green's backfill
+        assert result.success and metadata(result, "feature_store_entries")["writes_active_version"] is False
+    green = next(v for v in store.control.versions() if v != blue)
+    assert store.control.active_version() == blue
+
+    edited = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)
+    coll.update_one(
+        {"doc_id": "doc-000001"}, {"$set": {"body": "Edited during the build.", "modified_at": edited}}
+    )
+    time.sleep(1.1)
+    assert blue_daemon.sync(document_changes_sensor) == 1  # blue's deployment follows the edit
+    assert measure(coll, store, blue, "blue during the build").none
+    capsys.readouterr()
+    assert main(["activate", green]) == 1  # green has not caught up yet: refused
+    assert "doc-000001" in capsys.readouterr().out
+
+    with as_green():
+        assert green_daemon.sync(document_changes_sensor) == 1
+    assert measure(coll, store, green, "green caught up").none
+    assert main(["activate", green]) == 0
+    assert store.control.active_version() == green

@@ -30,6 +30,7 @@ from embedding_assets.lib.chunk import chunk_frame
 from embedding_assets.lib.embed import vector_frame
 from embedding_assets.lib.frames import dead_letter_id
 from embedding_assets.lib.identity import doc_key
+from embedding_assets.lib.merge import TOMBSTONE_RETENTION, tombstones
 from embedding_assets.lib.sharding import shard_key, shard_of
 from embedding_assets.lib.vectors import split_invalid
 from embedding_assets.lib.versioning import EmbeddingSpec
@@ -42,6 +43,9 @@ from embedding_assets.stores.shard_state import ShardSpool, ShardStateStore
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 VERSION_TAG = "embedding_assets/version"
+# When the run's document_snapshots step read MongoDB (feature store seconds): what the run saw
+# absent, it saw absent then, and its deletions are ordered by it (lib/merge.py, redis_entries).
+READ_TAG = "embedding_assets/read_at"
 
 # Each asset's step runs in one run at a time (pools, default limit 1 in dagster.yaml): a
 # shard's stored state is read, merged and written by one run at a time, whatever launched it.
@@ -74,6 +78,7 @@ def document_snapshots(
     started = time.perf_counter()
     # on the feature store's clock: entries' computed_at is on it too (lib/staleness.py)
     read_started = dt.datetime.fromtimestamp(feature_store.store().entries.server_time(), dt.UTC)
+    context.instance.add_run_tags(context.run.run_id, {READ_TAG: str(int(read_started.timestamp()))})
     shards = run_shards(context)
     state = shard_state.store()
     written = _Written(state, "document_snapshots")
@@ -82,8 +87,10 @@ def document_snapshots(
         docs = source.source().iter_shards(shards, NUM_SHARDS)
         spool = ShardSpool(state, "document_snapshots")
         for s, frame in snapshot.snapshot_shards(docs, shards, spool, read_started):
-            written.save(shard_key(s, NUM_SHARDS), frame)  # one shard in memory at a time
+            # one shard in memory at a time; what a later read stored meanwhile stays
+            written.save_snapshot(shard_key(s, NUM_SHARDS), frame, scanned_at=read_started)
             unusable += frame["doc_id"].null_count()
+        spool.clear()
         return written.result(
             documents_per_second=_rate(written.rows, started),
             failures=unusable,
@@ -99,15 +106,12 @@ def document_snapshots(
     )
     upserted = deleted = 0
     for s in shards:
-        key = shard_key(s, NUM_SHARDS)
         requested = [d for d in config.doc_ids if shard_of(d, NUM_SHARDS) == s]
-        frame, up, gone = snapshot.merge_snapshot(
-            state.load("document_snapshots", key), fetched[s], requested
-        )
-        written.save(key, frame)
-        unusable += frame["doc_id"].null_count()
-        upserted += up
-        deleted += gone
+        rows = fetched[s].filter(pl.col("doc_id").is_in(requested))
+        gone = sorted(set(requested) - set(rows["doc_id"].to_list()))
+        written.save_snapshot(shard_key(s, NUM_SHARDS), rows, tombstones(gone, read_started))
+        upserted += rows.height
+        deleted += len(gone)
     return written.result(
         requested=len(config.doc_ids),
         upserted=upserted,
@@ -146,7 +150,7 @@ def chunked_text(
             plan,
             previous=state.load("chunked_text", key),
         )
-        written.save(key, frame)
+        written.save_derived(key, frame)
         totals["reused"] += len(reused_ids)
         totals["chunks"] += int(frame["chunks"].list.len().sum() or 0)
         totals["tokens"] += int(frame["n_tokens"].sum() or 0)
@@ -212,7 +216,7 @@ def document_vectors(
             checkpoint=lambda part, key=key: state.save_checkpoint("document_vectors", key, part),
         )
         valid, bad = split_invalid(result.frame)
-        written.save(key, valid)
+        written.save_derived(key, valid)
         state.clear_checkpoints("document_vectors", key)  # the shard is stored whole
         chunks += int(valid["n_chunks"].sum() or 0)
         shard_failures = result.failures + [
@@ -293,11 +297,17 @@ def feature_store_entries(
         rows += frame.height
     shards = set(run_shards(context))
     # a delta run: the ids it was told about; a full run: every stored id (deletions nobody saw)
-    candidates = config.doc_ids or store.entries.scan_ids(spec.tag)
+    forget = now - int(TOMBSTONE_RETENTION.total_seconds())
+    candidates = config.doc_ids or store.entries.scan_ids(spec.tag, forget_deletions_before=forget)
     gone = publish.orphans_among(candidates, live, shards, NUM_SHARDS)
-    stats.deleted = publish.remove_entries(store.entries, spec.tag, gone)
+    stats.deleted = publish.remove_entries(store.entries, spec.tag, gone, _read_time(context))
     store.control.dead_letters(spec.tag).clear(gone)
     active = store.control.activate_if_none(spec.tag)
+    if active != spec.tag:  # docs/architecture.md, "Building a new version"
+        context.log.warning(
+            f"this deployment writes version {spec.tag}; readers use {active}, which only the "
+            "deployment configured for it keeps current: keep it running until `activate`"
+        )
     return dg.MaterializeResult(
         metadata={
             "rows": rows,
@@ -311,6 +321,7 @@ def feature_store_entries(
             "failures": stats.failures,
             "version": spec.tag,
             "active_version": active,
+            "writes_active_version": active == spec.tag,
             "bucket_encoding": encoding,
             "maxmemory_policy": policy or "unknown",
             "control_keys_restored": len(restored),
@@ -327,8 +338,12 @@ class _Written:
         self.state, self.asset = state, asset
         self.rows = self.bytes = 0
 
-    def save(self, key: str, frame: pl.DataFrame) -> None:
-        self.bytes += self.state.save(self.asset, key, frame)
+    def save_snapshot(self, key: str, frame: pl.DataFrame, deleted: pl.DataFrame | None = None, **kw) -> None:
+        self.bytes += self.state.save_snapshot(key, frame, deleted, now=_utcnow(), **kw)
+        self.rows += frame.height
+
+    def save_derived(self, key: str, frame: pl.DataFrame) -> None:
+        self.bytes += self.state.save_derived(self.asset, key, frame)
         self.rows += frame.height
 
     def result(self, **metadata: object) -> dg.MaterializeResult:
@@ -347,6 +362,12 @@ def _upstream(state: ShardStateStore, asset: str, key: str, columns: list[str] |
     if frame is None:
         raise dg.Failure(f"{asset} has no stored shard {key} in {state.base}; materialize it first")
     return frame
+
+
+def _read_time(context: dg.AssetExecutionContext) -> int:
+    """When this run read MongoDB (READ_TAG), 0 where it did not (no snapshot step in it)."""
+    run = context.instance.get_run_by_id(context.run.run_id)
+    return int(run.tags.get(READ_TAG, 0)) if run else 0
 
 
 def _stamp_version(context: dg.AssetExecutionContext, spec: EmbeddingSpec) -> None:
@@ -388,6 +409,10 @@ def _eviction_policy(context: dg.AssetExecutionContext, store: FeatureStore) -> 
     if policy and policy.startswith("volatile-"):
         context.log.warning(f"maxmemory-policy {policy}: entries may be evicted under memory pressure")
     return policy
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _rate(count: int, started: float) -> float:

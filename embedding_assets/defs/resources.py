@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 import redis
 from pydantic import PrivateAttr
+from upath import UPath
 
 from embedding_assets import settings
 from embedding_assets.defs.alerts import AlertWebhookResource
@@ -21,7 +22,8 @@ from embedding_assets.lib.versioning import EmbeddingSpec, model_slug
 from embedding_assets.retrying import transient
 from embedding_assets.sources.mongo import MongoDocumentSource
 from embedding_assets.stores.feature_store import FeatureStore
-from embedding_assets.stores.shard_state import ShardLayoutError, ShardStateStore
+from embedding_assets.stores.locks import RedisLocks
+from embedding_assets.stores.shard_state import ShardLayoutError, ShardStateStore, is_local
 
 OVERSIZE_POLICIES = ("truncate", "reject")
 
@@ -117,13 +119,24 @@ class ShardStateResource(dg.ConfigurableResource):
 
     base_dir: str
     num_shards: int = _default("EA_NUM_SHARDS")
+    # state on an object store that several machines write: their shard locks live here
+    lock_url: str = ""
 
     _store: ShardStateStore | None = PrivateAttr(default=None)
 
     def store(self) -> ShardStateStore:
         if self._store is None:
+            locks = None
+            if not is_local(UPath(self.base_dir)):
+                if not self.lock_url:
+                    raise dg.Failure(
+                        f"shard state at {self.base_dir} is shared storage: its writers need common "
+                        "locks, and REDIS_URL is not set",
+                        allow_retries=False,
+                    )
+                locks = RedisLocks(self.lock_url, namespace=self.base_dir)
             try:
-                self._store = ShardStateStore(self.base_dir, self.num_shards)
+                self._store = ShardStateStore(self.base_dir, self.num_shards, locks)
             except ShardLayoutError as err:
                 raise dg.Failure(str(err), allow_retries=False) from err
         return self._store
@@ -239,6 +252,8 @@ def build_resources() -> dict[str, Any]:
             quantization=_env("EA_QUANTIZATION"),
             retry_seconds=_env("EA_RETRY_SECONDS"),
         ),
-        "shard_state": ShardStateResource(base_dir=settings.parquet_dir(), num_shards=settings.num_shards()),
+        "shard_state": ShardStateResource(
+            base_dir=settings.parquet_dir(), num_shards=settings.num_shards(), lock_url=_env("REDIS_URL")
+        ),
         "alerts": AlertWebhookResource(url=_env("EA_ALERT_WEBHOOK")),
     }

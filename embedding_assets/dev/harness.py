@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 import pymongo
@@ -160,3 +161,30 @@ def store_state(store: FeatureStore, version: str) -> dict[str, tuple[int, int]]
     ids = sorted(store.entries.scan_ids(version))
     headers = store.entries.read_headers(version, ids)
     return {d: (h.content_hash, h.source_ms) for d, h in zip(ids, headers, strict=True) if h is not None}
+
+
+@dataclass(frozen=True)
+class Differences:
+    """What a version's entries get wrong against the collection (doc_ids of each kind)."""
+
+    lost: tuple[str, ...]  # a live document with text has no entry
+    stale: tuple[str, ...]  # its entry's content hash is not the document's text now
+    extra: tuple[str, ...]  # an entry of a document that is gone
+
+    @property
+    def none(self) -> bool:
+        return not (self.lost or self.stale or self.extra)
+
+    def __str__(self) -> str:
+        return f"lost {len(self.lost)}, stale {len(self.stale)}, extra {len(self.extra)}"
+
+
+def differences(coll: pymongo.collection.Collection, store: FeatureStore, version: str) -> Differences:
+    """The store against the collection alone (ground_truth), entry by entry."""
+    truth = ground_truth(coll, store.control.versions()[version])
+    stored = store_state(store, version)
+    return Differences(
+        lost=tuple(sorted(truth.keys() - stored.keys())),
+        stale=tuple(sorted(d for d in truth.keys() & stored.keys() if truth[d][0] != stored[d][0])),
+        extra=tuple(sorted(stored.keys() - truth.keys())),
+    )

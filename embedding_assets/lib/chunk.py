@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from embedding_assets.lib.chunking import chunk_texts
-from embedding_assets.lib.frames import CHUNK_SCHEMA, compatible
+from embedding_assets.lib.frames import CHUNK_SCHEMA, SNAPSHOT_SCHEMA, compatible, conform
 from embedding_assets.lib.protocols import Tokenizer
 from embedding_assets.lib.text import content_hash, document_text
 from embedding_assets.lib.versioning import EmbeddingSpec
@@ -41,6 +41,7 @@ def chunk_frame(
     Returns ``(frame, reused doc_ids)``. Hashing is cheap; tokenizing only what changed is the saving.
     """
     known: dict[str, int] = {}
+    snapshot = conform(snapshot, SNAPSHOT_SCHEMA)
     previous = compatible(previous, CHUNK_SCHEMA)
     if previous is not None and previous.height:
         done = previous.filter(pl.col("skip_reason").is_null())
@@ -71,6 +72,7 @@ def chunk_frame(
                     "chunk_tokens": tokens,
                     "skip_reason": None if chunks else "no tokens in text",
                     "note": note,
+                    "read_at": doc["read_at"],
                 }
             )
         batch.clear()
@@ -97,8 +99,8 @@ def chunk_frame(
         assert previous is not None
         reused = (
             previous.filter(pl.col("doc_id").is_in(reuse))
-            .drop("modified_at")
-            .join(snapshot.select("doc_id", "modified_at"), on="doc_id", how="left")
+            .drop("modified_at", "read_at")
+            .join(snapshot.select("doc_id", "modified_at", "read_at"), on="doc_id", how="left")
             .select(CHUNK_SCHEMA.names())
         )
         parts.append(reused)
@@ -117,4 +119,5 @@ def _skipped(doc: dict, reason: str) -> dict:
         "chunk_tokens": [],
         "skip_reason": reason,
         "note": doc["notes"],
+        "read_at": doc["read_at"],
     }

@@ -7,7 +7,8 @@ Little-endian header of 28 bytes, then the vector payload:
     1      1    codec        1 = int8, 2 = binary (sign bits)
     2      2    dimension    vector dimension (u16)
     4      4    version_id   u32 fingerprint of the version tag
-    8      4    computed_at  unix seconds (u32) when the vector was computed
+    8      4    computed_at  unix seconds (u32) when the state it was computed from was read
+                             (server clock; the write time where that is not known)
     12     8    content_hash xxh3-64 of the embedded text under the version tag
     20     8    source_ms    the source document's modified_at, unix milliseconds (i64);
                              Lua in feature_store.py reads it at this offset
@@ -17,6 +18,7 @@ Little-endian header of 28 bytes, then the vector payload:
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,7 +67,7 @@ def encode_records(
     codec: str,
     dimension: int,
     version_id: int,
-    computed_at: int,
+    computed_at: int | Sequence[int],
     content_hashes: np.ndarray,
     source_ms: np.ndarray,
 ) -> list[bytes]:
@@ -75,9 +77,10 @@ def encode_records(
     if codes.shape[1] != size:
         raise CodecError(f"payload of {codes.shape[1]} bytes, expected {size}")
     raw = np.ascontiguousarray(codes).view(np.uint8)
+    times = [computed_at] * len(raw) if isinstance(computed_at, int) else list(computed_at)
     return [
-        _HEADER.pack(FORMAT, codec_id, dimension, version_id, computed_at, int(h), int(m)) + raw[i].tobytes()
-        for i, (h, m) in enumerate(zip(content_hashes.tolist(), source_ms.tolist(), strict=True))
+        _HEADER.pack(FORMAT, codec_id, dimension, version_id, int(t), int(h), int(m)) + raw[i].tobytes()
+        for i, (t, h, m) in enumerate(zip(times, content_hashes.tolist(), source_ms.tolist(), strict=True))
     ]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import tenacity
 
-from embedding_assets.lib.frames import compatible, vector_schema
+from embedding_assets.lib.frames import CHUNK_SCHEMA, compatible, conform, vector_schema
 from embedding_assets.lib.pooling import pool_documents
 from embedding_assets.lib.protocols import Embedder
 
@@ -47,16 +47,16 @@ def vector_frame(
     isolated; the others go on. Each finished batch is handed to ``checkpoint`` so that a
     killed run loses at most the batch in flight.
     """
-    todo = chunked.filter(pl.col("skip_reason").is_null())
     schema = vector_schema(embedder.dimension)
+    todo = conform(chunked, CHUNK_SCHEMA).filter(pl.col("skip_reason").is_null())
     encode = _retrying(embedder, retry_seconds)
     parts: list[pl.DataFrame] = []
     previous = compatible(previous, schema)
     if previous is not None and previous.height:
         keys = ["doc_id", "content_hash"]
         parts.append(
-            todo.select(*keys, "modified_at")
-            .join(previous.drop("modified_at"), on=keys, how="inner")
+            todo.select(*keys, "modified_at", "read_at")
+            .join(previous.drop("modified_at", "read_at"), on=keys, how="inner")
             .select(schema.names())
         )
         todo = todo.join(previous.select(keys), on=keys, how="anti")
@@ -133,6 +133,7 @@ def _embed(part: pl.DataFrame, encode: Encoder, schema: pl.Schema) -> pl.DataFra
             "n_chunks": pl.Series(counts, dtype=pl.Int32),
             "vector": pl.Series(pooled, dtype=schema["vector"]),
             "chunk_vectors": per_chunk,
+            "read_at": part["read_at"],
         },
         schema=schema,
     )

@@ -34,6 +34,7 @@ CHUNK_SCHEMA = pl.Schema(
         "chunk_tokens": pl.List(pl.Int32),
         "skip_reason": pl.String,
         "note": pl.String,
+        "read_at": TS,  # the snapshot row's: which read of the document this was computed from
     }
 )
 
@@ -47,15 +48,24 @@ def vector_schema(dimension: int) -> pl.Schema:
             "n_chunks": pl.Int32,
             "vector": pl.Array(pl.Float32, dimension),
             "chunk_vectors": pl.List(pl.Array(pl.Float32, dimension)),
+            "read_at": TS,
         }
     )
 
 
+# Columns a later release added that stored state may lack: they read as nulls.
+ADDED_COLUMNS = frozenset({"read_at"})
+
+
 def compatible(previous: pl.DataFrame | None, schema: pl.Schema) -> pl.DataFrame | None:
-    """Stored state written with another schema (an older release) is recomputed, not reused."""
-    if previous is None or any(previous.schema.get(k) != v for k, v in schema.items()):
+    """Stored state written with another schema (an older release) is recomputed, not reused;
+    state lacking only ADDED_COLUMNS is reused with them null."""
+    if previous is None:
         return None
-    return previous
+    required = (k for k in schema.names() if k in previous.columns or k not in ADDED_COLUMNS)
+    if any(previous.schema.get(k) != schema[k] for k in required):
+        return None
+    return conform(previous, schema)
 
 
 def conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:

@@ -69,8 +69,9 @@ class Embedder(Protocol):
 class EntryStore(Protocol):
     """Where each document's record (lib/codec.py) lives, per version.
 
-    Writes and deletes are conditional on the record's ``source_ms``, so two runs racing on one
-    document never replace a newer state with an older one.
+    Writes and deletes are conditional on the record's ``source_ms`` and on when its state was
+    read (``computed_at``), and deletions leave tombstones, so two runs racing on one document
+    never replace a newer state with an older one nor bring back a deleted document.
     """
 
     def read_headers(self, version: str, doc_ids: Sequence[str]) -> list[RecordHeader | None]:
@@ -92,19 +93,30 @@ class EntryStore(Protocol):
         values: Sequence[bytes],
         read_s: Sequence[int | None] | None = None,
     ) -> int:
-        """Write, except over an entry of a later source state (a later modified_at, written no
-        earlier than ``read_s``, when each document was read); returns how many were written."""
+        """Write, except over an entry of a later source state (a later modified_at, read no
+        earlier than ``read_s``, when each document was read) or over a deletion seen no earlier
+        than ``read_s``; returns how many were written."""
         ...
 
     def server_time(self) -> int:
         """The store's clock (whole seconds): read times and entries' computed_at use it."""
         ...
 
-    def delete_if_not_newer(self, version: str, doc_ids: Sequence[str], source_ms: Sequence[int]) -> int:
-        """Delete entries whose source state is at most the one given; returns how many went."""
+    def delete_if_not_newer(
+        self, version: str, doc_ids: Sequence[str], source_ms: Sequence[int], seen_s: int = 0
+    ) -> int:
+        """Delete entries of documents seen deleted at ``seen_s``: those read earlier, leaving a
+        tombstone; with ``seen_s`` 0, those whose source state is at most the one given.
+        Returns how many went."""
         ...
 
-    def scan_ids(self, version: str) -> Iterator[str]: ...
+    def deletions_seen(self, version: str, doc_ids: Sequence[str]) -> list[int | None]:
+        """When each document was seen deleted (server seconds), where a tombstone says so."""
+        ...
+
+    def scan_ids(self, version: str, forget_deletions_before: int = 0) -> Iterator[str]:
+        """doc_ids with an entry; tombstones older than ``forget_deletions_before`` go."""
+        ...
 
     def drop(self, version: str) -> int:
         """Remove every entry of a version; returns how many there were."""

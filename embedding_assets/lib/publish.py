@@ -7,7 +7,7 @@ replace an entry of a later source state, deletes never remove one rewritten sin
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,9 +30,12 @@ def encode_entries(
     frame: pl.DataFrame,
     spec: EmbeddingSpec,
     calibration: q.Int8Calibration | None,
-    computed_at: int,
+    computed_at: int | Sequence[int],
 ) -> list[bytes]:
-    """Quantize and encode every row of a vector frame into a feature-store value."""
+    """Quantize and encode every row of a vector frame into a feature-store value.
+
+    ``computed_at``: per row, when the state it was computed from was read (server seconds),
+    or one time for all: what orders an entry against later reads and deletions."""
     if frame.height == 0:
         return []
     vectors = vectors_matrix(frame)
@@ -138,26 +141,46 @@ def publish(
         stats.states[state.value] = stats.states.get(state.value, 0) + 1
     needed = [s in NEEDS_WRITE for s in states]
     todo = frame.filter(pl.Series(needed))
-    values = encode_entries(todo, spec, calibration, now)
+    todo_reads = [r for r, n in zip(reads, needed, strict=True) if n]
+    values = encode_entries(todo, spec, calibration, [r or now for r in todo_reads])
     if not values:
         return stats
     ids = todo["doc_id"].to_list()
-    todo_reads = [r for r, n in zip(reads, needed, strict=True) if n]
     stats.written = entries.write_if_not_older(spec.tag, ids, values, todo_reads)
     stats.superseded = len(values) - stats.written
     stats.bytes_written = sum(len(v) for v in values)
-    # read back: an entry that is neither ours nor from a newer source state is a failure
-    for header, chash, ms in zip(
-        entries.read_headers(spec.tag, ids), todo["content_hash"].to_list(), source_millis(todo), strict=True
+    # read back: an entry that is neither ours nor from a newer source state is a failure,
+    # unless the document was seen deleted after this state of it was read
+    missing: list[tuple[str, int | None]] = []
+    for doc_id, header, chash, ms, read in zip(
+        ids,
+        entries.read_headers(spec.tag, ids),
+        todo["content_hash"].to_list(),
+        source_millis(todo),
+        todo_reads,
+        strict=True,
     ):
-        if header is None or (header.content_hash != chash and header.source_ms <= ms):
+        if header is None:
+            missing.append((doc_id, read))
+        elif header.content_hash != chash and header.source_ms <= ms:
             stats.failures += 1
+    seen = entries.deletions_seen(spec.tag, [d for d, _ in missing])
+    stats.failures += sum(
+        1 for (_, read), gone in zip(missing, seen, strict=True) if gone is None or (read or 0) > gone
+    )
     return stats
 
 
-def remove_entries(entries: EntryStore, version: str, doc_ids: list[str]) -> int:
-    """Delete entries of documents that are gone, unless rewritten since we looked."""
+def remove_entries(entries: EntryStore, version: str, doc_ids: list[str], seen_s: int = 0) -> int:
+    """Delete entries of documents seen gone at ``seen_s`` (server seconds), unless computed
+    from a later read, and remember the deletion; with ``seen_s`` 0 (not known), unless
+    rewritten since we looked."""
+    if not doc_ids:
+        return 0
     headers = entries.read_headers(version, doc_ids)
+    if seen_s:
+        ms = [h.source_ms if h is not None else 0 for h in headers]
+        return entries.delete_if_not_newer(version, doc_ids, ms, seen_s)
     present = [(d, h.source_ms) for d, h in zip(doc_ids, headers, strict=True) if h is not None]
     if not present:
         return 0

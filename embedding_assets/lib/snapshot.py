@@ -1,8 +1,8 @@
 """Step 1, document_snapshots: source documents as typed rows, one frame per shard.
 
 Oddities of the source (non-text fields, unknown languages, duplicate ids, tombstones) become
-notes or are dropped here, never exceptions; a delta run merges what it fetched into the
-shard's stored frame.
+notes or are dropped here, never exceptions. How a shard's rows merge with the stored ones is
+lib/merge.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Protocol
 
 import polars as pl
 
-from embedding_assets.lib.frames import SNAPSHOT_SCHEMA, conform
+from embedding_assets.lib.frames import SNAPSHOT_SCHEMA
 from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.text import coerce_text_field
 
@@ -158,18 +158,3 @@ def snapshot_shards(
         parts.append(snapshot_rows(buffers.pop(s)))
         yield s, finish_snapshot(pl.concat(parts), read_started)
 
-
-def merge_snapshot(
-    previous: pl.DataFrame | None, fetched: pl.DataFrame, requested: Iterable[str]
-) -> tuple[pl.DataFrame, int, int]:
-    """Apply a delta: requested ids are replaced by what was fetched, or dropped when absent.
-
-    Returns ``(state, upserted, deleted)``.
-    """
-    requested = set(requested)
-    base = conform(previous, SNAPSHOT_SCHEMA) if previous is not None else SNAPSHOT_SCHEMA.to_frame()
-    kept = base.filter(~pl.col("doc_id").is_in(list(requested)))
-    fetched = fetched.filter(pl.col("doc_id").is_in(list(requested)))
-    state = pl.concat([kept, fetched.select(base.columns)]).sort("doc_id", nulls_last=True)
-    deleted = base.height - kept.height - (fetched["doc_id"].is_in(base["doc_id"].implode()).sum())
-    return state, fetched.height, int(max(deleted, 0))

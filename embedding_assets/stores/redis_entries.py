@@ -2,6 +2,9 @@
 
 Keys:
     doc_emb:{version}:b:{bucket}        hash doc_id -> binary record (lib/codec.py); TTL per bucket
+                                        and "\x00del:" + doc_id -> when its deletion was seen
+                                        (u32 server seconds): a tombstone, so that a run that
+                                        read the document earlier cannot write it back
 
 Why buckets: a key per document costs ~100 B of key, object and expiry overhead on top of the
 record; ~64 records in one listpack-encoded hash cost ~20 B each (docs/benchmarks.md has the
@@ -23,13 +26,15 @@ from embedding_assets.retrying import TRANSIENT, transient
 
 ENTRY_PREFIX = "doc_emb"
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
+TOMBSTONE = "\x00del:"  # field prefix of tombstones; no doc_id starts with a NUL byte
 
 # Write unless the stored entry comes from a later state of its document: its source_ms (bytes
 # 20..27 of the record, little-endian i64) is later than the new one's AND it was written
 # (computed_at, bytes 8..11, u32) no earlier than the new value's document was read: an entry
 # written before that read describes an older state whatever its modified_at says
-# (lib/staleness.py, read_after_write). KEYS[i]: bucket of entry i; ARGV[1]: ttl; ARGV[3i-1],
-# ARGV[3i], ARGV[3i+1]: doc_id, record and read time (server seconds, 0: unknown) of entry i.
+# (lib/staleness.py, read_after_write). Nor over a tombstone of a deletion seen at or after the
+# new value's read. KEYS[i]: bucket of entry i; ARGV[1]: ttl; ARGV[3i-1], ARGV[3i], ARGV[3i+1]:
+# doc_id, record and read time (server seconds, 0: unknown) of entry i.
 _WRITE_IF_NOT_OLDER = """
 local ttl = tonumber(ARGV[1])
 local written = 0
@@ -39,8 +44,9 @@ for i, key in ipairs(KEYS) do
   local value = ARGV[3 * i]
   local read_s = tonumber(ARGV[3 * i + 1])
   local current = redis.call('HGET', key, field)
-  local ok = true
-  if current and string.len(current) >= 28 then
+  local deleted_s = tonumber(redis.call('HGET', key, '\\0del:' .. field))
+  local ok = not (deleted_s and read_s <= deleted_s)
+  if ok and current and string.len(current) >= 28 then
     local stored_ms = struct.unpack('<i8', string.sub(current, 21, 28))
     if stored_ms > struct.unpack('<i8', string.sub(value, 21, 28)) then
       local written_s = struct.unpack('<I4', string.sub(current, 9, 12))
@@ -49,6 +55,7 @@ for i, key in ipairs(KEYS) do
   end
   if ok then
     redis.call('HSET', key, field, value)
+    if deleted_s then redis.call('HDEL', key, '\\0del:' .. field) end
     written = written + 1
     touched[key] = true
   end
@@ -59,16 +66,30 @@ end
 return written
 """
 
-# Delete only entries still at the source state the caller saw. ARGV[2i-1], ARGV[2i]: the
-# doc_id and the source_ms the caller saw.
+# Delete entries of documents seen gone. ARGV[3i-2], ARGV[3i-1], ARGV[3i]: the doc_id, the
+# source_ms the caller saw in its entry, and when the deletion was seen (server seconds). With
+# that time: delete an entry computed from an earlier read (computed_at, bytes 8..11) and leave
+# a tombstone, so that a run which read the document earlier cannot write it back. Without it
+# (0): delete only an entry still at the source state the caller saw.
 _DELETE_IF_NOT_NEWER = """
 local deleted = 0
 for i, key in ipairs(KEYS) do
-  local field = ARGV[2 * i - 1]
+  local field = ARGV[3 * i - 2]
+  local seen_s = tonumber(ARGV[3 * i])
   local current = redis.call('HGET', key, field)
-  local stored_ms = current and string.len(current) >= 28
-    and struct.unpack('<i8', string.sub(current, 21, 28))
-  if stored_ms and stored_ms <= tonumber(ARGV[2 * i]) then
+  local valid = current and string.len(current) >= 28
+  local ok
+  if seen_s > 0 then
+    ok = current and (not valid or struct.unpack('<I4', string.sub(current, 9, 12)) < seen_s)
+    local tomb = '\\0del:' .. field
+    local before = tonumber(redis.call('HGET', key, tomb))
+    if (not current or ok) and (not before or before < seen_s) then
+      redis.call('HSET', key, tomb, seen_s)
+    end
+  else
+    ok = valid and struct.unpack('<i8', string.sub(current, 21, 28)) <= tonumber(ARGV[3 * i - 1])
+  end
+  if ok then
     redis.call('HDEL', key, field)
     deleted = deleted + 1
   end
@@ -173,8 +194,12 @@ class RedisEntryStore:
     def _eval(self, script: object, keys: list[str], args: list) -> int:
         return int(script(keys=keys, args=args))  # type: ignore[operator]
 
-    def delete_if_not_newer(self, version: str, doc_ids: Sequence[str], source_ms: Sequence[int]) -> int:
-        """Delete entries whose source state is at most the one given (a newer one stays)."""
+    def delete_if_not_newer(
+        self, version: str, doc_ids: Sequence[str], source_ms: Sequence[int], seen_s: int = 0
+    ) -> int:
+        """Delete entries of documents seen deleted at ``seen_s`` (server seconds): those computed
+        from an earlier read, leaving tombstones. ``seen_s`` 0 (unknown): those whose source
+        state is at most the one given (a newer one stays), without tombstones."""
         deleted = 0
         step = min(self.write_batch_size, 500)
         keys = self._keys(version, doc_ids)
@@ -183,7 +208,7 @@ class RedisEntryStore:
             for doc_id, ms in zip(
                 doc_ids[start : start + step], source_ms[start : start + step], strict=True
             ):
-                args += [doc_id, ms]
+                args += [doc_id, ms, seen_s]
             deleted += self._eval(self._delete_if_not_newer, keys[start : start + step], args)
         return deleted
 
@@ -230,19 +255,50 @@ class RedisEntryStore:
         # a missing field is false in Lua, a nil reply here
         return list(script(keys=self._keys(version, doc_ids), args=list(doc_ids)))  # type: ignore[operator]
 
-    def scan_ids(self, version: str) -> Iterator[str]:
-        return iter(self._scan_ids(version))
+    def scan_ids(self, version: str, forget_deletions_before: int = 0) -> Iterator[str]:
+        """Every doc_id with an entry; tombstones older than ``forget_deletions_before`` (server
+        seconds) are removed on the way."""
+        return iter(self._scan_ids(version, forget_deletions_before))
 
     @transient
-    def _scan_ids(self, version: str) -> list[str]:
+    def _scan_ids(self, version: str, forget_before: int) -> list[str]:
         keys = list(self._bucket_keys(version))
         ids: list[str] = []
+        marker = TOMBSTONE.encode()
         for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
             pipe = self.client.pipeline(transaction=False)
-            for key in keys[start : start + 500]:
+            for key in part:
                 pipe.hkeys(key)
-            ids += [f.decode() for fields in pipe.execute() for f in fields]
+            tombs: list[tuple[bytes, bytes]] = []
+            for key, fields in zip(part, pipe.execute(), strict=True):
+                for f in fields:
+                    if f.startswith(marker):
+                        tombs.append((key, f))
+                    else:
+                        ids.append(f.decode())
+            if forget_before and tombs:
+                self._forget(tombs, forget_before)
         return ids
+
+    def _forget(self, tombs: list[tuple[bytes, bytes]], before: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, field in tombs:
+            pipe.hget(key, field)
+        seen = pipe.execute()
+        old = [(k, f) for (k, f), at in zip(tombs, seen, strict=True) if at and int(at) < before]
+        pipe = self.client.pipeline(transaction=False)
+        for key, field in old:
+            pipe.hdel(key, field)
+        pipe.execute()
+
+    def deletions_seen(self, version: str, doc_ids: Sequence[str]) -> list[int | None]:
+        """When each document's deletion was seen (server seconds), where a tombstone says so."""
+        if not doc_ids:
+            return []
+        keys = self._keys(version, doc_ids)
+        values = transient(self._read_many)(keys=keys, args=[TOMBSTONE + d for d in doc_ids])
+        return [int(v) if v else None for v in values]
 
     @transient
     def entry_ttl(self, version: str, doc_id: str) -> int:
@@ -253,10 +309,11 @@ class RedisEntryStore:
         """Remove every bucket of a version; returns how many entries they held."""
         removed = 0
         keys = list(self._bucket_keys(version))
+        marker = TOMBSTONE.encode()
         for start in range(0, len(keys), 1000):
             pipe = self.client.pipeline(transaction=False)
             for key in keys[start : start + 1000]:
-                pipe.hlen(key)
-            removed += sum(pipe.execute())
+                pipe.hkeys(key)
+            removed += sum(1 for fields in pipe.execute() for f in fields if not f.startswith(marker))
             self.client.unlink(*keys[start : start + 1000])
         return removed

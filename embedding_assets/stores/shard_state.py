@@ -8,15 +8,21 @@ writes its shards here. The layout is pinned to the shard count it was written w
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
 import shutil
 import time
+import uuid
 
 import polars as pl
 from upath import UPath
 
+from embedding_assets.lib.frames import SNAPSHOT_SCHEMA, conform
+from embedding_assets.lib.merge import TOMBSTONE_SCHEMA, follow_upstream, latest_reads
 from embedding_assets.lib.sharding import shard_key, shard_of
+from embedding_assets.stores.locks import FileLocks, ShardLocks
 
 LAYOUT_FILE = "_layout.json"
 ASSETS = ("document_snapshots", "chunked_text", "document_vectors")
@@ -26,10 +32,34 @@ class ShardLayoutError(RuntimeError):
     """The stored state was written with another shard count than the deployment's."""
 
 
+# Derived assets: their upstream, and the columns a row must agree on with it (lib/merge.py).
+UPSTREAM = {
+    "chunked_text": ("document_snapshots", ["read_at", "modified_at"]),
+    "document_vectors": ("chunked_text", ["content_hash", "read_at"]),
+}
+
+
+def is_local(base: UPath) -> bool:
+    return base.protocol in ("", "file", "local")
+
+
 class ShardStateStore:
-    def __init__(self, base_dir: str | UPath, num_shards: int) -> None:
+    """Shard files, each written by merging with what is stored (lib/merge.py) under a short
+    per-shard lock: racing runs lose nothing whatever the instance's configuration.
+
+    ``locks``: file locks for a local folder (the default); an object store shared by several
+    machines needs locks they all see (``locks.RedisLocks``).
+    """
+
+    def __init__(self, base_dir: str | UPath, num_shards: int, locks: ShardLocks | None = None) -> None:
         self.base = UPath(base_dir)
         self.num_shards = num_shards
+        if locks is None:
+            if not is_local(self.base):
+                raise ValueError(f"shard state at {self.base} is shared storage: it needs RedisLocks")
+            locks = FileLocks(self.base / "_locks")
+        self.locks = locks
+        self._seen: dict[tuple[str, str], tuple | None] = {}  # file versions this store loaded
         self._pin_layout()
 
     def _pin_layout(self) -> None:
@@ -61,6 +91,8 @@ class ShardStateStore:
         """A stored shard (only ``columns`` of it, those the file has: an older release may not
         have written them all), or None."""
         path = self.path(asset, partition_key)
+        if columns is None:
+            self._seen[(asset, partition_key)] = _version(path)
         if not path.exists():
             return None
         if columns is not None:
@@ -69,13 +101,67 @@ class ShardStateStore:
         return pl.read_parquet(str(path), columns=columns)
 
     def save(self, asset: str, partition_key: str, frame: pl.DataFrame) -> int:
-        """Atomic write (temporary file, then rename); returns the file's size."""
+        """Atomic write (temporary file, then rename); returns the file's size.
+
+        Replaces the shard whole: only for writers that own the state (reshard, tests). Steps
+        write through ``save_snapshot`` and ``save_derived``, which merge.
+        """
+        return _write(self.path(asset, partition_key), frame)
+
+    def _deleted_path(self, asset: str, partition_key: str) -> UPath:
+        return self.base / asset / "_deleted" / f"{partition_key}.parquet"
+
+    def load_deleted(self, asset: str, partition_key: str) -> pl.DataFrame | None:
+        """The shard's tombstones: doc_ids seen deleted, and when (lib/merge.py)."""
+        path = self._deleted_path(asset, partition_key)
+        return pl.read_parquet(str(path)) if path.exists() else None
+
+    def save_snapshot(
+        self,
+        partition_key: str,
+        frame: pl.DataFrame,
+        deleted: pl.DataFrame | None = None,
+        *,
+        scanned_at: dt.datetime | None = None,
+        now: dt.datetime | None = None,
+    ) -> int:
+        """Merge read documents (and ``deleted`` ones) into the stored snapshot, latest read
+        winning per document; ``scanned_at``: ``frame`` is a full scan started then."""
+        asset = "document_snapshots"
+        frame = conform(frame, SNAPSHOT_SCHEMA)
+        with self.locks.hold(f"{asset}-{partition_key}"):
+            current = self.load(asset, partition_key, ["doc_id", "read_at"])
+            if current is not None:  # state an earlier release wrote has no read times: oldest
+                current = conform_columns(current, frame.select("doc_id", "read_at").schema)
+            if scanned_at is None or (current is not None and (current["read_at"] > scanned_at).any()):
+                current = self.load(asset, partition_key)  # rows a later read may have written
+            live, tombs = latest_reads(
+                current,
+                self.load_deleted(asset, partition_key),
+                frame,
+                deleted,
+                scanned_at=scanned_at,
+                now=now,
+            )
+            _write(self._deleted_path(asset, partition_key), tombs.select(TOMBSTONE_SCHEMA.names()))
+            return _write(self.path(asset, partition_key), live)
+
+    def save_derived(self, asset: str, partition_key: str, frame: pl.DataFrame) -> int:
+        """Write a derived shard; if another run wrote it since this store loaded it, merge the
+        two, each document's row agreeing with the upstream as stored now winning."""
+        upstream, match = UPSTREAM[asset]
         path = self.path(asset, partition_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        frame.write_parquet(str(tmp), compression="zstd")
-        tmp.rename(path)
-        return int(path.stat().st_size)
+        with self.locks.hold(f"{asset}-{partition_key}"):
+            seen = self._seen.get((asset, partition_key), "unknown")
+            if seen != _version(path):
+                current = self.load(asset, partition_key)
+                stored_upstream = self.load(upstream, partition_key, ["doc_id", *match])
+                if stored_upstream is not None:
+                    columns = frame.select("doc_id", *match).schema
+                    frame = follow_upstream(current, frame, conform_columns(stored_upstream, columns), match)
+            size = _write(path, frame)
+            self._seen[(asset, partition_key)] = _version(path)
+            return size
 
     # -- checkpoints: batches finished inside a step that has not completed yet ------------------
     def _checkpoint_dir(self, asset: str, partition_key: str) -> UPath:
@@ -95,10 +181,11 @@ class ShardStateStore:
         return pl.concat([pl.read_parquet(str(f)) for f in files]) if files else None
 
     def clear_checkpoints(self, asset: str, partition_key: str) -> None:
+        """Remove the shard's checkpoints; another run's, written meanwhile, may stay."""
         folder = self._checkpoint_dir(asset, partition_key)
-        if folder.exists():
-            for f in folder.glob("*"):
-                f.unlink()
+        for f in list(folder.glob("*")) if folder.exists() else []:
+            f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # gone, or another run checkpointed into it meanwhile
             folder.rmdir()
 
     def load_with_checkpoints(self, asset: str, partition_key: str) -> pl.DataFrame | None:
@@ -137,6 +224,30 @@ class ShardStateStore:
         return pl.concat(parts) if parts else pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
 
 
+def _version(path: UPath) -> tuple | None:
+    """Which write of a file this is (every write renames a new file into place)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return (getattr(info, "st_ino", None), info.st_size, getattr(info, "st_mtime_ns", info.st_mtime))
+
+
+def _write(path: UPath, frame: pl.DataFrame) -> int:
+    """Atomic write (temporary file, then rename); returns the file's size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    frame.write_parquet(str(tmp), compression="zstd")
+    tmp.rename(path)
+    return int(path.stat().st_size)
+
+
+def conform_columns(frame: pl.DataFrame, columns: pl.Schema) -> pl.DataFrame:
+    """``frame`` with ``columns`` (null where an older release did not write them)."""
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in columns.items() if c not in frame.columns]
+    return frame.with_columns(missing)
+
+
 def version_copy_path(base_dir: str | UPath, tag: str) -> UPath:
     """Where the copy of a version's control keys is kept (control_plane.VersionCopy)."""
     return UPath(base_dir) / "_versions" / f"{tag}.json"
@@ -164,25 +275,12 @@ def reshard(base_dir: str | UPath, new_count: int) -> dict[str, int]:
     target = ShardStateStore(target_dir, new_count)
     rows: dict[str, int] = {}
     for asset in ASSETS:
-        parts = target.base / asset / "_parts"
-        for old in sorted((source.base / asset).glob("shard-*.parquet")):
-            frame = pl.read_parquet(str(old))
-            owner = [0 if d is None else shard_of(d, new_count) for d in frame["doc_id"].to_list()]
-            split = frame.with_columns(pl.Series("_shard", owner, dtype=pl.Int64))
-            for (shard,), part in split.partition_by("_shard", as_dict=True).items():
-                folder = parts / shard_key(int(shard), new_count)  # type: ignore[arg-type]
-                folder.mkdir(parents=True, exist_ok=True)
-                part.drop("_shard").write_parquet(str(folder / f"{old.stem}.parquet"))
-        rows[asset] = 0
-        for shard in range(new_count):
-            key = shard_key(shard, new_count)
-            files = sorted((parts / key).glob("*.parquet")) if (parts / key).exists() else []
-            if files:
-                frame = pl.concat([pl.read_parquet(str(f)) for f in files], how="diagonal_relaxed")
-                target.save(asset, key, frame.sort("doc_id", nulls_last=True))
-                rows[asset] += frame.height
-        if parts.exists():
-            shutil.rmtree(str(parts))
+        rows[asset] = _reshard_folder(source.base / asset, target.base / asset, new_count)
+        # the deletions seen (lib/merge.py) follow their documents
+        _reshard_folder(source.base / asset / "_deleted", target.base / asset / "_deleted", new_count)
+    versions = version_copy_path(source.base, "x").parent
+    if versions.exists():  # the control keys' copies (control_plane.VersionCopy) stay
+        shutil.copytree(str(versions), str(version_copy_path(target.base, "x").parent))
     retired = source.base.with_name(f"{source.base.name}.before-reshard-{stamp}")
     source.base.rename(retired)
     target.base.rename(source.base)
@@ -190,12 +288,43 @@ def reshard(base_dir: str | UPath, new_count: int) -> dict[str, int]:
     return rows
 
 
+def _reshard_folder(old_dir: UPath, new_dir: UPath, new_count: int) -> int:
+    """Split the ``shard-*.parquet`` files of ``old_dir`` into ``new_count`` files in ``new_dir``
+    (one old file in memory at a time); returns the rows."""
+    parts = new_dir / "_parts"
+    for old in sorted(old_dir.glob("shard-*.parquet")) if old_dir.exists() else []:
+        frame = pl.read_parquet(str(old))
+        owner = [0 if d is None else shard_of(d, new_count) for d in frame["doc_id"].to_list()]
+        split = frame.with_columns(pl.Series("_shard", owner, dtype=pl.Int64))
+        for (shard,), part in split.partition_by("_shard", as_dict=True).items():
+            folder = parts / shard_key(int(shard), new_count)  # type: ignore[arg-type]
+            folder.mkdir(parents=True, exist_ok=True)
+            part.drop("_shard").write_parquet(str(folder / f"{old.stem}.parquet"))
+    rows = 0
+    for shard in range(new_count):
+        key = shard_key(shard, new_count)
+        files = sorted((parts / key).glob("*.parquet")) if (parts / key).exists() else []
+        if files:
+            frame = pl.concat([pl.read_parquet(str(f)) for f in files], how="diagonal_relaxed")
+            _write(new_dir / f"{key}.parquet", frame.sort("doc_id", nulls_last=True))
+            rows += frame.height
+    if parts.exists():
+        shutil.rmtree(str(parts))
+    return rows
+
+
 class ShardSpool:
-    """Rows of a scan waiting per shard on disk (``<asset>/_spool/<shard>/``), see pipeline.Spool."""
+    """Rows of a scan waiting per shard on disk (``<asset>/_spool/<scan>/<shard>/``), see
+    snapshot.Spool. Each scan has its own folder: two scans at once never see each other's."""
+
+    STALE_SECONDS = 24 * 3600  # a folder untouched this long is a killed scan's
 
     def __init__(self, store: ShardStateStore, asset: str) -> None:
-        self.folder = store.base / asset / "_spool"
-        self.clear()  # what a killed run left is from an older scan
+        root = store.base / asset / "_spool"
+        for left in list(root.glob("*")) if root.exists() else []:
+            if time.time() - left.stat().st_mtime > self.STALE_SECONDS:
+                shutil.rmtree(str(left), ignore_errors=True)
+        self.folder = root / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def _dir(self, shard: int) -> UPath:
         return self.folder / f"{shard:04d}"
@@ -219,7 +348,4 @@ class ShardSpool:
 
     def clear(self) -> None:
         if self.folder.exists():
-            for f in self.folder.glob("*/*"):
-                f.unlink()
-            for d in self.folder.glob("*"):
-                d.rmdir()
+            shutil.rmtree(str(self.folder), ignore_errors=True)
