@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import os
 import shutil
 import subprocess
@@ -311,6 +312,48 @@ def dev(args: argparse.Namespace) -> int:
             return 0
 
 
+def metrics(args: argparse.Namespace) -> int:
+    """Serve Prometheus /metrics until interrupted (metrics.py)."""
+    from embedding_assets.metrics import StoreCollector, sensor_cursor, serve
+
+    source = None
+    if settings.get("MONGO_URI"):
+        from embedding_assets.sources.mongo import MongoDocumentSource
+
+        source = MongoDocumentSource(
+            str(settings.get("MONGO_URI")),
+            str(settings.get("MONGO_DB")),
+            str(settings.get("MONGO_COLLECTION")),
+        )
+
+    @functools.cache
+    def instance() -> object | None:  # one instance for every scrape
+        if not settings.dagster_home():
+            return None
+        import dagster as dg
+
+        return dg.DagsterInstance.get()
+
+    def cursor() -> str | None:
+        found = instance()
+        return sensor_cursor(found) if found is not None else None
+
+    collector = StoreCollector(
+        settings.audit_dir(),
+        instance=instance,
+        change_cursor=cursor,
+        oldest_change_after=source.oldest_change_after if source else None,
+    )
+    server = serve(args.port, collector)
+    print(f"serving /metrics on :{server.server_port} from {settings.audit_dir()}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+        return 0
+
+
 def reshard(args: argparse.Namespace) -> int:
     """Rewrite the stored shard state for another shard count, without re-embedding."""
     from embedding_assets.stores.shard_state import reshard as reshard_state
@@ -364,6 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--kind", choices=["failed", "rejected", "warning"])
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=dead_letters)
+    p = sub.add_parser("metrics", help="serve Prometheus /metrics: coverage, staleness, ages, lag")
+    p.add_argument("--port", type=int, default=int(settings.get("EA_METRICS_PORT")))
+    p.set_defaults(func=metrics)
     p = sub.add_parser("reshard", help="rewrite the stored shard state for another EA_NUM_SHARDS")
     p.add_argument("--shards", type=int, required=True, help="the new shard count")
     p.add_argument("--parquet-dir", help="the shard state (default: EA_PARQUET_DIR)")

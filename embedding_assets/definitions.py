@@ -12,6 +12,7 @@ import dagster as dg
 
 from embedding_assets.defs.alerts import alert_sensors
 from embedding_assets.defs.assets import embedding_assets
+from embedding_assets.defs.audit import audit_checks, audit_jobs, audit_schedules, audit_sensors
 from embedding_assets.defs.checks import embedding_checks
 from embedding_assets.defs.jobs import daily_sweep, embed_documents
 from embedding_assets.defs.resources import build_resources
@@ -30,9 +31,9 @@ def apply_freshness_policy(spec: dg.AssetSpec) -> dg.AssetSpec:
 
 defs = dg.Definitions(
     assets=embedding_assets,
-    asset_checks=embedding_checks,
-    jobs=[embed_documents],
-    schedules=[daily_sweep],
-    sensors=[document_changes_sensor, document_deletions_sensor, *alert_sensors],
+    asset_checks=[*embedding_checks, *audit_checks],
+    jobs=[embed_documents, *audit_jobs],
+    schedules=[daily_sweep, *audit_schedules],
+    sensors=[document_changes_sensor, document_deletions_sensor, *audit_sensors, *alert_sensors],
     resources=build_resources(),
 ).map_asset_specs(func=apply_freshness_policy)

@@ -48,6 +48,10 @@ _SETTINGS = [
     Setting("EA_MAX_ERROR_RATE", 0.001, "the blocking error-rate check's limit"),
     Setting("EA_ALERT_WEBHOOK", "", "where run and check failures are posted (empty: logged)"),
     Setting(
+        "EA_AUDIT_SAMPLE", 10_000, "documents the sampled store audit reads (after every run, every 10 min)"
+    ),
+    Setting("EA_METRICS_PORT", 9108, "port of `embedding-assets metrics` (Prometheus /metrics)"),
+    Setting(
         "EA_PARQUET_DIR", "", "intermediate shard state (path or fsspec URL; empty: $EA_STATE_DIR/parquet)"
     ),
     Setting("EA_STATE_DIR", ".state", "data of the embedded servers and of the local Dagster instance"),
@@ -87,6 +91,11 @@ def state_dir() -> Path:
 
 def parquet_dir() -> str:
     return str(get("EA_PARQUET_DIR")) or str(state_dir() / "parquet")
+
+
+def audit_dir() -> str:
+    """Where the store audit keeps its last findings (for the repair sensor and the metrics)."""
+    return parquet_dir().rstrip("/") + "/_audit"
 
 
 def static_dir() -> Path:

@@ -91,6 +91,43 @@ def static_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(cache)
 
 
+@pytest.fixture
+def postgres_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A DAGSTER_HOME with deploy/dagster.yaml on a database of this test's own, on the machine's
+    PostgreSQL (127.0.0.1:5432, or DAGSTER_PG_* from the environment); dropped afterwards."""
+    import shutil
+    import socket
+
+    import psycopg2
+
+    host = os.environ.get("DAGSTER_PG_HOST", "127.0.0.1")
+    port = int(os.environ.get("DAGSTER_PG_PORT", "5432"))
+    user = os.environ.get("DAGSTER_PG_USER", "postgres")
+    password = os.environ.get("DAGSTER_PG_PASSWORD", "")
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        pytest.skip(f"no PostgreSQL on {host}:{port}")
+    name = f"ea_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host=host, port=port, user=user, password=password, dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    for key, value in {
+        "DAGSTER_PG_HOST": host,
+        "DAGSTER_PG_PORT": str(port),
+        "DAGSTER_PG_USER": user,
+        "DAGSTER_PG_PASSWORD": password,
+        "DAGSTER_PG_DB": name,
+    }.items():
+        monkeypatch.setenv(key, value)
+    home = tmp_path / "pg-home"
+    home.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    yield str(home)
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
 # Scenario tests report what the store got wrong at each point they check (dev.harness.
 # differences); the figures are printed after the run: `pytest -m servers -k <scenario>`.
 _MEASURED: list[tuple[str, object]] = []

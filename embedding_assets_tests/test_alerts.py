@@ -31,10 +31,20 @@ def webhook():
     server.shutdown()
 
 
-def test_failed_runs_and_checks_are_posted_to_the_webhook(webhook):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.servers)])
+def instance(request, tmp_path):
+    """A persistent instance: SQLite (run-sharded event log, the local default) or PostgreSQL."""
+    if request.param == "sqlite":
+        with dg.DagsterInstance.from_config(str(tmp_path)) as sqlite:
+            yield sqlite
+    else:
+        with dg.DagsterInstance.from_config(request.getfixturevalue("postgres_home")) as pg:
+            yield pg
+
+
+def test_failed_runs_and_checks_are_posted_to_the_webhook(webhook, instance):
     url, received = webhook
     alerts = AlertWebhookResource(url=url)
-    instance = dg.DagsterInstance.ephemeral()
 
     @dg.asset
     def breaks() -> None:
@@ -47,6 +57,10 @@ def test_failed_runs_and_checks_are_posted_to_the_webhook(webhook):
     @dg.asset_check(asset=fine)
     def never_passes() -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=False, description="always fails")
+
+    @dg.asset_check(asset=fine)
+    def passes() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
 
     failed = dg.materialize([breaks], instance=instance, raise_on_error=False)
     assert not failed.success
@@ -61,12 +75,25 @@ def test_failed_runs_and_checks_are_posted_to_the_webhook(webhook):
     run_failure_alert(context.for_run_failure())
     assert received[-1]["event"] == "run_failure" and received[-1]["run_id"] == failed.run_id
 
-    dg.materialize([fine, never_passes], instance=instance)
-    with dg.build_sensor_context(instance=instance, resources={"alerts": alerts}) as ctx:
-        check_failure_alert(ctx)
-        cursor = ctx.cursor
+    definitions = dg.Definitions(assets=[fine], asset_checks=[never_passes, passes])
+
+    def tick(cursor: str | None) -> str | None:
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"alerts": alerts}, definitions=definitions
+        ) as ctx:
+            check_failure_alert(ctx)
+            return ctx.cursor
+
+    dg.materialize([fine, never_passes, passes], instance=instance)  # before the sensor started
+    cursor = tick(None)
+    assert received[-1]["event"] == "run_failure"  # history is not replayed
+    result = dg.materialize([fine, never_passes, passes], instance=instance)
+    cursor = tick(cursor)
     assert received[-1]["event"] == "check_failure" and received[-1]["check"] == "never_passes"
+    assert received[-1]["run_id"] == result.run_id
     count = len(received)
-    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alerts": alerts}) as ctx:
-        check_failure_alert(ctx)  # nothing new: nothing posted twice
+    cursor = tick(cursor)  # nothing new: nothing posted twice
     assert len(received) == count
+    dg.materialize([fine, never_passes, passes], instance=instance)
+    tick(cursor)
+    assert len(received) == count + 1  # one failure per failed evaluation, the passing check none

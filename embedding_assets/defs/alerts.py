@@ -3,10 +3,10 @@
 import json
 import logging
 import urllib.request
-import warnings
 
 import dagster as dg
 import tenacity
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from pydantic import PrivateAttr
 
 log = logging.getLogger("embedding_assets.alerts")
@@ -56,35 +56,49 @@ def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhookR
     name="check_failure_alert", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING
 )
 def check_failure_alert(context: dg.SensorEvaluationContext, alerts: AlertWebhookResource) -> dg.SkipReason:
-    """Failed asset check evaluations since the last tick (the cursor is the event storage id)."""
-    after = int(context.cursor) if context.cursor else None
-    with warnings.catch_warnings():
-        # deprecated for 2.0 with no replacement yet for "every check evaluation after a cursor"
-        warnings.simplefilter("ignore", DeprecationWarning)
-        records = context.instance.get_event_records(
-            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
-            limit=500,
-            ascending=True,
-        )
-    failed = 0
-    for record in records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
-        if not evaluation.passed:
-            failed += 1
-            asset = evaluation.asset_key.to_user_string()
+    """Failed evaluations of this code location's asset checks since the last tick.
+
+    Read per check from the asset-check execution records, which every event log storage keeps
+    (SQLite's run-sharded one included); the cursor is the last record id seen per check.
+    """
+    seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    first_tick = not context.cursor
+    notified = examined = 0
+    for key in _check_keys(context):
+        name = key.to_user_string()
+        records = context.instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
+        new = [r for r in records if r.id > seen.get(name, 0)]
+        if records:
+            seen[name] = max(seen.get(name, 0), max(r.id for r in records))
+        if first_tick:  # alerts start now: what failed before the sensor ran is history
+            continue
+        for record in sorted(new, key=lambda r: r.id):
+            examined += 1
+            if record.status != AssetCheckExecutionRecordStatus.FAILED or record.event is None:
+                continue
+            evaluation = record.event.dagster_event.event_specific_data  # type: ignore[union-attr]
+            notified += 1
+            asset = key.asset_key.to_user_string()
             alerts.notify(
                 "check_failure",
-                f"{evaluation.check_name} on {asset} failed: {evaluation.description}",
+                f"{key.name} on {asset} failed: {evaluation.description}",
                 {
-                    "check": evaluation.check_name,
+                    "check": key.name,
                     "asset": asset,
                     "run_id": record.run_id,
                     "metadata": {k: v.value for k, v in evaluation.metadata.items()},
                 },
             )
-    if records:
-        context.update_cursor(str(records[-1].storage_id))
-    return dg.SkipReason(f"{failed} failed checks of {len(records)} evaluations notified")
+    context.update_cursor(json.dumps(seen, sort_keys=True))
+    return dg.SkipReason(f"{notified} failed checks of {examined} evaluations notified")
+
+
+def _check_keys(context: dg.SensorEvaluationContext) -> list[dg.AssetCheckKey]:
+    """The asset checks of this code location."""
+    definitions = context.repository_def
+    if definitions is None:
+        return []
+    return sorted(definitions.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
 
 
 alert_sensors = [run_failure_alert, check_failure_alert]

@@ -1,25 +1,22 @@
-"""Asset checks, run-scoped: each evaluates the shards its run materialized.
+"""Gates on document_vectors: what a run embedded is valid, and few documents failed.
 
-Run-scoped rather than partition-scoped because a ranged backfill run covers many shards in
-one step (``context.partition_key`` raises there); ``partition_keys`` works in both kinds of
-run. A check reads the state the run just stored (shard files, Redis headers), not MongoDB,
-so a sensor run's checks cost what its shard costs. The rules are ``lib/audit.py``.
+They read the shards the run stored (``partition_keys`` works in single and ranged runs; a
+check executed alone from the UI reads every shard). Blocking: a run whose vectors fail them
+publishes nothing. What the store holds is the store audit's (defs/audit.py). The rules are
+``lib/audit.py``.
 """
-
-import time
 
 import dagster as dg
 import polars as pl
 
 from embedding_assets import settings
-from embedding_assets.defs.assets import VERSION_TAG, document_vectors, feature_store_entries
-from embedding_assets.defs.partitions import NUM_SHARDS
+from embedding_assets.defs.assets import VERSION_TAG, document_vectors
+from embedding_assets.defs.partitions import shard_partitions
 from embedding_assets.defs.resources import FeatureStoreResource, ShardStateResource
 from embedding_assets.lib import audit
-from embedding_assets.lib.frames import CHUNK_SCHEMA, source_millis
-from embedding_assets.lib.publish import orphans_among
-from embedding_assets.lib.sharding import shard_index
+from embedding_assets.lib.frames import CHUNK_SCHEMA
 from embedding_assets.lib.versioning import EmbeddingSpec
+from embedding_assets.stores.control_plane import VersionCopy
 from embedding_assets.stores.dead_letters import FAILED
 from embedding_assets.stores.feature_store import FeatureStore
 
@@ -36,25 +33,38 @@ def _result(outcome: audit.Outcome, **extra: object) -> dg.AssetCheckResult:
 
 
 def _run_version(
-    context: dg.AssetCheckExecutionContext, asset: dg.AssetKey, store: FeatureStore
+    context: dg.AssetCheckExecutionContext,
+    asset: dg.AssetKey,
+    store: FeatureStore,
+    shard_state: ShardStateResource,
 ) -> EmbeddingSpec:
     """The version this run wrote: its run tag (no model load in a check), else the asset's
-    latest materialization."""
+    latest materialization, else the active version."""
     run = context.instance.get_run_by_id(context.op_execution_context.run_id)
     tag = run.tags.get(VERSION_TAG) if run else None
     if tag is None:
         event = context.instance.get_latest_materialization_event(asset)
-        if event is None or event.asset_materialization is None:
+        if event is not None and event.asset_materialization is not None:
+            tag = str(event.asset_materialization.metadata["version"].value)
+        else:  # executed alone on an instance without history: what readers read
+            tag = store.control.active_version()
+        if tag is None:
             raise dg.Failure(f"{asset.to_user_string()} has not been materialized yet")
-        tag = str(event.asset_materialization.metadata["version"].value)
     spec = store.control.versions().get(tag)
-    if spec is None:
-        raise dg.Failure(f"version {tag} is not registered in the feature store")
+    if spec is None:  # the server lost its control keys: the version's copy still says
+        copy = shard_state.store().load_version_copy(tag)
+        if copy is None:
+            raise dg.Failure(f"version {tag} is neither registered in the feature store nor copied")
+        spec = VersionCopy.from_json(copy).spec
     return spec
 
 
 def _keys(context: dg.AssetCheckExecutionContext) -> list[str]:
-    return list(context.op_execution_context.partition_keys)
+    """The run's shards; every shard for a check executed on its own (no partitions)."""
+    try:
+        return list(context.op_execution_context.partition_keys)
+    except dg.DagsterInvariantViolationError:
+        return shard_partitions.get_partition_keys()
 
 
 def _chunks(context: dg.AssetCheckExecutionContext, shard_state: ShardStateResource) -> pl.DataFrame:
@@ -78,7 +88,7 @@ def vector_validity(
     feature_store: FeatureStoreResource,
     shard_state: ShardStateResource,
 ) -> dg.AssetCheckResult:
-    spec = _run_version(context, document_vectors.key, feature_store.store())
+    spec = _run_version(context, document_vectors.key, feature_store.store(), shard_state)
     state = shard_state.store()
     frames = (state.load("document_vectors", k, ["doc_id", "vector"]) for k in _keys(context))
     return _result(audit.vector_validity((f for f in frames if f is not None), spec.dimension))
@@ -93,76 +103,10 @@ def error_rate(
     shard_state: ShardStateResource,
 ) -> dg.AssetCheckResult:
     store = feature_store.store()
-    spec = _run_version(context, document_vectors.key, store)
+    spec = _run_version(context, document_vectors.key, store, shard_state)
     attempted = set(_with_text(_chunks(context, shard_state))["doc_id"].to_list())
     failed = {d.doc_id for d in store.control.dead_letters(spec.tag).all() if d.kind == FAILED}
     return _result(audit.error_rate(attempted, failed, MAX_ERROR_RATE), version=spec.tag)
 
 
-def _published(
-    context: dg.AssetCheckExecutionContext,
-    feature_store: FeatureStoreResource,
-    shard_state: ShardStateResource,
-) -> tuple[FeatureStore, EmbeddingSpec, pl.DataFrame, dict]:
-    """The store, the version the run published, the run's documents that have text, and
-    their entries' headers."""
-    store = feature_store.store()
-    spec = _run_version(context, feature_store_entries.key, store)
-    rows = _with_text(_chunks(context, shard_state))
-    ids = rows["doc_id"].to_list()
-    headers = dict(zip(ids, store.entries.read_headers(spec.tag, ids), strict=True))
-    return store, spec, rows, headers
-
-
-@dg.asset_check(asset=feature_store_entries, description="Every document with text has a current entry.")
-def coverage(
-    context: dg.AssetCheckExecutionContext,
-    feature_store: FeatureStoreResource,
-    shard_state: ShardStateResource,
-) -> dg.AssetCheckResult:
-    store, spec, rows, headers = _published(context, feature_store, shard_state)
-    expected = dict(zip(rows["doc_id"].to_list(), rows["content_hash"].to_list(), strict=True))
-    outcome = audit.coverage(expected, headers, spec.version_id)
-    return _result(outcome, version=spec.tag, active=spec.tag == store.control.active_version())
-
-
-@dg.asset_check(
-    asset=feature_store_entries, description="Under 1% of entries older than their document or 24h."
-)
-def staleness(
-    context: dg.AssetCheckExecutionContext,
-    feature_store: FeatureStoreResource,
-    shard_state: ShardStateResource,
-) -> dg.AssetCheckResult:
-    _, spec, rows, headers = _published(context, feature_store, shard_state)
-    expected = dict(
-        zip(
-            rows["doc_id"].to_list(),
-            zip(rows["content_hash"].to_list(), source_millis(rows), strict=True),
-            strict=True,
-        )
-    )
-    return _result(audit.staleness(expected, headers, now=int(time.time())), version=spec.tag)
-
-
-@dg.asset_check(asset=feature_store_entries, description="No entries for documents that no longer exist.")
-def orphans(
-    context: dg.AssetCheckExecutionContext,
-    feature_store: FeatureStoreResource,
-    shard_state: ShardStateResource,
-) -> dg.AssetCheckResult:
-    store = feature_store.store()
-    spec = _run_version(context, feature_store_entries.key, store)
-    live = set(_with_text(_chunks(context, shard_state))["doc_id"].to_list())
-    ops = context.op_execution_context.run_config.get("ops", {})
-    requested = ops.get("feature_store_entries", {}).get("config", {}).get("doc_ids") or []
-    shards = {shard_index(k) for k in _keys(context)}
-    # a delta run: the documents it was told about; a full run: every stored entry of its shards
-    candidates = requested or store.entries.scan_ids(spec.tag)
-    gone = orphans_among(candidates, live, shards, NUM_SHARDS)
-    found = [d for d, h in zip(gone, store.entries.read_headers(spec.tag, gone), strict=True) if h]
-    scope = f"{len(requested)} changed documents" if requested else f"{len(shards)} shards"
-    return _result(audit.orphans(found, scope))
-
-
-embedding_checks = [vector_validity, error_rate, coverage, staleness, orphans]
+embedding_checks = [vector_validity, error_rate]

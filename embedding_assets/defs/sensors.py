@@ -35,7 +35,9 @@ SKEW_SECONDS = 120
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
-def delta_run_requests(kind: str, position: str, doc_ids: list[str]) -> list[dg.RunRequest]:
+def delta_run_requests(
+    kind: str, position: str, doc_ids: list[str], job_name: str | None = None
+) -> list[dg.RunRequest]:
     """One run per affected shard, carrying exactly that shard's changed doc_ids."""
     requests = []
     for shard, ids in group_by_shard(doc_ids, NUM_SHARDS).items():
@@ -48,6 +50,7 @@ def delta_run_requests(kind: str, position: str, doc_ids: list[str]) -> list[dg.
                     ops={"document_snapshots": changed, "feature_store_entries": changed}
                 ),
                 tags={"embedding_assets/trigger": kind, "embedding_assets/documents": str(len(ids))},
+                job_name=job_name,
             )
         )
     return requests

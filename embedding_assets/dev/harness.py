@@ -13,6 +13,7 @@ import dagster as dg
 import pymongo
 
 from embedding_assets.defs.assets import embedding_assets
+from embedding_assets.defs.audit import audit_checks, store_audit_job
 from embedding_assets.defs.checks import embedding_checks
 from embedding_assets.defs.jobs import daily_sweep
 from embedding_assets.defs.partitions import RANGE_END, RANGE_START, range_tags, shard_partitions
@@ -26,7 +27,7 @@ from embedding_assets.stores.feature_store import FeatureStore
 ALL_KEYS = shard_partitions.get_partition_keys()
 
 
-GRAPH = [*embedding_assets, *embedding_checks]
+GRAPH = [*embedding_assets, *embedding_checks, *audit_checks]
 
 
 def materialize(
@@ -74,11 +75,26 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 def execute(request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """Run what a sensor or schedule requested, in process."""
     kwargs: dict = {"run_config": request.run_config}
+    if request.job_name == store_audit_job.name:  # the audit alone, no materialization
+        return audit(instance, run_config=request.run_config)
     if RANGE_START in request.tags and RANGE_END in request.tags:
         kwargs["tags"] = {t: request.tags[t] for t in (RANGE_START, RANGE_END)}
     else:
         kwargs["partition_key"] = request.partition_key
     result = dg.materialize(GRAPH, resources=build_resources(), instance=instance, **kwargs)
+    assert result.success
+    return result
+
+
+def audit(instance: dg.DagsterInstance | None = None, **kwargs: object) -> dg.ExecuteInProcessResult:
+    """The store audit's checks alone, as the UI's Execute or the audit schedules run them."""
+    result = dg.materialize(
+        GRAPH,
+        selection=dg.AssetSelection.checks(*audit_checks),
+        resources=build_resources(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        **kwargs,  # type: ignore[arg-type]
+    )
     assert result.success
     return result
 

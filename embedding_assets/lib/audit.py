@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from embedding_assets.lib.codec import RecordHeader
+from embedding_assets.lib.snapshot import is_tombstone, snapshot_row
 from embedding_assets.lib.staleness import sla_breaches
 from embedding_assets.lib.text import expected_content_hash
 from embedding_assets.lib.vectors import vector_problems
@@ -145,3 +147,65 @@ def orphans(orphan_ids: list[str], scope: str) -> Outcome:
         f"{len(orphan_ids)} entries of documents that no longer exist ({scope})",
         {"orphans": len(orphan_ids), "scope": scope, "sample": sorted(orphan_ids)[:SAMPLE]},
     )
+
+
+# -- the store-wide audit (store_audit.py): figures over a full scan or a sample ------------------
+Z_95 = 1.959964  # two-sided 95% normal quantile
+
+
+def upper_bound(found: int, examined: int, z: float = Z_95) -> float:
+    """The Wilson score upper bound on a proportion: with ``found`` of ``examined`` sampled
+    documents bad, the store's true share is below this with 95% confidence (3.8/n when none)."""
+    if examined == 0:
+        return 1.0
+    p = found / examined
+    denominator = 1 + z * z / examined
+    centre = p + z * z / (2 * examined)
+    spread = z * math.sqrt(p * (1 - p) / examined + z * z / (4 * examined * examined))
+    return min(1.0, (centre + spread) / denominator)
+
+
+def age_quantiles(ages_s: Sequence[int], quantiles: Sequence[float] = (0.5, 0.95, 0.99)) -> dict[str, float]:
+    """Entry ages (seconds) at the given quantiles, and the oldest."""
+    if not ages_s:
+        return {**{f"p{round(q * 100)}": 0.0 for q in quantiles}, "max": 0.0}
+    ordered = sorted(ages_s)
+    last = len(ordered) - 1
+    out = {f"p{round(q * 100)}": float(ordered[min(last, round(q * last))]) for q in quantiles}
+    out["max"] = float(ordered[-1])
+    return out
+
+
+def latest_copies(frame: pl.DataFrame) -> pl.DataFrame:
+    """Of rows (doc_id, modified_ms, source_id, content_hash), the latest copy of each doc_id:
+    what the pipeline keeps of duplicates (snapshot.finish_snapshot)."""
+    return (
+        frame.filter(pl.col("doc_id").is_not_null())
+        .sort("modified_ms", "source_id", nulls_last=False)
+        .unique("doc_id", keep="last")
+    )
+
+
+def expected_rows(docs: Iterable[dict], spec: EmbeddingSpec) -> pl.DataFrame:
+    """Source documents (tombstones dropped) as (doc_id, modified_ms, source_id, content_hash):
+    the content hash each entry must carry, null where the document gets no entry by rule."""
+    rows = []
+    for doc in docs:
+        if is_tombstone(doc):
+            continue
+        row = snapshot_row(doc)
+        modified = row["modified_at"]
+        rows.append(
+            (
+                row["doc_id"],
+                int(modified.timestamp() * 1000) if modified else 0,
+                row["source_id"],
+                expected_content_hash(row["title"], row["body"], spec),
+            )
+        )
+    return pl.DataFrame(rows, schema=EXPECTED_SCHEMA, orient="row")
+
+
+EXPECTED_SCHEMA = pl.Schema(
+    {"doc_id": pl.String, "modified_ms": pl.Int64, "source_id": pl.String, "content_hash": pl.UInt64}
+)

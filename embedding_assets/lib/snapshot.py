@@ -157,4 +157,3 @@ def snapshot_shards(
         parts = spool.take(s) if spool is not None else []
         parts.append(snapshot_rows(buffers.pop(s)))
         yield s, finish_snapshot(pl.concat(parts), read_started)
-

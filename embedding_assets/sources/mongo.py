@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import random
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -104,6 +105,26 @@ class MongoDocumentSource:
     @transient
     def count(self) -> int:
         return self.collection.count_documents({})
+
+    def sample_doc_ids(self, size: int, seed: int | None = None) -> list[Any]:
+        """About ``size`` distinct doc_ids drawn at random (``$sample``; a scan of the ids where
+        the server lacks it)."""
+        try:
+            docs = transient(
+                lambda: list(
+                    self.collection.aggregate(
+                        [{"$sample": {"size": size}}, {"$project": {"_id": 0, "doc_id": 1}}]
+                    )
+                )
+            )()
+        except pymongo.errors.OperationFailure:
+            every = [d.get("doc_id") for d in self.scan_all({"doc_id": 1, "_id": 1})]
+            docs = [{"doc_id": d} for d in random.Random(seed).sample(every, min(size, len(every)))]
+        seen: dict[str, Any] = {}
+        for doc in docs:
+            if doc.get("doc_id") is not None:
+                seen.setdefault(doc_key(doc["doc_id"]), doc["doc_id"])
+        return list(seen.values())
 
     def iter_shards(self, shards: Iterable[int], num_shards: int) -> Iterator[tuple[int, dict]]:
         """``(shard, document)`` for every document in ``shards``."""
@@ -240,6 +261,15 @@ class MongoDocumentSource:
             raise ChangeStreamUnavailable(str(err)) from err
 
     @transient
+    @transient
+    def oldest_change_after(self, when: dt.datetime) -> dt.datetime | None:
+        """``modified_at`` of the oldest document changed after ``when`` and not in the future."""
+        now = dt.datetime.now(dt.UTC)
+        doc = self.collection.find_one(
+            {"modified_at": {"$gt": when, "$lte": now}}, {"modified_at": 1}, sort=[("modified_at", 1)]
+        )
+        return doc["modified_at"] if doc else None
+
     def latest_change(self, until: dt.datetime) -> dict | None:
         """The last document in ``(modified_at, doc_id)`` order up to ``until``: where a new
         cursor starts."""

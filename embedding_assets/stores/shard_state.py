@@ -214,6 +214,12 @@ class ShardStateStore:
         tmp.write_text(raw)
         tmp.rename(path)
 
+    def version_copies(self) -> dict[str, str]:
+        """Every version's copy, by tag."""
+        folder = version_copy_path(self.base, "x").parent
+        files = sorted(folder.glob("*.json")) if folder.exists() else []
+        return {f.stem: f.read_text() for f in files}
+
     def find(self, asset: str, column: str, values: list[str], columns: list[str]) -> pl.DataFrame:
         """``columns`` of the rows of every shard whose ``column`` is one of ``values``."""
         folder = self.base / asset

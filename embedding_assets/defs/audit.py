@@ -1,0 +1,179 @@
+"""The store audit as Dagster sees it: checks about the store, a job and schedules that run them
+alone, and a sensor that sends what they find through the delta path at once.
+
+The checks on feature_store_entries (coverage, staleness, orphans, error_rate, entry_validity,
+control_plane) are one audit of the active version against MongoDB (store_audit.py). They run
+after every run that publishes (sampled), every 10 minutes (sampled) and daily (full), and from
+the UI's Execute; whatever ran them, their status describes the store, not a run.
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from embedding_assets import settings
+from embedding_assets.defs.assets import feature_store_entries
+from embedding_assets.defs.jobs import embed_documents
+from embedding_assets.defs.resources import (
+    DocumentSourceResource,
+    EmbeddingModelResource,
+    FeatureStoreResource,
+    ShardStateResource,
+)
+from embedding_assets.defs.sensors import delta_run_requests
+from embedding_assets.lib.versioning import EmbeddingSpec
+from embedding_assets.store_audit import MODES, Findings, audit_store, latest, repairs_of
+from embedding_assets.stores.control_plane import VersionCopy
+
+MAX_ERROR_RATE = float(settings.get("EA_MAX_ERROR_RATE"))
+AUDIT_SAMPLE = int(settings.get("EA_AUDIT_SAMPLE"))
+# Documents sent for repair per audit: a flushed store of millions is repaired by the full
+# audit's list in runs of this many, the rest by the next audits.
+MAX_REPAIRS = 200_000
+AUDIT_JOB = "store_audit_job"
+
+_CHECKS = {
+    "coverage": (
+        "Every live document with text has an entry of the active version with its current text.",
+        True,
+    ),
+    "staleness": ("Under 1% of entries older than their document or than 24 h.", True),
+    "orphans": ("No entry of a document that no longer exists.", False),
+    "error_rate": ("Under 0.1% of documents with text failed after retries.", True),
+    "entry_validity": ("Sampled entries decode, as readers decode them, into valid vectors.", True),
+    "control_plane": (
+        "Active pointer, version, bucket layout and calibration present, equal to the copy.",
+        True,
+    ),
+}
+
+
+class AuditConfig(dg.Config):
+    """``sampled`` (EA_AUDIT_SAMPLE documents, 95% bounds in the metadata) or ``full``."""
+
+    mode: str = "sampled"
+    sample_size: int = AUDIT_SAMPLE
+
+
+@dg.multi_asset_check(
+    name="store_audit",
+    specs=[
+        dg.AssetCheckSpec(name, asset=feature_store_entries, description=description, blocking=False)
+        for name, (description, _) in _CHECKS.items()
+    ],
+    description="The active version's entries against MongoDB, store-wide (store_audit.py).",
+)
+def store_audit(
+    context: dg.AssetCheckExecutionContext,
+    config: AuditConfig,
+    source: DocumentSourceResource,
+    feature_store: FeatureStoreResource,
+    shard_state: ShardStateResource,
+    embedding_model: EmbeddingModelResource,
+) -> Iterator[dg.AssetCheckResult]:
+    if config.mode not in MODES:
+        raise dg.Failure(f"audit mode must be one of {MODES}, got {config.mode!r}", allow_retries=False)
+    findings = audit_store(
+        source.source(),
+        feature_store.store(),
+        mode=config.mode,
+        sample_size=config.sample_size,
+        configured=_configured(embedding_model, context),
+        copy_of={t: VersionCopy.from_json(raw) for t, raw in shard_state.store().version_copies().items()},
+    )
+    findings.save(settings.audit_dir())
+    context.log.info(
+        f"store audit ({findings.mode}) in {findings.seconds:.1f}s: {len(findings.repairs())} to repair"
+    )
+    yield from results(findings)
+
+
+def results(findings: Findings) -> Iterator[dg.AssetCheckResult]:
+    for name, outcome in findings.outcomes(MAX_ERROR_RATE).items():
+        yield dg.AssetCheckResult(
+            check_name=name,
+            asset_key=feature_store_entries.key,
+            passed=outcome.passed,
+            description=outcome.description,
+            metadata={**outcome.metadata, "audit_seconds": findings.seconds},
+            severity=dg.AssetCheckSeverity.ERROR if _CHECKS[name][1] else dg.AssetCheckSeverity.WARN,
+        )
+
+
+def _configured(
+    model: EmbeddingModelResource, context: dg.AssetCheckExecutionContext
+) -> EmbeddingSpec | None:
+    """The version this deployment writes: audited when the store has lost its active pointer."""
+    try:
+        return model.spec()
+    except Exception as err:
+        context.log.warning(f"the configured model's version is unknown: {err}")
+        return None
+
+
+store_audit_job = dg.define_asset_job(
+    AUDIT_JOB,
+    selection=dg.AssetSelection.checks(store_audit),
+    description="The store audit alone (no materialization): sampled by default, `mode: full` in config.",
+)
+
+
+def _audit_request(mode: str, key: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=key,
+        run_config=dg.RunConfig(ops={"store_audit": AuditConfig(mode=mode)}),
+        tags={"embedding_assets/trigger": f"audit-{mode}"},
+        job_name=AUDIT_JOB,
+    )
+
+
+@dg.schedule(
+    job=store_audit_job,
+    cron_schedule="*/10 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def store_audit_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """A sampled audit every 10 minutes: the repair sensor's and the metrics' source."""
+    return _audit_request("sampled", f"audit:{context.scheduled_execution_time:%Y-%m-%dT%H:%M}")
+
+
+@dg.schedule(
+    job=store_audit_job,
+    cron_schedule="30 4 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def store_audit_full_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """A full audit daily, after the sweep: every document and every entry."""
+    return _audit_request("full", f"audit-full:{context.scheduled_execution_time:%Y-%m-%d}")
+
+
+@dg.sensor(
+    jobs=[embed_documents, store_audit_job],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def store_repair_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    """What the last audit found missing, stale or extra goes through the delta path now (stored
+    vectors are reused, nothing unchanged is re-embedded); a sampled audit that found problems
+    asks for a full one, which lists them all."""
+    summary = latest(settings.audit_dir())
+    if summary is None or str(summary["at"]) == context.cursor:
+        return dg.SkipReason("no new audit")
+    position = str(summary["at"])
+    ids = repairs_of(settings.audit_dir(), summary)[:MAX_REPAIRS]
+    requests = delta_run_requests("repair", position, ids, job_name=embed_documents.name)
+    wrong = summary["missing"] + summary["mismatched"] + summary["stale"] + summary["extra"]
+    if summary["mode"] == "sampled" and (wrong or summary["control_problems"]):
+        requests.append(_audit_request("full", f"audit-full:after:{position}"))
+    if not requests:
+        return dg.SensorResult(skip_reason=f"audit at {position}: nothing to repair", cursor=position)
+    context.log.info(f"audit at {position}: {len(ids)} documents to repair in {len(requests)} runs")
+    return dg.SensorResult(run_requests=requests, cursor=position)
+
+
+audit_checks = [store_audit]
+audit_jobs = [store_audit_job]
+audit_schedules = [store_audit_schedule, store_audit_full_schedule]
+audit_sensors = [store_repair_sensor]

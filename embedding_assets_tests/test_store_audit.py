@@ -1,0 +1,149 @@
+"""The store audit: checks that tell the truth about the store, whatever run wrote last, and
+repairs that follow from what they find (store_audit.py, defs/audit.py)."""
+
+import time
+
+import dagster as dg
+import numpy as np
+import pytest
+import redis
+
+from embedding_assets import settings
+from embedding_assets.client import EmbeddingClient
+from embedding_assets.defs.audit import store_repair_sensor
+from embedding_assets.defs.checks import embedding_checks
+from embedding_assets.defs.partitions import NUM_SHARDS
+from embedding_assets.defs.resources import build_resources
+from embedding_assets.dev.harness import (
+    GRAPH,
+    Daemon,
+    audit,
+    check_results,
+    collection,
+    load_sample,
+    materialize,
+)
+from embedding_assets.lib.audit import upper_bound
+from embedding_assets.lib.sharding import shard_index, shard_of
+from embedding_assets.sources.mongo import MongoDocumentSource
+from embedding_assets.store_audit import audit_store, latest
+from embedding_assets.stores.dead_letters import FAILED
+from embedding_assets.stores.feature_store import FeatureStore
+
+pytestmark = [pytest.mark.servers, pytest.mark.slow]
+N = 40
+
+
+@pytest.fixture
+def filled(pipeline_env):
+    load_sample(pipeline_env, N)
+    result = materialize()
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    return result, collection(pipeline_env), store, store.control.active_version()
+
+
+def _source(env: dict[str, str]) -> MongoDocumentSource:
+    return MongoDocumentSource(env["MONGO_URI"], env["MONGO_DB"], env["MONGO_COLLECTION"])
+
+
+def test_a_healthy_store_passes_every_check_of_the_audit_run_after_the_backfill(filled):
+    result, *_ = filled
+    checks = check_results(result)
+    for name in ("coverage", "staleness", "orphans", "error_rate", "entry_validity", "control_plane"):
+        assert checks[name].passed, (name, checks[name].description)
+    assert checks["coverage"].metadata["examined"].value == N
+    assert checks["coverage"].metadata["mode"].value == "sampled"
+
+
+def test_the_audit_finds_what_is_wrong_in_the_store_exactly_when_full(pipeline_env, filled):
+    _, coll, store, version = filled
+    ids = sorted(store.entries.scan_ids(version))
+    for doc_id in ids[:3]:  # lost: evicted, deleted by hand
+        store.client.hdel(*store.entries.location(version, doc_id))
+    for doc_id in ids[3:5]:  # edited in MongoDB, no run yet
+        coll.update_one({"doc_id": doc_id}, {"$set": {"body": "Changed behind the pipeline's back."}})
+    raw = store.entries.read_one(version, ids[6])
+    store.client.hset(*store.entries.location(version, "ghost"), raw)  # an entry of no document
+    store.control.dead_letters(version).record([(ids[7], FAILED, "for the test")])
+
+    full = audit_store(_source(pipeline_env), store, mode="full")
+    assert full.missing == ids[:3] and full.mismatched == ids[3:5] and full.extra == ["ghost"]
+    assert (full.failed, full.with_text) == (1, N)
+    assert full.examined == N and full.entries_total == N - 3 + 1
+    assert not full.control_problems and not full.invalid_vectors and full.vectors_checked == N - 3
+    assert set(full.repairs()) == {*ids[:5], "ghost"}
+    outcomes = full.outcomes(max_error_rate=0.001)
+    failing = [n for n, o in outcomes.items() if not o.passed]
+    assert failing == ["coverage", "staleness", "orphans", "error_rate"]
+    assert full.stale == ids[3:5]  # the edited ones are older than their document
+    assert outcomes["coverage"].description.startswith(f"{N - 5}/{N} covered, 3 missing, 2 mismatched")
+
+    # a sample as large as the collection sees the same; a smaller one states its bound
+    sampled = audit_store(_source(pipeline_env), store, mode="sampled", sample_size=10 * N, seed=3)
+    assert (sampled.missing, sampled.mismatched, sampled.extra) == (full.missing, full.mismatched, ["ghost"])
+    small = audit_store(_source(pipeline_env), store, mode="sampled", sample_size=10, seed=3)
+    assert small.examined == 10
+    bound = small.outcomes(0.001)["coverage"].metadata["uncovered_upper_bound_95"]
+    assert bound == pytest.approx(upper_bound(len(small.missing) + len(small.mismatched), 10))
+
+
+def test_checks_describe_the_store_whatever_run_wrote_last(pipeline_env, filled):
+    _, _coll, store, version = filled
+    victim = sorted(store.entries.scan_ids(version))[0]
+    store.client.hdel(*store.entries.location(version, victim))
+    other = next(
+        k for k in ("shard-00", "shard-01", "shard-02") if victim not in _shard_ids(store, version, k)
+    )
+    run = materialize([other])  # a run of another shard passes for its own documents
+    assert not check_results(run)["coverage"].passed  # the store is still missing one
+    assert victim in check_results(run)["coverage"].metadata["missing_sample"].value
+    alone = audit()  # the UI's Execute on the check, no partitions
+    assert not check_results(alone)["coverage"].passed
+
+
+    gates = dg.materialize(
+        GRAPH, selection=dg.AssetSelection.checks(*embedding_checks), resources=build_resources()
+    )
+    assert gates.success and all(e.passed for e in gates.get_asset_check_evaluations())
+
+
+def _shard_ids(store: FeatureStore, version: str, key: str) -> set[str]:
+    return {d for d in store.entries.scan_ids(version) if shard_of(d, NUM_SHARDS) == shard_index(key)}
+
+
+def test_a_flushed_store_heals_from_the_audit_without_re_embedding(pipeline_env, filled, measure):
+    _, coll, store, version = filled
+    before = {d: e for d, e in zip(*_vectors(store, version), strict=True)}
+    redis.Redis.from_url(pipeline_env["REDIS_URL"]).flushall()
+    started = time.monotonic()
+
+    checks = check_results(audit())  # the checks still run, and say what happened
+    assert not checks["control_plane"].passed and "no active version" in checks["control_plane"].description
+    assert not checks["coverage"].passed and checks["coverage"].metadata["covered"].value == 0
+
+    daemon = Daemon()
+    launched = embedded = 0
+    for _ in range(4):  # the sampled audit asks for a full one, whose list is repaired
+        requests = daemon.tick(store_repair_sensor)
+        if not requests:
+            break
+        daemon.run(requests)
+        launched += len(requests)
+        for result in daemon.results[-len(requests) :]:
+            for event in result.get_asset_materialization_events():  # repair runs, not audits
+                if event.materialization.asset_key.to_user_string() == "document_vectors":
+                    embedded += event.materialization.metadata["embedded"].value
+    healed = time.monotonic() - started
+    assert measure(coll, store, version, f"healed in {healed:.0f}s, {launched} runs").none
+    assert embedded == 0  # stored vectors reused: nothing re-embedded
+    assert store.control.active_version() == version
+    after = {d: e for d, e in zip(*_vectors(store, version), strict=True)}
+    assert before.keys() == after.keys() and all(np.array_equal(before[d], after[d]) for d in before)
+    final = latest(settings.audit_dir())
+    assert final is not None and final["missing"] == 0 and not final["control_problems"]
+
+
+def _vectors(store: FeatureStore, version: str) -> tuple[list[str], list]:
+    ids = sorted(store.entries.scan_ids(version))
+    client = EmbeddingClient(store, version)
+    return ids, [e.vector for e in client.get_many(ids)]
