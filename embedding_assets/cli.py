@@ -312,6 +312,43 @@ def dev(args: argparse.Namespace) -> int:
             return 0
 
 
+def audit(args: argparse.Namespace) -> int:
+    """Audit the active version against MongoDB, print what is wrong, keep it for the repair
+    sensor and the metrics; exit 1 when a check fails."""
+    from embedding_assets.dev.servers import EmbeddedServers
+    from embedding_assets.sources.mongo import MongoDocumentSource
+    from embedding_assets.store_audit import audit_store
+    from embedding_assets.stores.control_plane import VersionCopy
+    from embedding_assets.stores.feature_store import FeatureStore
+    from embedding_assets.stores.shard_state import ShardStateStore
+
+    with EmbeddedServers(_state_dir(args)) as servers:
+        store = FeatureStore.from_url(servers.redis_url)  # type: ignore[arg-type]
+        source = MongoDocumentSource(
+            servers.mongo_uri,  # type: ignore[arg-type]
+            str(settings.get("MONGO_DB")),
+            str(settings.get("MONGO_COLLECTION")),
+        )
+        state = ShardStateStore(settings.parquet_dir(), settings.num_shards())
+        copies = {t: VersionCopy.from_json(raw) for t, raw in state.version_copies().items()}
+        findings = audit_store(
+            source,
+            store,
+            mode="full" if args.full else "sampled",
+            sample_size=int(settings.get("EA_AUDIT_SAMPLE")),
+            copy_of=copies,
+        )
+        findings.save(settings.audit_dir())
+    failed = 0
+    print(f"{findings.mode} audit of {findings.version} in {findings.seconds:.1f}s")
+    for name, outcome in findings.outcomes(float(settings.get("EA_MAX_ERROR_RATE"))).items():
+        failed += not outcome.passed
+        print(f"{'ok  ' if outcome.passed else 'FAIL'} {name:<15} {outcome.description}")
+    if findings.repairs():
+        print(f"{len(findings.repairs())} documents to repair, e.g. {findings.repairs()[:5]}")
+    return 1 if failed else 0
+
+
 def metrics(args: argparse.Namespace) -> int:
     """Serve Prometheus /metrics until interrupted (metrics.py)."""
     from embedding_assets.metrics import StoreCollector, sensor_cursor, serve
@@ -407,6 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--kind", choices=["failed", "rejected", "warning"])
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=dead_letters)
+    p = sub.add_parser("audit", help="audit the active version against MongoDB (exit 1 on a failed check)")
+    p.add_argument("--full", action="store_true", help="every document and entry (default: a sample)")
+    p.set_defaults(func=audit)
     p = sub.add_parser("metrics", help="serve Prometheus /metrics: coverage, staleness, ages, lag")
     p.add_argument("--port", type=int, default=int(settings.get("EA_METRICS_PORT")))
     p.set_defaults(func=metrics)

@@ -9,7 +9,6 @@ random sample of documents (and of entries, for extras) and states its 95% bound
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Iterator
@@ -155,7 +154,7 @@ class Findings:
                     "sample": self.extra[:SAMPLE_LIMIT],
                 },
             ),
-            "error_rate": audit.Outcome(
+            "failed_documents": audit.Outcome(
                 self.failed_ratio <= max_error_rate,
                 f"{self.failed} of {self.with_text} documents failed after retries "
                 f"({self.failed_ratio:.4%}; limit {max_error_rate:.2%})",
@@ -391,16 +390,25 @@ def _estimate_entries(store: FeatureStore, tag: str, buckets: int, rng: random.R
 
 
 def _bytes_per_entry(store: FeatureStore, tag: str, buckets: int, rng: random.Random) -> float:
-    """MEMORY USAGE of sampled buckets over their entries: what one entry costs the server."""
-    chosen = _bucket_sample(buckets, 64, rng)
+    """MEMORY USAGE of up to 64 non-empty buckets (random) over their entries: what one entry
+    costs the server, bucket overhead included."""
+    order = list(range(buckets))
+    rng.shuffle(order)
+    chosen: list[int] = []
+    for chunk in _chunks(order, 500):
+        pipe = store.client.pipeline(transaction=False)
+        for bucket in chunk:
+            pipe.hlen(bucket_key(tag, bucket))
+        chosen += [b for b, n in zip(chunk, pipe.execute(), strict=True) if n]
+        if len(chosen) >= 64:
+            break
     pipe = store.client.pipeline(transaction=False)
-    for bucket in chosen:
+    for bucket in chosen[:64]:
         pipe.memory_usage(bucket_key(tag, bucket), samples=0)
         pipe.hlen(bucket_key(tag, bucket))
     values = pipe.execute()
-    used = sum(v or 0 for v in values[0::2])
     count = sum(values[1::2])
-    return round(used / count, 1) if count else 0.0
+    return round(sum(v or 0 for v in values[0::2]) / count, 1) if count else 0.0
 
 
 def _validity(

@@ -49,7 +49,7 @@ def _source(env: dict[str, str]) -> MongoDocumentSource:
 def test_a_healthy_store_passes_every_check_of_the_audit_run_after_the_backfill(filled):
     result, *_ = filled
     checks = check_results(result)
-    for name in ("coverage", "staleness", "orphans", "error_rate", "entry_validity", "control_plane"):
+    for name in ("coverage", "staleness", "orphans", "failed_documents", "entry_validity", "control_plane"):
         assert checks[name].passed, (name, checks[name].description)
     assert checks["coverage"].metadata["examined"].value == N
     assert checks["coverage"].metadata["mode"].value == "sampled"
@@ -74,7 +74,7 @@ def test_the_audit_finds_what_is_wrong_in_the_store_exactly_when_full(pipeline_e
     assert set(full.repairs()) == {*ids[:5], "ghost"}
     outcomes = full.outcomes(max_error_rate=0.001)
     failing = [n for n, o in outcomes.items() if not o.passed]
-    assert failing == ["coverage", "staleness", "orphans", "error_rate"]
+    assert failing == ["coverage", "staleness", "orphans", "failed_documents"]
     assert full.stale == ids[3:5]  # the edited ones are older than their document
     assert outcomes["coverage"].description.startswith(f"{N - 5}/{N} covered, 3 missing, 2 mismatched")
 

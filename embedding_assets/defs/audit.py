@@ -1,7 +1,7 @@
 """The store audit as Dagster sees it: checks about the store, a job and schedules that run them
 alone, and a sensor that sends what they find through the delta path at once.
 
-The checks on feature_store_entries (coverage, staleness, orphans, error_rate, entry_validity,
+The checks on feature_store_entries (coverage, staleness, orphans, failed_documents, entry_validity,
 control_plane) are one audit of the active version against MongoDB (store_audit.py). They run
 after every run that publishes (sampled), every 10 minutes (sampled) and daily (full), and from
 the UI's Execute; whatever ran them, their status describes the store, not a run.
@@ -39,7 +39,7 @@ _CHECKS = {
     ),
     "staleness": ("Under 1% of entries older than their document or than 24 h.", True),
     "orphans": ("No entry of a document that no longer exists.", False),
-    "error_rate": ("Under 0.1% of documents with text failed after retries.", True),
+    "failed_documents": ("Under 0.1% of documents with text failed after retries, store-wide.", True),
     "entry_validity": ("Sampled entries decode, as readers decode them, into valid vectors.", True),
     "control_plane": (
         "Active pointer, version, bucket layout and calibration present, equal to the copy.",

@@ -61,7 +61,11 @@ def load_sample(env: dict[str, str], n: int, extra: Sequence[dict] = ()) -> list
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+    """Evaluations by check name (the names are unique across the assets)."""
+    evaluations = result.get_asset_check_evaluations()
+    by_name = {e.check_name: e for e in evaluations}
+    assert len(by_name) == len({(e.asset_key, e.check_name) for e in evaluations}), "check names collide"
+    return by_name
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
