@@ -25,6 +25,7 @@ from embedding_assets.defs.resources import (
     FeatureStoreResource,
     ShardStateResource,
 )
+from embedding_assets.embedders.remote import ModelMismatch
 from embedding_assets.lib import publish, snapshot
 from embedding_assets.lib.chunk import chunk_frame
 from embedding_assets.lib.embed import vector_frame
@@ -34,7 +35,13 @@ from embedding_assets.lib.merge import TOMBSTONE_RETENTION, tombstones
 from embedding_assets.lib.sharding import shard_key, shard_of
 from embedding_assets.lib.vectors import split_invalid
 from embedding_assets.lib.versioning import EmbeddingSpec
-from embedding_assets.stores.control_plane import ControlPlaneConflict, VersionCopy
+from embedding_assets.stores.control_plane import (
+    ControlPlane,
+    ControlPlaneConflict,
+    VersionCopy,
+    decode_canary,
+    encode_canary,
+)
 from embedding_assets.stores.dead_letters import FAILED, REJECTED, WARNING, DeadLetters
 from embedding_assets.stores.feature_store import FeatureStore
 from embedding_assets.stores.shard_state import ShardSpool, ShardStateStore
@@ -201,6 +208,7 @@ def document_vectors(
     chunks = 0
     control = feature_store.store().control
     control.register_version(spec, layout=False)  # checks read it before publishing
+    _verify_model(context, embedder, control, state, spec)
     letters = control.dead_letters(spec.tag)
     previously_failed = {d.doc_id for d in letters.all() if d.kind == FAILED}
     failed: list[tuple[str, str]] = []
@@ -362,6 +370,34 @@ def _upstream(state: ShardStateStore, asset: str, key: str, columns: list[str] |
     if frame is None:
         raise dg.Failure(f"{asset} has no stored shard {key} in {state.base}; materialize it first")
     return frame
+
+
+def _verify_model(
+    context: dg.AssetExecutionContext,
+    embedder: object,
+    control: ControlPlane,
+    state: ShardStateStore,
+    spec: EmbeddingSpec,
+) -> None:
+    """A remote model's endpoints embed the canary texts as the version's first run did (its
+    vectors kept in Redis and beside the shard state), or nothing of this run is written."""
+    verify = getattr(embedder, "verify", None)
+    if verify is None:  # a local model: its files' fingerprint is in the version tag
+        return
+    kept = state.load_canary(spec.tag)
+    reference = control.canary(spec.tag)
+    if reference is None and kept is not None:
+        reference = decode_canary(kept)
+    try:
+        vectors = verify(reference)
+        stored = control.ensure_canary(spec.tag, vectors)
+        if reference is None:  # another first run may have stored its own meanwhile
+            verify(stored)
+    except ModelMismatch as err:
+        raise dg.Failure(str(err), allow_retries=False) from err
+    if kept is None:
+        state.save_canary(spec.tag, encode_canary(stored))
+    context.log.info(f"model identity verified on {len(vectors)} canary texts")
 
 
 def _read_time(context: dg.AssetExecutionContext) -> int:

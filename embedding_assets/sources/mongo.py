@@ -106,25 +106,52 @@ class MongoDocumentSource:
     def count(self) -> int:
         return self.collection.count_documents({})
 
-    def sample_doc_ids(self, size: int, seed: int | None = None) -> list[Any]:
-        """About ``size`` distinct doc_ids drawn at random (``$sample``; a scan of the ids where
-        the server lacks it)."""
+    def sample_documents(self, size: int, seed: int | None = None) -> list[dict]:
+        """About ``size`` documents drawn at random (``$sample``; a scan where the server lacks it)."""
         try:
-            docs = transient(
+            return transient(
                 lambda: list(
-                    self.collection.aggregate(
-                        [{"$sample": {"size": size}}, {"$project": {"_id": 0, "doc_id": 1}}]
-                    )
+                    self.collection.aggregate([{"$sample": {"size": size}}, {"$project": _PROJECTION}])
                 )
             )()
         except pymongo.errors.OperationFailure:
-            every = [d.get("doc_id") for d in self.scan_all({"doc_id": 1, "_id": 1})]
-            docs = [{"doc_id": d} for d in random.Random(seed).sample(every, min(size, len(every)))]
-        seen: dict[str, Any] = {}
-        for doc in docs:
-            if doc.get("doc_id") is not None:
-                seen.setdefault(doc_key(doc["doc_id"]), doc["doc_id"])
-        return list(seen.values())
+            every = [d["_id"] for d in self.scan_all({"_id": 1})]
+            chosen = random.Random(seed).sample(every, min(size, len(every)))
+            return [
+                d
+                for start in range(0, len(chosen), 1000)
+                for d in self._by_object_ids(chosen[start : start + 1000])
+            ]
+
+    @transient
+    def _by_object_ids(self, ids: list[Any]) -> list[dict]:
+        return list(self.collection.find({"_id": {"$in": ids}}, _PROJECTION))
+
+    def live_ids(self, doc_ids: list[str]) -> set[str]:
+        """Which of these doc_ids (their text forms) have a document that is not a tombstone: a
+        small projection, for checking that entries still have their document."""
+        found: set[str] = set()
+        for start in range(0, len(doc_ids), self.batch_size):
+            batch = doc_ids[start : start + self.batch_size]
+            values = [c for d in batch for c in id_candidates(d)]
+            docs = transient(
+                lambda values=values: list(
+                    self.collection.find(
+                        {"doc_id": {"$in": values}}, {"doc_id": 1, "is_deleted": 1, "deleted_at": 1}
+                    )
+                )
+            )()
+            found |= {
+                doc_key(d["doc_id"])
+                for d in docs
+                if d.get("is_deleted") is not True and d.get("deleted_at") is None
+            }
+        return found & set(doc_ids)
+
+    @transient
+    def estimated_count(self) -> int:
+        """The collection's size from its metadata (instant; tombstones included)."""
+        return int(self.collection.estimated_document_count())
 
     def iter_shards(self, shards: Iterable[int], num_shards: int) -> Iterator[tuple[int, dict]]:
         """``(shard, document)`` for every document in ``shards``."""

@@ -19,6 +19,7 @@ import base64
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import redis
 
 from embedding_assets.lib.quantization import Int8Calibration
@@ -38,6 +39,10 @@ def calibration_key(version: str) -> str:
 
 def buckets_key(version: str) -> str:
     return f"{META_PREFIX}:{version}:buckets"
+
+
+def canary_key(version: str) -> str:
+    return f"{META_PREFIX}:{version}:canary"
 
 
 def dead_letter_key(version: str) -> str:
@@ -71,6 +76,17 @@ class VersionCopy:
         data = json.loads(raw)
         calibration = base64.b64decode(data["calibration"]) if data["calibration"] else None
         return cls(EmbeddingSpec.from_json(json.dumps(data["spec"])), int(data["buckets"]), calibration)
+
+
+def encode_canary(vectors: np.ndarray) -> bytes:
+    """Canary vectors as bytes: their dimension (u32), then float32 rows."""
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    return np.asarray([data.shape[1]], dtype=np.uint32).tobytes() + data.tobytes()
+
+
+def decode_canary(raw: bytes) -> np.ndarray:
+    dimension = int(np.frombuffer(raw[:4], dtype=np.uint32)[0])
+    return np.frombuffer(raw[4:], dtype=np.float32).reshape(-1, dimension)
 
 
 class ControlPlane:
@@ -116,9 +132,25 @@ class ControlPlane:
         self.client.set(ACTIVE_KEY, version, nx=True)
         return self.active_version() or version
 
+    # -- model identity: a remote model's vectors of fixed texts (embedders/remote.py) ---------
+    @transient
+    def canary(self, version: str) -> np.ndarray | None:
+        raw = self.client.get(canary_key(version))
+        return decode_canary(raw) if raw else None
+
+    @transient
+    def ensure_canary(self, version: str, vectors: np.ndarray) -> np.ndarray:
+        """Store ``vectors`` unless the version has canaries; return the stored ones."""
+        self.client.set(canary_key(version), encode_canary(vectors), nx=True)
+        stored = self.canary(version)
+        assert stored is not None
+        return stored
+
     def forget(self, version: str) -> None:
         """Remove the version's control keys and registration (its entries are the entry store's)."""
-        self.client.unlink(calibration_key(version), buckets_key(version), dead_letter_key(version))
+        self.client.unlink(
+            calibration_key(version), buckets_key(version), dead_letter_key(version), canary_key(version)
+        )
         self.client.hdel(VERSIONS_KEY, version)
         self._buckets.pop(version, None)
 

@@ -214,6 +214,18 @@ class ShardStateStore:
         tmp.write_text(raw)
         tmp.rename(path)
 
+    def load_canary(self, tag: str) -> bytes | None:
+        """The copy of a version's canary vectors (control_plane.encode_canary)."""
+        path = self._version_path(tag).with_suffix(".canary")
+        return path.read_bytes() if path.exists() else None
+
+    def save_canary(self, tag: str, raw: bytes) -> None:
+        path = self._version_path(tag).with_suffix(".canary")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(raw)
+        tmp.rename(path)
+
     def version_copies(self) -> dict[str, str]:
         """Every version's copy, by tag."""
         folder = version_copy_path(self.base, "x").parent
