@@ -57,7 +57,7 @@ _SETTINGS = [
     Setting("EA_MAX_ERROR_RATE", 0.001, "the blocking error-rate check's limit"),
     Setting("EA_ALERT_WEBHOOK", "", "where run and check failures are posted (empty: logged)"),
     Setting(
-        "EA_AUDIT_SAMPLE", 10_000, "documents the sampled store audit reads (after every run, every 10 min)"
+        "EA_AUDIT_SAMPLE", 10_000, "documents the sampled store audit reads (after full runs, every 10 min)"
     ),
     Setting("EA_METRICS_PORT", 9108, "port of `embedding-assets metrics` (Prometheus /metrics)"),
     Setting(

@@ -14,14 +14,17 @@ from embedding_assets.defs.audit import store_repair_sensor
 from embedding_assets.defs.checks import embedding_checks
 from embedding_assets.defs.partitions import NUM_SHARDS
 from embedding_assets.defs.resources import build_resources
+from embedding_assets.defs.sensors import delta_run_requests
 from embedding_assets.dev.harness import (
     GRAPH,
     Daemon,
     audit,
     check_results,
     collection,
+    execute,
     load_sample,
     materialize,
+    metadata,
 )
 from embedding_assets.lib.audit import upper_bound
 from embedding_assets.lib.sharding import shard_index, shard_of
@@ -100,7 +103,6 @@ def test_checks_describe_the_store_whatever_run_wrote_last(pipeline_env, filled)
     alone = audit()  # the UI's Execute on the check, no partitions
     assert not check_results(alone)["coverage"].passed
 
-
     gates = dg.materialize(
         GRAPH, selection=dg.AssetSelection.checks(*embedding_checks), resources=build_resources()
     )
@@ -147,3 +149,12 @@ def _vectors(store: FeatureStore, version: str) -> tuple[list[str], list]:
     ids = sorted(store.entries.scan_ids(version))
     client = EmbeddingClient(store, version)
     return ids, [e.vector for e in client.get_many(ids)]
+
+
+def test_delta_runs_carry_the_gates_and_leave_the_store_audit_to_the_schedule(pipeline_env, filled):
+    _, coll, _store, _version = filled
+    coll.update_one({"doc_id": "doc-000002"}, {"$set": {"body": "Edited."}})
+    [request] = delta_run_requests("changes", "edit", ["doc-000002"])
+    result = execute(request, dg.DagsterInstance.ephemeral())
+    assert set(check_results(result)) == {"vector_validity", "error_rate"}
+    assert metadata(result, "feature_store_entries")["written"] == 1

@@ -3,7 +3,8 @@ alone, and a sensor that sends what they find through the delta path at once.
 
 The checks on feature_store_entries (coverage, staleness, orphans, failed_documents, entry_validity,
 control_plane) are one audit of the active version against MongoDB (store_audit.py). They run
-after every run that publishes (sampled), every 10 minutes (sampled) and daily (full), and from
+after every full run (sampled; delta runs carry only the gates, see sensors.delta_run_requests),
+every 10 minutes (sampled) and daily (full), and from
 the UI's Execute; whatever ran them, their status describes the store, not a run.
 """
 

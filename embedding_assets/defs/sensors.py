@@ -12,7 +12,8 @@ from dataclasses import replace
 import dagster as dg
 from bson import json_util
 
-from embedding_assets.defs.assets import ChangedDocuments
+from embedding_assets.defs.assets import ChangedDocuments, embedding_assets
+from embedding_assets.defs.checks import embedding_checks
 from embedding_assets.defs.jobs import embed_documents
 from embedding_assets.defs.partitions import NUM_SHARDS
 from embedding_assets.defs.resources import DocumentSourceResource, ShardStateResource
@@ -32,7 +33,6 @@ FUTURE_LIMIT = 1000  # future-dated documents followed per tick (data errors: a 
 # Dated less than this ahead is writers' clock skew, not an error: such documents wait for the
 # cursor (seconds), and are not requested twice, once as future-dated and again by the cursor.
 SKEW_SECONDS = 120
-DELTA_AUDIT_SAMPLE = 1000
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
@@ -48,13 +48,12 @@ def delta_run_requests(
                 run_key=run_key(kind, shard, position, ids),
                 partition_key=shard_key(shard, NUM_SHARDS),
                 run_config=dg.RunConfig(
-                    ops={
-                        "document_snapshots": changed,
-                        "feature_store_entries": changed,
-                        # a smaller sample after a delta run: the 10-minute audit takes the large one
-                        "store_audit": {"config": {"sample_size": DELTA_AUDIT_SAMPLE}},
-                    }
+                    ops={"document_snapshots": changed, "feature_store_entries": changed}
                 ),
+                # the four assets and the gates; the store audit is the schedule's (every 10 min)
+                # and the full runs': sampling a collection costs the same for one change or many
+                asset_selection=[a.key for a in embedding_assets],
+                asset_check_keys=[key for c in embedding_checks for key in c.check_keys],
                 tags={"embedding_assets/trigger": kind, "embedding_assets/documents": str(len(ids))},
                 job_name=job_name,
             )

@@ -81,6 +81,10 @@ def execute(request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteI
     kwargs: dict = {"run_config": request.run_config}
     if request.job_name == store_audit_job.name:  # the audit alone, no materialization
         return audit(instance, run_config=request.run_config)
+    if request.asset_selection is not None:  # a subset, as the daemon would launch it
+        kwargs["selection"] = dg.AssetSelection.assets(
+            *request.asset_selection
+        ).without_checks() | dg.AssetSelection.checks(*(request.asset_check_keys or []))
     if RANGE_START in request.tags and RANGE_END in request.tags:
         kwargs["tags"] = {t: request.tags[t] for t in (RANGE_START, RANGE_END)}
     else:
