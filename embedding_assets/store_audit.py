@@ -36,6 +36,7 @@ from embedding_assets.stores.redis_entries import RedisEntryStore, bucket_key
 
 MODES = ("sampled", "full")
 VALIDITY_SAMPLE = 500  # entries decoded as clients decode them
+RECHECK_LIMIT = 500  # sampled documents whose entry looks wrong, refetched with all their copies
 EXTRA_SAMPLE = 1000  # entries a sampled audit looks up for their document (bound: 0.4% at 95%)
 SCAN_BATCH = 50_000
 STALE_LIMIT = 0.01  # the promise: under 1% of entries older than their document or 24 h
@@ -263,8 +264,8 @@ def audit_store(
         docs = source.sample_documents(sample_size, seed=rng.randrange(2**31))
         expected = audit.latest_copies(audit.expected_rows(docs, spec))
         findings.population = source.estimated_count()
-    if mode == "sampled":  # a sampled copy may be an older duplicate: recheck what looks wrong
-        suspects = _classify(findings, expected, entries, tag, spec, now, dry_run=True)
+    if mode == "sampled" and buckets:  # a sampled copy may be an older duplicate: recheck
+        suspects = _classify(findings, expected, entries, tag, spec, now, dry_run=True)[:RECHECK_LIMIT]
         if suspects:
             rechecked = _expected_of(source, spec, suspects)
             expected = pl.concat([expected.filter(~pl.col("doc_id").is_in(suspects)), rechecked])
