@@ -34,15 +34,19 @@ def test_scan_route_and_fetch_by_id_route_agree(pipeline_env, monkeypatch):
     assert {s for s, _ in one} == {3}
 
 
-def test_a_sample_is_spread_over_the_collection_without_reading_it_whole(pipeline_env):
+def test_a_sample_is_spread_over_the_collection_with_every_copy_of_its_ids(pipeline_env):
     import pymongo
 
     coll = pymongo.MongoClient(pipeline_env["MONGO_URI"])[pipeline_env["MONGO_DB"]]["documents"]
     coll.insert_many([{"doc_id": f"d{i:04d}", "body": "x"} for i in range(1000)])
+    coll.insert_many([{"doc_id": f"d{i:04d}", "body": "copy"} for i in range(0, 1000, 2)])  # duplicates
     source = MongoDocumentSource(pipeline_env["MONGO_URI"], pipeline_env["MONGO_DB"], "documents")
-    sample = source.sample_documents(100, seed=1)
-    ranks = sorted(int(d["doc_id"][1:]) for d in sample)
-    assert len(ranks) == len(set(ranks)) == 100  # distinct documents
-    assert ranks[0] < 200 and ranks[-1] > 800  # from all over, not one end
-    assert len({r // 100 for r in ranks}) >= 8  # most tenths of the collection are drawn from
-    assert len(source.sample_documents(5000, seed=2)) == 1000  # a sample larger than the collection: all
+    sample = source.sample_documents(150, seed=1)
+    ids = [d["doc_id"] for d in sample]
+    ranks = sorted({int(i[1:]) for i in ids})
+    assert 50 <= len(ranks) <= 200  # about 150 documents' worth of ids (a random draw)
+    assert len({r // 100 for r in ranks}) == 10  # from every tenth of the collection
+    for rank in ranks:  # a drawn doc_id comes with all its copies: duplicates resolve as in the pipeline
+        assert ids.count(f"d{rank:04d}") == (2 if rank % 2 == 0 else 1)
+    assert sample != source.sample_documents(150, seed=2)
+    assert len(source.sample_documents(5000, seed=2)) == 1500  # larger than the collection: all of it

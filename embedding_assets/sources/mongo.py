@@ -18,6 +18,7 @@ from typing import Any
 
 import pymongo
 import pymongo.errors
+import xxhash
 from bson import Binary, Decimal128, Int64, ObjectId
 
 from embedding_assets.lib.identity import doc_key, id_candidates
@@ -106,54 +107,33 @@ class MongoDocumentSource:
     def count(self) -> int:
         return self.collection.count_documents({})
 
-    def sample_documents(self, size: int, seed: int | None = None, clusters: int = 100) -> list[dict]:
-        """About ``size`` documents drawn at random, in ``clusters`` runs of consecutive ``_id``s.
+    def sample_documents(self, size: int, seed: int | None = None) -> list[dict]:
+        """About ``size`` documents drawn at random, every copy of a drawn doc_id included.
 
-        Each run starts at a random second of the ObjectId range plus a random offset into it,
-        found through the ``_id`` index: cost grows with the sample, not with the collection.
-        (``$sample`` is not used: SecantusDB, the embedded server, answers it by loading the whole
-        collection, 23 GB at 1M documents.) Collections whose ``_id``s are not ObjectIds are
-        sampled from a scan of their ``_id``s.
+        MongoDB: ``$sample`` (a random cursor when the sample is under 5% of the collection).
+        SecantusDB, the embedded server, answers ``$sample`` by loading the whole collection into
+        memory (23 GB at 1M documents): there, one streaming scan keeps each doc_id with
+        probability ``size / total`` by a seeded hash, in constant memory.
         """
-        rng = random.Random(seed)
-        first = transient(self.collection.find_one)({}, {"_id": 1}, sort=[("_id", 1)])
-        last = transient(self.collection.find_one)({}, {"_id": 1}, sort=[("_id", -1)])
-        if first is None or last is None:
-            return []
-        lo, hi = first["_id"], last["_id"]
-        if not (isinstance(lo, ObjectId) and isinstance(hi, ObjectId)):
-            every = [d["_id"] for d in self.scan_all({"_id": 1})]
-            chosen = rng.sample(every, min(size, len(every)))
-            return [
-                d
-                for start in range(0, len(chosen), 1000)
-                for d in self._by_object_ids(chosen[start : start + 1000])
-            ]
-        start_s, end_s = int(lo.generation_time.timestamp()), int(hi.generation_time.timestamp())
         total = self.estimated_count()
         if total <= size:  # the whole collection is the sample
             return list(self.scan_all())
-        per_second = max(1, total // (end_s - start_s + 1))
-        run = max(1, -(-size // clusters))
-        found: dict[Any, dict] = {}
-        for _ in range(clusters * 3):  # runs that overlap add nothing: a few more are tried
-            second = dt.datetime.fromtimestamp(rng.randint(start_s, end_s), dt.UTC)
-            docs = transient(
-                lambda second=second: list(
-                    self.collection.find({"_id": {"$gte": ObjectId.from_datetime(second)}}, _PROJECTION)
-                    .sort("_id", 1)
-                    .skip(rng.randrange(per_second))
-                    .limit(run)
+        if not self._is_secantus():
+            return transient(
+                lambda: list(
+                    self.collection.aggregate([{"$sample": {"size": size}}, {"$project": _PROJECTION}])
                 )
             )()
-            found.update((d["_id"], d) for d in docs)
-            if len(found) >= min(size, total):
-                break
-        return list(found.values())[:size]
+        cut = int(size / total * 2**64)
+        salt = random.Random(seed).randrange(2**63)
+        return [
+            d
+            for d in self.scan_all()
+            if xxhash.xxh3_64_intdigest(doc_key(d.get("doc_id")).encode(), seed=salt) < cut
+        ]
 
-    @transient
-    def _by_object_ids(self, ids: list[Any]) -> list[dict]:
-        return list(self.collection.find({"_id": {"$in": ids}}, _PROJECTION))
+    def _is_secantus(self) -> bool:
+        return "secantusVersion" in transient(self.client.admin.command)("buildInfo")
 
     def live_ids(self, doc_ids: list[str]) -> set[str]:
         """Which of these doc_ids (their text forms) have a document that is not a tombstone: a
