@@ -85,9 +85,9 @@ def test_the_audit_finds_what_is_wrong_in_the_store_exactly_when_full(pipeline_e
     sampled = audit_store(_source(pipeline_env), store, mode="sampled", sample_size=10 * N, seed=3)
     assert (sampled.missing, sampled.mismatched, sampled.extra) == (full.missing, full.mismatched, ["ghost"])
     small = audit_store(_source(pipeline_env), store, mode="sampled", sample_size=10, seed=3)
-    assert small.examined == 10
+    assert 3 <= small.examined <= 25 < N  # about 10: a random draw
     bound = small.outcomes(0.001)["coverage"].metadata["uncovered_upper_bound_95"]
-    assert bound == pytest.approx(upper_bound(len(small.missing) + len(small.mismatched), 10))
+    assert bound == pytest.approx(upper_bound(len(small.missing) + len(small.mismatched), small.examined))
 
 
 def test_checks_describe_the_store_whatever_run_wrote_last(pipeline_env, filled):
