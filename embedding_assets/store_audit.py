@@ -32,7 +32,7 @@ from embedding_assets.stores.control_plane import (
 )
 from embedding_assets.stores.dead_letters import FAILED
 from embedding_assets.stores.feature_store import FeatureStore
-from embedding_assets.stores.redis_entries import RedisEntryStore, bucket_key
+from embedding_assets.stores.redis_entries import TOMBSTONE, RedisEntryStore, bucket_key
 
 MODES = ("sampled", "full")
 VALIDITY_SAMPLE = 500  # entries decoded as clients decode them
@@ -397,17 +397,27 @@ def _bucket_sample(buckets: int, wanted: int, rng: random.Random) -> list[int]:
     return rng.sample(range(buckets), min(buckets, wanted))
 
 
-def _sample_entries(store: FeatureStore, tag: str, buckets: int, size: int, rng: random.Random) -> list[str]:
-    """About ``size`` doc_ids with an entry: whole buckets in random order until enough (every
-    bucket of a sparse store)."""
+def _random_buckets(
+    store: FeatureStore, tag: str, buckets: int, rng: random.Random, command: str
+) -> Iterator[tuple[int, object]]:
+    """``(bucket, reply)`` of ``command`` (hkeys, hlen) over the version's buckets in random
+    order, 500 per pipeline; the caller stops when it has enough."""
     order = list(range(buckets))
     rng.shuffle(order)
-    ids: list[str] = []
     for chunk in _chunks(order, 500):
         pipe = store.client.pipeline(transaction=False)
         for bucket in chunk:
-            pipe.hkeys(bucket_key(tag, bucket))
-        ids += [f.decode() for fields in pipe.execute() for f in fields if not f.startswith(b"\x00")]
+            getattr(pipe, command)(bucket_key(tag, bucket))
+        yield from zip(chunk, pipe.execute(), strict=True)
+
+
+def _sample_entries(store: FeatureStore, tag: str, buckets: int, size: int, rng: random.Random) -> list[str]:
+    """About ``size`` doc_ids with an entry: whole buckets in random order until enough (every
+    bucket of a sparse store)."""
+    ids: list[str] = []
+    marker = TOMBSTONE.encode()
+    for _, fields in _random_buckets(store, tag, buckets, rng, "hkeys"):
+        ids += [f.decode() for f in fields if not f.startswith(marker)]  # type: ignore[attr-defined]
         if len(ids) >= size:
             break
     return ids[:size]
@@ -424,14 +434,10 @@ def _estimate_entries(store: FeatureStore, tag: str, buckets: int, rng: random.R
 def _bytes_per_entry(store: FeatureStore, tag: str, buckets: int, rng: random.Random) -> float:
     """MEMORY USAGE of up to 64 non-empty buckets (random) over their entries: what one entry
     costs the server, bucket overhead included."""
-    order = list(range(buckets))
-    rng.shuffle(order)
     chosen: list[int] = []
-    for chunk in _chunks(order, 500):
-        pipe = store.client.pipeline(transaction=False)
-        for bucket in chunk:
-            pipe.hlen(bucket_key(tag, bucket))
-        chosen += [b for b, n in zip(chunk, pipe.execute(), strict=True) if n]
+    for bucket, count in _random_buckets(store, tag, buckets, rng, "hlen"):
+        if count:
+            chosen.append(bucket)
         if len(chosen) >= 64:
             break
     pipe = store.client.pipeline(transaction=False)
