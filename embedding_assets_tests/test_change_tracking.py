@@ -27,5 +27,5 @@ def test_grouping_and_run_keys_are_deterministic():
     groups = group_by_shard(ids, 16)
     assert sorted(d for g in groups.values() for d in g) == sorted(set(ids))
     assert all(shard_of(d, 16) == s for s, g in groups.items() for d in g)
-    assert run_key("changes", 3, "pos", ["a", "b"]) == run_key("changes", 3, "pos", ["a", "b"])
-    assert run_key("changes", 3, "pos", ["a", "b"]) != run_key("changes", 3, "pos2", ["a", "b"])
+    assert run_key("changes", [3], "pos", ["a", "b"]) == run_key("changes", [3], "pos", ["a", "b"])
+    assert run_key("changes", [3], "pos", ["a", "b"]) != run_key("changes", [3], "pos2", ["a", "b"])

@@ -22,6 +22,7 @@ from embedding_assets.dev.harness import (
     execute,
     load_sample,
     materialize,
+    run_arguments,
 )
 from embedding_assets.stores.feature_store import FeatureStore
 from embedding_assets.stores.shard_state import ShardStateStore
@@ -76,9 +77,8 @@ def _paused_run(env: dict[str, str], request: dg.RunRequest | None = None) -> tu
                     GRAPH,
                     resources={**build_resources(), "source": source},
                     instance=dg.DagsterInstance.ephemeral(),
-                    run_config=request.run_config,
-                    partition_key=request.partition_key,
                     raise_on_error=False,
+                    **run_arguments(request),
                 )
         except BaseException as err:
             outcome["error"] = err

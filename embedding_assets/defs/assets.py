@@ -18,7 +18,13 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from embedding_assets.defs.partitions import NUM_SHARDS, run_shards, shard_partitions
+from embedding_assets.defs.partitions import (
+    NUM_SHARDS,
+    backfill_policy,
+    run_shards,
+    shard_partitions,
+    work_keys,
+)
 from embedding_assets.defs.resources import (
     DocumentSourceResource,
     EmbeddingModelResource,
@@ -46,7 +52,7 @@ from embedding_assets.stores.dead_letters import FAILED, REJECTED, WARNING, Dead
 from embedding_assets.stores.feature_store import FeatureStore
 from embedding_assets.stores.shard_state import ShardSpool, ShardStateStore
 
-# single_run backfills are what make a whole-collection backfill one MongoDB scan.
+# single_run backfills make a whole-collection backfill one MongoDB scan; multi_run, parallel runs.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 VERSION_TAG = "embedding_assets/version"
@@ -54,11 +60,12 @@ VERSION_TAG = "embedding_assets/version"
 # absent, it saw absent then, and its deletions are ordered by it (lib/merge.py, redis_entries).
 READ_TAG = "embedding_assets/read_at"
 
-# Each asset's step runs in one run at a time (pools, default limit 1 in dagster.yaml): a
-# shard's stored state is read, merged and written by one run at a time, whatever launched it.
+# Each asset has a pool (ea_<asset>): how many runs execute that step at once, a throughput limit
+# sized to what the step uses (MongoDB reads, the embedding service, Redis writes). Correctness
+# does not rest on it: shard writes merge under per-shard locks (lib/merge.py, stores/locks.py).
 _COMMON = dict(
     partitions_def=shard_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=backfill_policy(),
     group_name="embeddings",
     # whole-step retries for what the in-step retries could not ride out
     retry_policy=dg.RetryPolicy(
@@ -150,7 +157,7 @@ def chunked_text(
     totals = {"reused": 0, "chunks": 0, "tokens": 0}
     skipped: list[pl.DataFrame] = []
     letters = feature_store.store().control.dead_letters(plan.spec.tag)
-    for key in context.partition_keys:
+    for key in work_keys(context):
         frame, reused_ids = chunk_frame(
             _upstream(state, "document_snapshots", key),
             tokenizer,
@@ -194,7 +201,7 @@ def document_vectors(
     started = time.perf_counter()
     total = sum(
         _upstream(state, "chunked_text", k, ["skip_reason"])["skip_reason"].null_count()
-        for k in context.partition_keys
+        for k in work_keys(context)
     )
     done = {"n": 0}
 
@@ -213,7 +220,7 @@ def document_vectors(
     previously_failed = {d.doc_id for d in letters.all() if d.kind == FAILED}
     failed: list[tuple[str, str]] = []
     embedded = model_failures = 0
-    for key in context.partition_keys:
+    for key in work_keys(context):
         result = vector_frame(
             _upstream(state, "chunked_text", key),
             embedder,
@@ -278,7 +285,7 @@ def feature_store_entries(
     columns = ["doc_id", "modified_at", "content_hash", "vector"]  # not the chunk vectors
 
     def vectors() -> Iterator[pl.DataFrame]:  # one shard in memory at a time
-        for key in context.partition_keys:
+        for key in work_keys(context):
             yield _upstream(state, "document_vectors", key, columns)
 
     calibration = store.calibration_for(spec, vectors())
@@ -289,7 +296,7 @@ def feature_store_entries(
     stats = publish.PublishStats()
     live: set[str] = set()
     rows = 0
-    for key, frame in zip(context.partition_keys, vectors(), strict=True):
+    for key, frame in zip(work_keys(context), vectors(), strict=True):
         reads = state.load("document_snapshots", key, ["doc_id", "modified_at", "read_at"])
         stats.add(
             publish.publish(

@@ -11,7 +11,7 @@ import polars as pl
 
 from embedding_assets import settings
 from embedding_assets.defs.assets import VERSION_TAG, document_vectors
-from embedding_assets.defs.partitions import shard_partitions
+from embedding_assets.defs.partitions import shard_partitions, work_keys
 from embedding_assets.defs.resources import FeatureStoreResource, ShardStateResource
 from embedding_assets.lib import audit
 from embedding_assets.lib.frames import CHUNK_SCHEMA
@@ -62,7 +62,7 @@ def _run_version(
 def _keys(context: dg.AssetCheckExecutionContext) -> list[str]:
     """The run's shards; every shard for a check executed on its own (no partitions)."""
     try:
-        return list(context.op_execution_context.partition_keys)
+        return work_keys(context.op_execution_context)
     except dg.DagsterInvariantViolationError:
         return shard_partitions.get_partition_keys()
 

@@ -1,4 +1,4 @@
-"""Sensors that keep the feature store following the collection, run per affected shard.
+"""Sensors that keep the feature store following the collection, one run per tick.
 
 Each run request carries only the changed doc_ids; the assets merge them into the shard's
 state. Run keys are derived from the cursor position, so a retried tick never double-launches.
@@ -12,16 +12,18 @@ from dataclasses import replace
 import dagster as dg
 from bson import json_util
 
+from embedding_assets import settings
 from embedding_assets.defs.assets import ChangedDocuments, embedding_assets
 from embedding_assets.defs.checks import embedding_checks
 from embedding_assets.defs.jobs import embed_documents
-from embedding_assets.defs.partitions import NUM_SHARDS
+from embedding_assets.defs.partitions import NUM_SHARDS, delta_tags
 from embedding_assets.defs.resources import DocumentSourceResource, ShardStateResource
 from embedding_assets.lib.change_tracking import ChangeCursor, future_digest, group_by_shard, run_key
 from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.sharding import shard_key
 from embedding_assets.sources.mongo import ChangeStreamUnavailable
 
+SENSOR_SECONDS = settings.sensor_seconds()
 PAGE_SIZE = 2000
 MAX_PAGES_PER_TICK = 10
 TICK_BUDGET_SECONDS = 20.0  # well inside the default 60 s sensor timeout
@@ -39,29 +41,42 @@ NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded server
 def delta_run_requests(
     kind: str, position: str, doc_ids: list[str], job_name: str | None = None
 ) -> list[dg.RunRequest]:
-    """One run per affected shard, carrying exactly that shard's changed doc_ids."""
-    requests = []
-    for shard, ids in group_by_shard(doc_ids, NUM_SHARDS).items():
-        changed = ChangedDocuments(doc_ids=ids)
-        requests.append(
-            dg.RunRequest(
-                run_key=run_key(kind, shard, position, ids),
-                partition_key=shard_key(shard, NUM_SHARDS),
-                run_config=dg.RunConfig(
-                    ops={"document_snapshots": changed, "feature_store_entries": changed}
-                ),
-                # the four assets and the gates; the store audit is the schedule's (every 10 min)
-                # and the full runs': sampling a collection costs the same for one change or many
-                asset_selection=[a.key for a in embedding_assets],
-                asset_check_keys=[key for c in embedding_checks for key in c.check_keys],
-                tags={"embedding_assets/trigger": kind, "embedding_assets/documents": str(len(ids))},
-                job_name=job_name,
-            )
+    """One run for the tick's changes, over the shards they fall in (read and written, no other).
+
+    One run, not one per shard: each run pays a process start and a model load, which is most of
+    a small delta's time; its steps execute in that one process (the in-process executor).
+    """
+    if not doc_ids:
+        return []
+    by_shard = group_by_shard(doc_ids, NUM_SHARDS)
+    ids = [d for shard in sorted(by_shard) for d in by_shard[shard]]
+    changed = ChangedDocuments(doc_ids=ids)
+    tags = delta_tags(sorted(by_shard))
+    single = len(by_shard) == 1
+    return [
+        dg.RunRequest(
+            run_key=run_key(kind, sorted(by_shard), position, ids),
+            partition_key=shard_key(next(iter(by_shard)), NUM_SHARDS) if single else None,
+            run_config=dg.RunConfig(ops={"document_snapshots": changed, "feature_store_entries": changed}),
+            # the four assets and the gates; the store audit is the schedule's (every 10 min)
+            # and the full runs': sampling a collection costs the same for one change or many
+            asset_selection=[a.key for a in embedding_assets],
+            asset_check_keys=[key for c in embedding_checks for key in c.check_keys],
+            tags={
+                **tags,
+                "embedding_assets/trigger": kind,
+                "embedding_assets/documents": str(len(ids)),
+            },
+            job_name=job_name,
         )
-    return requests
+    ]
 
 
-@dg.sensor(job=embed_documents, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    job=embed_documents,
+    minimum_interval_seconds=SENSOR_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
 def document_changes_sensor(
     context: dg.SensorEvaluationContext, source: DocumentSourceResource, shard_state: ShardStateResource
 ) -> dg.SensorResult | dg.SkipReason:
@@ -104,10 +119,9 @@ def document_changes_sensor(
     if not ids:
         context.update_cursor(cursor.dump())
         return dg.SkipReason(f"no document modified after {cursor.modified_at.isoformat()}")
-    # one run per shard for the whole tick: a delta run rewrites its shard's state, so fewer,
-    # larger runs cost less than one per page (at 1M documents a shard is 62,500 rows)
+    # one run for the whole tick: fewer, larger runs cost less than one per page or per shard
     requests = delta_run_requests("changes", position, list(dict.fromkeys(ids)))
-    context.log.info(f"{len(ids)} changed documents in {len(requests)} shard runs")
+    context.log.info(f"{len(ids)} changed documents, in one run")
     return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
 
 
@@ -125,7 +139,11 @@ def renamed_from(shard_state: ShardStateResource, docs: list[dict]) -> list[str]
     )
 
 
-@dg.sensor(job=embed_documents, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    job=embed_documents,
+    minimum_interval_seconds=SENSOR_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
 def document_deletions_sensor(
     context: dg.SensorEvaluationContext, source: DocumentSourceResource, shard_state: ShardStateResource
 ) -> dg.SensorResult | dg.SkipReason:

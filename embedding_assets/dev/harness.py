@@ -16,7 +16,7 @@ from embedding_assets.defs.assets import embedding_assets
 from embedding_assets.defs.audit import audit_checks, store_audit_job
 from embedding_assets.defs.checks import embedding_checks
 from embedding_assets.defs.jobs import daily_sweep
-from embedding_assets.defs.partitions import RANGE_END, RANGE_START, range_tags, shard_partitions
+from embedding_assets.defs.partitions import RANGE_END, RANGE_START, SHARDS_TAG, range_tags, shard_partitions
 from embedding_assets.defs.resources import build_resources
 from embedding_assets.dev import corpus
 from embedding_assets.lib.identity import doc_key
@@ -78,20 +78,24 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 
 def execute(request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """Run what a sensor or schedule requested, in process."""
-    kwargs: dict = {"run_config": request.run_config}
     if request.job_name == store_audit_job.name:  # the audit alone, no materialization
         return audit(instance, run_config=request.run_config)
+    result = dg.materialize(GRAPH, resources=build_resources(), instance=instance, **run_arguments(request))
+    assert result.success
+    return result
+
+
+def run_arguments(request: dg.RunRequest) -> dict:
+    """``materialize`` arguments for a requested run: config, selection, partitions, shards."""
+    kwargs: dict = {"run_config": request.run_config}
     if request.asset_selection is not None:  # a subset, as the daemon would launch it
         kwargs["selection"] = dg.AssetSelection.assets(
             *request.asset_selection
         ).without_checks() | dg.AssetSelection.checks(*(request.asset_check_keys or []))
-    if RANGE_START in request.tags and RANGE_END in request.tags:
-        kwargs["tags"] = {t: request.tags[t] for t in (RANGE_START, RANGE_END)}
-    else:
+    kwargs["tags"] = {t: request.tags[t] for t in (RANGE_START, RANGE_END, SHARDS_TAG) if t in request.tags}
+    if RANGE_START not in request.tags:
         kwargs["partition_key"] = request.partition_key
-    result = dg.materialize(GRAPH, resources=build_resources(), instance=instance, **kwargs)
-    assert result.success
-    return result
+    return kwargs
 
 
 def audit(instance: dg.DagsterInstance | None = None, **kwargs: object) -> dg.ExecuteInProcessResult:

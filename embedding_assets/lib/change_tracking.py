@@ -61,7 +61,7 @@ def group_by_shard(doc_ids: Iterable[str], num_shards: int) -> dict[int, list[st
     return {shard: sorted(ids) for shard, ids in sorted(groups.items())}
 
 
-def run_key(kind: str, shard: int, position: str, doc_ids: list[str]) -> str:
+def run_key(kind: str, shards: Iterable[int], position: str, doc_ids: list[str]) -> str:
     """Same tick, same changes: same key, so a retried tick never launches twice."""
     digest = xxhash.xxh3_64_hexdigest("\n".join([position, *doc_ids]).encode())
-    return f"{kind}:{shard}:{digest}"
+    return f"{kind}:{','.join(map(str, shards))}:{digest}"
