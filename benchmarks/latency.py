@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace, state: Path) -> None:
         stdout=log,
         stderr=subprocess.STDOUT,
         env=os.environ.copy(),
+        start_new_session=True,  # its webserver and daemon are stopped with it
     )
     try:
         _wait_for_cursor(Path(os.environ["DAGSTER_HOME"]), timeout=180)
@@ -141,11 +143,11 @@ def run(args: argparse.Namespace, state: Path) -> None:
             time.sleep(2)
         runs = _runs(Path(os.environ["DAGSTER_HOME"]))
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     p50 = statistics.median(latencies)
     p95 = statistics.quantiles(latencies, n=20)[-1]
     print()

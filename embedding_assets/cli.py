@@ -28,9 +28,6 @@ LOCAL_INSTANCE_YAML = """\
 concurrency:
   runs:
     max_concurrent_runs: 4
-  pools:
-    default_limit: 2
-    granularity: op
 telemetry:
   enabled: false
 """

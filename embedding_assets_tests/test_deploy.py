@@ -1,5 +1,6 @@
 """What deploys: the PostgreSQL instance config; the code location in a fresh clone."""
 
+import itertools
 import os
 import shutil
 import signal
@@ -40,7 +41,7 @@ def test_deployment_instance_config_runs_on_postgres(tmp_path, monkeypatch):
     shutil.copy(Path(__file__).parents[1] / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
 
         @dg.asset
         def probe() -> int:
@@ -129,3 +130,186 @@ def test_fresh_clone_dagster_dev_serves_the_ui(tmp_path):
             process.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+# -- a deployment's processes on this machine ---------------------------------------------------
+BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on PartitionSetNotFoundError { message }
+    ... on PartitionKeysNotFoundError { message }
+  }
+}
+"""
+ASSETS = ["document_snapshots", "chunked_text", "document_vectors", "feature_store_entries"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    import json
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    return json.loads(urllib.request.urlopen(request, timeout=30).read())
+
+
+def _machine_redis(default: str) -> str:
+    """The machine's Redis 7 (127.0.0.1:6379, the test database flushed), else the embedded one."""
+    import redis
+
+    url = f"redis://127.0.0.1:6379/{os.environ.get('EA_TEST_REDIS_DB', '9')}"
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+        client.flushdb()
+        client.close()
+        return url
+    except redis.RedisError:
+        return default
+
+
+@pytest.mark.slow
+def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
+    postgres_home, pipeline_env, tmp_path, monkeypatch, measure
+):
+    """Webserver, daemon and a gRPC code server as separate processes, on PostgreSQL: a backfill
+    of every shard launched through GraphQL runs as 4 runs of 4 shards, at once, each reading its
+    own shards; its runs are in PostgreSQL and the store equals the collection."""
+    import psycopg2
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    from embedding_assets.defs.partitions import NUM_SHARDS
+    from embedding_assets.dev.harness import collection, load_sample
+    from embedding_assets.lib.identity import doc_key
+    from embedding_assets.lib.sharding import shard_index, shard_of
+    from embedding_assets.stores.feature_store import FeatureStore
+
+    redis_url = _machine_redis(pipeline_env["REDIS_URL"])
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("EA_SHARDS_PER_RUN", "4")
+    monkeypatch.setenv("DAGSTER_HOME", postgres_home)
+    docs = load_sample(pipeline_env, 160)
+    grpc_port, web_port = _port(), _port()
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - grpc_server:\n"
+        f"      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: embedding_assets\n"
+    )
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    commands = {
+        "code-server": [
+            str(bin_dir / "dagster"), "code-server", "start", "-m", "embedding_assets.definitions",
+            "-h", "127.0.0.1", "-p", str(grpc_port),
+        ],
+        "webserver": [
+            str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(web_port),
+        ],
+        "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
+    }  # fmt: skip
+    processes = {}
+    try:
+        for name, command in commands.items():
+            processes[name] = subprocess.Popen(
+                command,
+                cwd=tmp_path,
+                env=env,
+                stdout=open(logs / f"{name}.log", "w"),  # noqa: SIM115 - closed with the process
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 240
+        nodes = ""
+        while time.monotonic() < deadline and "feature_store_entries" not in nodes:
+            try:
+                nodes = str(_graphql(web_port, "{ assetNodes { assetKey { path } } }"))
+            except OSError:
+                time.sleep(1)
+        assert "feature_store_entries" in nodes, _tails(logs)
+
+        launched = _graphql(
+            web_port,
+            BACKFILL,
+            {
+                "params": {
+                    "assetSelection": [{"path": [a]} for a in ASSETS],
+                    "allPartitions": True,
+                    "fromFailure": False,
+                    "title": "first fill",
+                }
+            },
+        )["data"]["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+
+        with dg.DagsterInstance.from_config(postgres_home) as instance:
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline:
+                backfill = instance.get_backfill(backfill_id)
+                if backfill.status != BulkActionStatus.REQUESTED:
+                    break
+                time.sleep(2)
+            assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, (backfill.status, _tails(logs))
+            records = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+            by_run = {
+                r.dagster_run.run_id: [
+                    e.event_log_entry.asset_materialization
+                    for e in instance.get_records_for_run(
+                        r.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+                    ).records
+                ]
+                for r in records
+            }
+    finally:
+        for process in processes.values():
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    # 4 runs of 4 shards, all succeeded, at least two of them executing at the same time
+    assert len(records) == 4
+    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
+    spans = sorted((r.start_time, r.end_time) for r in records)
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)), spans
+    # each run read only its own shards: its snapshot rows are the documents of those shards
+    per_shard: dict[int, int] = {}
+    for d in docs:
+        s = shard_of(doc_key(d["doc_id"]), NUM_SHARDS)
+        per_shard[s] = per_shard.get(s, 0) + 1
+    for run_id, materializations in by_run.items():
+        snapshots = [m for m in materializations if m.asset_key.path == ["document_snapshots"]]
+        shards = {shard_index(m.partition) for m in snapshots}
+        assert len(shards) == 4, run_id
+        assert snapshots[0].metadata["rows"].value == sum(per_shard.get(s, 0) for s in shards)
+    # the runs are PostgreSQL's
+    with psycopg2.connect(
+        host=os.environ["DAGSTER_PG_HOST"],
+        port=os.environ["DAGSTER_PG_PORT"],
+        user=os.environ["DAGSTER_PG_USER"],
+        password=os.environ["DAGSTER_PG_PASSWORD"],
+        dbname=os.environ["DAGSTER_PG_DB"],
+    ) as conn:
+        cursor = conn.cursor()
+        cursor.execute("SELECT run_id FROM runs WHERE status = 'SUCCESS'")
+        assert set(by_run) <= {row[0] for row in cursor.fetchall()}
+    store = FeatureStore.from_url(redis_url)
+    assert measure(collection(pipeline_env), store, store.control.active_version(), "4 parallel runs").none
+
+
+def _tails(logs: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.iterdir()))

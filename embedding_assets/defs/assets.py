@@ -60,9 +60,10 @@ VERSION_TAG = "embedding_assets/version"
 # absent, it saw absent then, and its deletions are ordered by it (lib/merge.py, redis_entries).
 READ_TAG = "embedding_assets/read_at"
 
-# Each asset has a pool (ea_<asset>): how many runs execute that step at once, a throughput limit
-# sized to what the step uses (MongoDB reads, the embedding service, Redis writes). Correctness
-# does not rest on it: shard writes merge under per-shard locks (lib/merge.py, stores/locks.py).
+# No pools: runs at once are bounded by the run queue (max_concurrent_runs, sized to the embedding
+# service), and correctness rests on per-shard locks and merges (lib/merge.py, stores/locks.py).
+# Pools on PostgreSQL also crash runs that initialize a pool at once or after its default limit
+# changed (dagster-io/dagster#33552): a parallel backfill's first runs did, here.
 _COMMON = dict(
     partitions_def=shard_partitions,
     backfill_policy=backfill_policy(),
@@ -80,7 +81,7 @@ class ChangedDocuments(dg.Config):
     doc_ids: list[str] = []
 
 
-@dg.asset(kinds={"mongodb", "polars"}, pool="ea_document_snapshots", **_COMMON)
+@dg.asset(kinds={"mongodb", "polars"}, **_COMMON)
 def document_snapshots(
     context: dg.AssetExecutionContext,
     config: ChangedDocuments,
@@ -136,7 +137,7 @@ def document_snapshots(
     )
 
 
-@dg.asset(deps=[document_snapshots], kinds={"polars"}, pool="ea_chunked_text", **_COMMON)
+@dg.asset(deps=[document_snapshots], kinds={"polars"}, **_COMMON)
 def chunked_text(
     context: dg.AssetExecutionContext,
     embedding_model: EmbeddingModelResource,
@@ -186,7 +187,7 @@ def chunked_text(
     )
 
 
-@dg.asset(deps=[chunked_text], kinds={"pytorch", "polars"}, pool="ea_document_vectors", **_COMMON)
+@dg.asset(deps=[chunked_text], kinds={"pytorch", "polars"}, **_COMMON)
 def document_vectors(
     context: dg.AssetExecutionContext,
     embedding_model: EmbeddingModelResource,
@@ -260,7 +261,7 @@ def document_vectors(
     )
 
 
-@dg.asset(deps=[document_vectors], kinds={"redis"}, pool="ea_feature_store_entries", **_COMMON)
+@dg.asset(deps=[document_vectors], kinds={"redis"}, **_COMMON)
 def feature_store_entries(
     context: dg.AssetExecutionContext,
     config: ChangedDocuments,
