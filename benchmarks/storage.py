@@ -1,10 +1,13 @@
 """Redis memory per document for each codec, measured with INFO memory.
 
     python -m benchmarks.storage --docs 100000
+    python -m benchmarks.storage --docs 100000 --cluster     # also on a 3-master Valkey cluster
 
 Writes N synthetic unit vectors (384 dimensions) through the real publish path (codec, bucket
 TTL, conditional Lua writes) into an embedded valkey, or REDIS_URL's server (its database is
-flushed), and prints the keys' used_memory / documents (measured by flushing them).
+flushed), and prints the keys' used_memory / documents (measured by flushing them). With
+``--cluster``, the same on a three-master Valkey cluster formed here (dev/cluster.py), whose
+keys carry hash tags: the ratio to the single server is what the tags and slots cost.
 """
 
 from __future__ import annotations
@@ -19,19 +22,21 @@ import numpy as np
 import polars as pl
 import redis
 
+from embedding_assets.dev.cluster import ValkeyCluster
 from embedding_assets.dev.servers import ValkeyProcess
 from embedding_assets.lib import publish
 from embedding_assets.lib.frames import TS
 from embedding_assets.lib.quantization import QUANTIZATIONS
 from embedding_assets.lib.versioning import EmbeddingSpec
-from embedding_assets.stores.feature_store import FeatureStore
+from embedding_assets.stores.feature_store import FeatureStore, connect
+from embedding_assets.stores.redis_entries import servers
 
 
 def measure(
     url: str, quantization: str, n: int, dimension: int = 384, db: int | None = None
 ) -> tuple[float, float, str]:
     """(bytes/doc, writes/s, server version) of n entries of one codec, in a flushed database."""
-    client = redis.Redis.from_url(url, db=db) if db is not None else redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, db=db) if db is not None else connect(url)
     client.flushdb()
     store = FeatureStore(client)
     store.compact_encoding()
@@ -58,7 +63,8 @@ def measure(
         calibration = calibration or store.calibration_for(spec, [frame])
         publish.publish(store.entries, spec, frame, calibration, now=int(time.time()), max_age_seconds=3600)
         seconds += time.perf_counter() - started
-    return flushed_bytes(client) / n, n / seconds, client.info("server")["redis_version"]
+    version = servers(client)[0].info("server")["redis_version"]
+    return flushed_bytes(client) / n, n / seconds, version
 
 
 def flushed_bytes(client: redis.Redis) -> int:
@@ -67,9 +73,11 @@ def flushed_bytes(client: redis.Redis) -> int:
     A delta around the writes would also count whatever the server's buffers and Lua state
     happen to hold at either moment (at 1M documents once even negative).
     """
-    full = int(client.info("memory")["used_memory"])
-    client.execute_command("FLUSHDB", "SYNC")  # plain FLUSHDB may free lazily (Valkey 8+ default)
-    return full - int(client.info("memory")["used_memory"])
+    nodes = servers(client)  # the server, or every master of a cluster
+    full = sum(int(n.info("memory")["used_memory"]) for n in nodes)
+    for n in nodes:
+        n.execute_command("FLUSHDB", "SYNC")  # plain FLUSHDB may free lazily (Valkey 8+ default)
+    return full - sum(int(n.info("memory")["used_memory"]) for n in nodes)
 
 
 def main() -> None:
@@ -77,6 +85,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--cluster", action="store_true", help="also on a 3-master Valkey cluster")
     args = parser.parse_args()
     server = None
     url = os.environ.get("REDIS_URL")
@@ -86,11 +95,23 @@ def main() -> None:
         url = server.url
     try:
         print(f"{'codec':<8} {'documents':>10} {'bytes/doc':>10} {'writes/s':>10}  server")
+        single = {}
         for quantization in QUANTIZATIONS:
             per_doc, rate, version = measure(url, quantization, args.docs)
+            single[quantization] = (per_doc, rate)
             print(
                 f"{quantization:<8} {args.docs:>10} {per_doc:>10.0f} {rate:>10.0f}  redis_version {version}"
             )
+        if args.cluster:
+            with ValkeyCluster(Path(tempfile.mkdtemp(prefix="ea-cluster-"))) as cluster:
+                for quantization in QUANTIZATIONS:
+                    per_doc, rate, version = measure(cluster.url, quantization, args.docs)
+                    base_bytes, base_rate = single[quantization]
+                    print(
+                        f"{quantization:<8} {args.docs:>10} {per_doc:>10.0f} {rate:>10.0f}  "
+                        f"3-master cluster {version}: {per_doc / base_bytes:.2f}x the bytes, "
+                        f"{rate / base_rate:.2f}x the writes/s of one server"
+                    )
     finally:
         if server:
             server.stop()

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-import redis
 
 from embedding_assets.lib import codec
 from embedding_assets.lib import quantization as q
 from embedding_assets.stores.control_plane import ControlPlaneLost
-from embedding_assets.stores.feature_store import FeatureStore
+from embedding_assets.stores.feature_store import FeatureStore, connect
 
 T = TypeVar("T")
 
@@ -57,7 +56,7 @@ class EmbeddingClient:
     def from_url(
         cls, url: str, version: str | None = None, *, refresh_seconds: float = 5.0
     ) -> EmbeddingClient:
-        return cls(FeatureStore(redis.Redis.from_url(url)), version, refresh_seconds=refresh_seconds)
+        return cls(FeatureStore(connect(url)), version, refresh_seconds=refresh_seconds)
 
     def _active(self) -> str:
         resolved = self.store.control.active_version()

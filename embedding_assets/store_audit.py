@@ -32,7 +32,7 @@ from embedding_assets.stores.control_plane import (
 )
 from embedding_assets.stores.dead_letters import FAILED
 from embedding_assets.stores.feature_store import FeatureStore
-from embedding_assets.stores.redis_entries import TOMBSTONE, RedisEntryStore, bucket_key
+from embedding_assets.stores.redis_entries import TOMBSTONE, RedisEntryStore, bucket_key, is_cluster
 
 MODES = ("sampled", "full")
 VALIDITY_SAMPLE = 500  # entries decoded as clients decode them
@@ -397,6 +397,10 @@ def _bucket_sample(buckets: int, wanted: int, rng: random.Random) -> list[int]:
     return rng.sample(range(buckets), min(buckets, wanted))
 
 
+def _bucket_key(store: FeatureStore, tag: str, bucket: int) -> str:
+    return bucket_key(tag, bucket, is_cluster(store.client))
+
+
 def _random_buckets(
     store: FeatureStore, tag: str, buckets: int, rng: random.Random, command: str
 ) -> Iterator[tuple[int, object]]:
@@ -407,7 +411,7 @@ def _random_buckets(
     for chunk in _chunks(order, 500):
         pipe = store.client.pipeline(transaction=False)
         for bucket in chunk:
-            getattr(pipe, command)(bucket_key(tag, bucket))
+            getattr(pipe, command)(_bucket_key(store, tag, bucket))
         yield from zip(chunk, pipe.execute(), strict=True)
 
 
@@ -427,7 +431,7 @@ def _estimate_entries(store: FeatureStore, tag: str, buckets: int, rng: random.R
     chosen = _bucket_sample(buckets, 256, rng)
     pipe = store.client.pipeline(transaction=False)
     for bucket in chosen:
-        pipe.hlen(bucket_key(tag, bucket))
+        pipe.hlen(_bucket_key(store, tag, bucket))
     return round(sum(pipe.execute()) / len(chosen) * buckets) if chosen else 0
 
 
@@ -442,8 +446,8 @@ def _bytes_per_entry(store: FeatureStore, tag: str, buckets: int, rng: random.Ra
             break
     pipe = store.client.pipeline(transaction=False)
     for bucket in chosen[:64]:
-        pipe.memory_usage(bucket_key(tag, bucket), samples=0)
-        pipe.hlen(bucket_key(tag, bucket))
+        pipe.memory_usage(_bucket_key(store, tag, bucket), samples=0)
+        pipe.hlen(_bucket_key(store, tag, bucket))
     values = pipe.execute()
     count = sum(values[1::2])
     return round(sum(v or 0 for v in values[0::2]) / count, 1) if count else 0.0

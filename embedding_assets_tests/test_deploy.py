@@ -313,3 +313,44 @@ def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
 
 def _tails(logs: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.iterdir()))
+
+
+# -- what cannot run here (no Docker daemon, no Kubernetes) is checked against the code ------------
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_compose_and_helm_values_name_real_settings_and_the_code_location():
+    from embedding_assets import settings
+
+    known = set(settings.SETTINGS) | {"DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER",
+                                      "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"}  # fmt: skip
+    compose = _yaml(ROOT / "deploy" / "compose" / "compose.yaml")
+    services = compose["services"]
+    assert {"code", "webserver", "daemon", "postgres", "valkey", "mongo", "embedder"} <= set(services)
+    env = services["code"]["environment"]
+    assert set(env) <= known, set(env) - known
+    assert "embedding_assets.definitions" in services["code"]["command"]
+    for name in ("webserver", "daemon"):
+        assert "workspace.yaml" in services[name]["command"]
+    workspace = _yaml(ROOT / "deploy" / "compose" / "workspace.yaml")
+    assert workspace["load_from"][0]["grpc_server"]["host"] == "code"
+
+    values = _yaml(ROOT / "deploy" / "helm" / "values.yaml")
+    [deployment] = values["dagster-user-deployments"]["deployments"]
+    assert deployment["dagsterApiGrpcArgs"] == ["-m", "embedding_assets.definitions"]
+    names = {e["name"] for e in deployment["env"]}
+    assert names <= known, names - known
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert values["concurrency"]["runs"]["maxConcurrentRuns"] > 0
+    assert "pools" not in values["concurrency"]  # dagster-io/dagster#33552
+
+
+def test_the_image_pins_torch_before_the_project_and_serves_the_code_location():
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    torch_at = text.index('pip install "torch==${TORCH_VERSION}"')
+    assert torch_at < text.index("pip install . ")
+    assert "ARG TORCH_VERSION=2.13.0" in text
+    assert '"embedding_assets.definitions"' in text.splitlines()[-1]

@@ -216,11 +216,18 @@ class ControlPlane:
         return VersionCopy(spec, self.buckets(spec.tag), calibration)
 
     def eviction_policy(self) -> str | None:
-        """The server's maxmemory-policy (None where CONFIG is refused)."""
+        """The server's maxmemory-policy (None where CONFIG is refused); on a cluster, the first
+        master's that may evict keys without a TTL, else the first master's."""
+        from embedding_assets.stores.redis_entries import servers
+
         try:
-            return str(transient(self.client.config_get)("maxmemory-policy").get("maxmemory-policy"))
+            policies = [
+                str(transient(server.config_get)("maxmemory-policy").get("maxmemory-policy"))
+                for server in servers(self.client)
+            ]
         except redis.ResponseError:
             return None
+        return next((p for p in policies if p.startswith("allkeys-")), policies[0])
 
     # -- dead letters -----------------------------------------------------------------------
     def dead_letters(self, version: str) -> DeadLetters:

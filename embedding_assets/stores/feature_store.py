@@ -17,7 +17,7 @@ from embedding_assets.lib.quantization import INT8, Int8Calibration, calibrate_i
 from embedding_assets.lib.versioning import EmbeddingSpec
 from embedding_assets.retrying import transient
 from embedding_assets.stores.control_plane import DEFAULT_BUCKETS, ControlPlane
-from embedding_assets.stores.redis_entries import DEFAULT_TTL_SECONDS, RedisEntryStore
+from embedding_assets.stores.redis_entries import DEFAULT_TTL_SECONDS, RedisEntryStore, servers
 
 # Server settings under which a bucket stays a listpack (records up to ~500 B, 2048 per bucket).
 LISTPACK_SETTINGS = {"hash-max-listpack-value": 1024, "hash-max-listpack-entries": 2048}
@@ -42,7 +42,7 @@ class FeatureStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: int) -> FeatureStore:
-        return cls(redis.Redis.from_url(url, socket_timeout=30), **kwargs)
+        return cls(connect(url, socket_timeout=30), **kwargs)
 
     def calibration_for(self, spec: EmbeddingSpec, frames: Iterable[pl.DataFrame]) -> Int8Calibration | None:
         """The version's int8 calibration; the first publish fixes it from its own vectors
@@ -73,18 +73,43 @@ class FeatureStore:
         the hashtable one costs ~35-70 B more per document. Managed servers that refuse CONFIG
         keep their settings.
         """
-        try:
-            current = {k: int(v) for k, v in self.client.config_get("hash-max-listpack-*").items()}
-            if tune:
-                for name, wanted in LISTPACK_SETTINGS.items():
-                    if current.get(name, 0) < wanted:
-                        self.client.config_set(name, wanted)
-                        current[name] = wanted
-        except redis.ResponseError:  # CONFIG disabled or renamed
-            return "unknown"
-        ok = all(current.get(n, 0) >= wanted for n, wanted in LISTPACK_SETTINGS.items())
-        return "listpack" if ok else "hashtable"
+        return min((_compact(server, tune) for server in servers(self.client)), key=_ENCODINGS.index)
 
     @transient
     def used_memory(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
+        """Bytes the server uses; on a cluster, the sum over its masters."""
+        return sum(int(server.info("memory")["used_memory"]) for server in servers(self.client))
+
+
+# worst first: a cluster is as compact as its least compact master
+_ENCODINGS = ["unknown", "hashtable", "listpack"]
+
+
+def _compact(server: redis.Redis, tune: bool) -> str:
+    try:
+        current = {k: int(v) for k, v in server.config_get("hash-max-listpack-*").items()}
+        if tune:
+            for name, wanted in LISTPACK_SETTINGS.items():
+                if current.get(name, 0) < wanted:
+                    server.config_set(name, wanted)
+                    current[name] = wanted
+    except redis.ResponseError:  # CONFIG disabled or renamed
+        return "unknown"
+    ok = all(current.get(n, 0) >= wanted for n, wanted in LISTPACK_SETTINGS.items())
+    return "listpack" if ok else "hashtable"
+
+
+def connect(url: str, **kwargs: object) -> redis.Redis:
+    """A client of the server at ``url``; a cluster client when it is a node of a Redis Cluster
+    (any node's URL will do: the others are discovered). A server that cannot be asked gets the
+    plain client, whose first command reports why."""
+    client = redis.Redis.from_url(url, **kwargs)
+    try:
+        clustered = int(client.info("cluster").get("cluster_enabled", 0)) == 1
+    except redis.RedisError:
+        return client
+    if not clustered:
+        return client
+    client.close()
+    kwargs.pop("db", None)
+    return redis.RedisCluster.from_url(url, **kwargs)  # type: ignore[return-value]

@@ -48,7 +48,9 @@ class RedisLocks:
     def __init__(
         self, url: str, namespace: str, *, lease_seconds: int = 300, wait_seconds: int = 900
     ) -> None:
-        self.client = redis.Redis.from_url(url)
+        from embedding_assets.stores.feature_store import connect
+
+        self.client = connect(url)
         self.namespace = namespace
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds

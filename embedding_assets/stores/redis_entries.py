@@ -5,6 +5,12 @@ Keys:
                                         and "\x00del:" + doc_id -> when its deletion was seen
                                         (u32 server seconds): a tombstone, so that a run that
                                         read the document earlier cannot write it back
+    doc_emb:{{version}:g}:b:{bucket}    the same on a Redis Cluster: the hash tag {version:g},
+                                        g = bucket mod 1024, puts a group of buckets in one slot,
+                                        so every script call (one per group) touches one slot
+
+On a cluster, scripts run once per slot group and reads go through a cluster pipeline (one round
+trip per node); elsewhere one script call covers a whole batch.
 
 Why buckets: a key per document costs ~100 B of key, object and expiry overhead on top of the
 record; ~64 records in one listpack-encoded hash cost ~20 B each (docs/benchmarks.md has the
@@ -16,16 +22,22 @@ version is fixed in the control plane (control_plane.py).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 
 import redis
 import xxhash
+from redis.crc import key_slot
 
 from embedding_assets.lib import codec
 from embedding_assets.retrying import TRANSIENT, transient
 
 ENTRY_PREFIX = "doc_emb"
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
+# Slot groups of a version on a cluster: enough to spread over hundreds of masters, few enough
+# that a batch of 50,000 entries makes ~50-entry script calls.
+SLOT_GROUPS = 1024
+CLUSTER_BATCH = 50_000
 TOMBSTONE = "\x00del:"  # field prefix of tombstones; no doc_id starts with a NUL byte
 
 # Write unless the stored entry comes from a later state of its document: its source_ms (bytes
@@ -125,8 +137,22 @@ def bucket_of(doc_id: str, buckets: int) -> int:
     return xxhash.xxh3_64_intdigest(doc_id.encode(), seed=0x5EED) % buckets
 
 
-def bucket_key(version: str, bucket: int) -> str:
+def bucket_key(version: str, bucket: int, cluster: bool = False) -> str:
+    if cluster:
+        return f"{ENTRY_PREFIX}:{{{version}:{bucket % SLOT_GROUPS}}}:b:{bucket}"
     return f"{ENTRY_PREFIX}:{version}:b:{bucket}"
+
+
+def is_cluster(client: object) -> bool:
+    return isinstance(client, redis.RedisCluster)
+
+
+def servers(client: redis.Redis) -> list[redis.Redis]:
+    """A client per server holding data: the one, or each master of a cluster (CONFIG and INFO
+    are per server; a cluster client sends them to one node)."""
+    if is_cluster(client):
+        return [client.get_redis_connection(node) for node in client.get_primaries()]  # type: ignore[attr-defined]
+    return [client]
 
 
 class RedisEntryStore:
@@ -141,6 +167,7 @@ class RedisEntryStore:
         write_batch_size: int = 1000,
     ) -> None:
         self.client = client
+        self.cluster = is_cluster(client)
         self.buckets = buckets
         self.ttl_seconds = ttl_seconds
         self.write_batch_size = write_batch_size
@@ -151,14 +178,31 @@ class RedisEntryStore:
 
     def location(self, version: str, doc_id: str) -> tuple[str, str]:
         """``(key, field)`` of a document's entry."""
-        return bucket_key(version, bucket_of(doc_id, self.buckets(version))), doc_id
+        return self.bucket_key(version, bucket_of(doc_id, self.buckets(version))), doc_id
+
+    def bucket_key(self, version: str, bucket: int) -> str:
+        return bucket_key(version, bucket, self.cluster)
 
     def _keys(self, version: str, doc_ids: Sequence[str]) -> list[str]:
         n = self.buckets(version)
-        return [bucket_key(version, bucket_of(d, n)) for d in doc_ids]
+        return [bucket_key(version, bucket_of(d, n), self.cluster) for d in doc_ids]
 
     def _bucket_keys(self, version: str) -> Iterator[bytes]:
-        return self.client.scan_iter(match=f"{ENTRY_PREFIX}:{version}:b:*", count=1000)
+        pattern = f"{ENTRY_PREFIX}:{{{version}:*}}:b:*" if self.cluster else f"{ENTRY_PREFIX}:{version}:b:*"
+        return self.client.scan_iter(match=pattern, count=1000)
+
+    def _calls(self, keys: Sequence[str]) -> list[list[int]]:
+        """Indexes of ``keys`` per script call: all of them, or one call per hash slot."""
+        if not self.cluster:
+            return [list(range(len(keys)))]
+        slots: dict[int, list[int]] = defaultdict(list)
+        for i, key in enumerate(keys):
+            slots[key_slot(key.encode())].append(i)
+        return list(slots.values())
+
+    @property
+    def _step(self) -> int:
+        return CLUSTER_BATCH if self.cluster else min(self.write_batch_size, 500)
 
     # -- entries ------------------------------------------------------------------------------
     def write_if_not_older(
@@ -175,19 +219,16 @@ class RedisEntryStore:
         were written; the rest were superseded by another run.
         """
         written = 0
-        step = min(self.write_batch_size, 500)
+        step = self._step
         keys = self._keys(version, doc_ids)
         reads = [r or 0 for r in read_s] if read_s is not None else [0] * len(doc_ids)
         for start in range(0, len(doc_ids), step):
-            args: list = [self.ttl_seconds]
-            for doc_id, value, read in zip(
-                doc_ids[start : start + step],
-                values[start : start + step],
-                reads[start : start + step],
-                strict=True,
-            ):
-                args += [doc_id, value, read]
-            written += self._eval(self._write_if_not_older, keys[start : start + step], args)
+            part = keys[start : start + step]
+            for call in self._calls(part):
+                args: list = [self.ttl_seconds]
+                for i in call:
+                    args += [doc_ids[start + i], values[start + i], reads[start + i]]
+                written += self._eval(self._write_if_not_older, [part[i] for i in call], args)
         return written
 
     @transient
@@ -201,15 +242,15 @@ class RedisEntryStore:
         from an earlier read, leaving tombstones. ``seen_s`` 0 (unknown): those whose source
         state is at most the one given (a newer one stays), without tombstones."""
         deleted = 0
-        step = min(self.write_batch_size, 500)
+        step = self._step
         keys = self._keys(version, doc_ids)
         for start in range(0, len(doc_ids), step):
-            args: list = []
-            for doc_id, ms in zip(
-                doc_ids[start : start + step], source_ms[start : start + step], strict=True
-            ):
-                args += [doc_id, ms, seen_s]
-            deleted += self._eval(self._delete_if_not_newer, keys[start : start + step], args)
+            part = keys[start : start + step]
+            for call in self._calls(part):
+                args: list = []
+                for i in call:
+                    args += [doc_ids[start + i], source_ms[start + i], seen_s]
+                deleted += self._eval(self._delete_if_not_newer, [part[i] for i in call], args)
         return deleted
 
     def read_headers(self, version: str, doc_ids: Sequence[str]) -> list[codec.RecordHeader | None]:
@@ -248,12 +289,23 @@ class RedisEntryStore:
                 out += transient(self._lua_read)(self._read_many, version, part)
         return out
 
-    def _lua_read(self, script: object, version: str, doc_ids: Sequence[str]) -> list[bytes | None]:
-        """One call of a read script (_READ_MANY or _READ_HEADERS) over ``doc_ids``."""
+    def _lua_read(
+        self, script: object, version: str, doc_ids: Sequence[str], fields: Sequence[str] | None = None
+    ) -> list[bytes | None]:
+        """One call of a read script (_READ_MANY or _READ_HEADERS) over ``doc_ids`` (their
+        ``fields``, default the doc_ids); on a cluster, one pipeline of HGETs (whole records:
+        headers are parsed from their front)."""
         if not doc_ids:
             return []
+        keys = self._keys(version, doc_ids)
+        fields = list(fields or doc_ids)
+        if self.cluster:
+            pipe = self.client.pipeline(transaction=False)
+            for key, field in zip(keys, fields, strict=True):
+                pipe.hget(key, field)
+            return list(pipe.execute())
         # a missing field is false in Lua, a nil reply here
-        return list(script(keys=self._keys(version, doc_ids), args=list(doc_ids)))  # type: ignore[operator]
+        return list(script(keys=keys, args=fields))  # type: ignore[operator]
 
     def scan_ids(self, version: str, forget_deletions_before: int = 0) -> Iterator[str]:
         """Every doc_id with an entry; tombstones older than ``forget_deletions_before`` (server
@@ -296,8 +348,9 @@ class RedisEntryStore:
         """When each document's deletion was seen (server seconds), where a tombstone says so."""
         if not doc_ids:
             return []
-        keys = self._keys(version, doc_ids)
-        values = transient(self._read_many)(keys=keys, args=[TOMBSTONE + d for d in doc_ids])
+        values = transient(self._lua_read)(
+            self._read_many, version, doc_ids, [TOMBSTONE + d for d in doc_ids]
+        )
         return [int(v) if v else None for v in values]
 
     @transient
