@@ -175,6 +175,7 @@ class RedisEntryStore:
         self._delete_if_not_newer = client.register_script(_DELETE_IF_NOT_NEWER)
         self._read_many = client.register_script(_READ_MANY)
         self._read_headers = client.register_script(_READ_HEADERS)
+        self._loaded: set[str] = set()  # scripts loaded on every master (cluster)
 
     def location(self, version: str, doc_id: str) -> tuple[str, str]:
         """``(key, field)`` of a document's entry."""
@@ -224,16 +225,37 @@ class RedisEntryStore:
         reads = [r or 0 for r in read_s] if read_s is not None else [0] * len(doc_ids)
         for start in range(0, len(doc_ids), step):
             part = keys[start : start + step]
+            calls = []
             for call in self._calls(part):
                 args: list = [self.ttl_seconds]
                 for i in call:
                     args += [doc_ids[start + i], values[start + i], reads[start + i]]
-                written += self._eval(self._write_if_not_older, [part[i] for i in call], args)
+                calls.append(([part[i] for i in call], args))
+            written += self._eval(self._write_if_not_older, calls)
         return written
 
     @transient
-    def _eval(self, script: object, keys: list[str], args: list) -> int:
-        return int(script(keys=keys, args=args))  # type: ignore[operator]
+    def _eval(self, script: redis.commands.core.Script, calls: list[tuple[list[str], list]]) -> int:
+        """The sum of the script's replies over ``calls`` (keys, args). On a cluster, the calls (one
+        slot each) go through a cluster pipeline: one round trip per master, not per call. The
+        scripts are conditional, so a retried batch changes nothing already applied."""
+        if not self.cluster:
+            return sum(int(script(keys=keys, args=args)) for keys, args in calls)
+        for attempt in (1, 2):
+            if script.sha not in self._loaded:  # a pipelined EVALSHA cannot load it on NOSCRIPT
+                for server in servers(self.client):
+                    server.script_load(script.script)
+                self._loaded.add(script.sha)
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            try:
+                return sum(int(r) for r in pipe.execute())
+            except redis.exceptions.NoScriptError:  # a master restarted and lost its scripts
+                self._loaded.discard(script.sha)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def delete_if_not_newer(
         self, version: str, doc_ids: Sequence[str], source_ms: Sequence[int], seen_s: int = 0
@@ -246,11 +268,13 @@ class RedisEntryStore:
         keys = self._keys(version, doc_ids)
         for start in range(0, len(doc_ids), step):
             part = keys[start : start + step]
+            calls = []
             for call in self._calls(part):
                 args: list = []
                 for i in call:
                     args += [doc_ids[start + i], source_ms[start + i], seen_s]
-                deleted += self._eval(self._delete_if_not_newer, [part[i] for i in call], args)
+                calls.append(([part[i] for i in call], args))
+            deleted += self._eval(self._delete_if_not_newer, calls)
         return deleted
 
     def read_headers(self, version: str, doc_ids: Sequence[str]) -> list[codec.RecordHeader | None]:
