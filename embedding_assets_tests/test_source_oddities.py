@@ -121,7 +121,7 @@ def test_a_doc_id_renamed_in_place_leaves_no_entry_behind(pipeline_env, measure)
 
 
 def test_edits_stamped_now_are_requested_once(pipeline_env, measure):
-    """Inside the settling window they are neither future-dated nor missed: one run per shard."""
+    """Inside the settling window they are neither future-dated nor missed: one run, for them all."""
     filled = Filled(pipeline_env, measure)
     ids = [f"doc-{i:06d}" for i in range(6)]
     now = dt.datetime.now(dt.UTC)
@@ -130,5 +130,6 @@ def test_edits_stamped_now_are_requested_once(pipeline_env, measure):
     assert filled.daemon.tick(document_changes_sensor) == []  # still settling: nothing yet, nothing twice
     time.sleep(sensors.SETTLE_SECONDS + 1)
     launched = filled.daemon.sync(*SENSORS)
-    assert launched == len(group_by_shard(ids, NUM_SHARDS))
+    assert len(group_by_shard(ids, NUM_SHARDS)) > 1  # several shards, one run
+    assert launched == 1
     assert filled.matches_the_collection()
