@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -68,6 +67,7 @@ def run(args: argparse.Namespace, state: Path) -> None:
     from embedding_assets.defs.sensors import delta_run_requests
     from embedding_assets.dev import corpus
     from embedding_assets.dev.harness import Daemon, sweep_request
+    from embedding_assets.dev.servers import free_port, stop_groups
     from embedding_assets.lib.sharding import shard_of
 
     coll = pymongo.MongoClient(os.environ["MONGO_URI"], tz_aware=True)["ea_latency"]["documents"]
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace, state: Path) -> None:
     arrivals(written, edited_at)
     print(f"baseline: one delta run of {len(written)} changes, in process: {direct:.1f} s", flush=True)
 
-    port = _free_port()
+    port = free_port()
     log = open(state / "dagster-dev.log", "w")  # noqa: SIM115 - open for the process's lifetime
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-m", "embedding_assets.definitions", "-p", str(port)],
@@ -143,11 +143,7 @@ def run(args: argparse.Namespace, state: Path) -> None:
             time.sleep(2)
         runs = _runs(Path(os.environ["DAGSTER_HOME"]))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_groups(proc)
     p50 = statistics.median(latencies)
     p95 = statistics.quantiles(latencies, n=20)[-1]
     print()
@@ -184,14 +180,6 @@ def _runs(home: Path) -> int:
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         return sum(1 for r in instance.get_runs() if r.tags.get("embedding_assets/trigger") == "changes")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 import itertools
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+
+from embedding_assets.dev.servers import free_port, stop_groups
 
 
 def _postgres() -> dict[str, str] | None:
@@ -92,9 +93,7 @@ def test_fresh_clone_validates_without_any_environment(tmp_path):
 @pytest.mark.slow
 def test_fresh_clone_dagster_dev_serves_the_ui(tmp_path):
     clone = _fresh_clone(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     dagster = Path(sys.executable).with_name("dagster")
     process = subprocess.Popen(
         [str(dagster), "dev", "-m", "embedding_assets.definitions", "-p", str(port)],
@@ -125,11 +124,7 @@ def test_fresh_clone_dagster_dev_serves_the_ui(tmp_path):
         for name in ("document_snapshots", "chunked_text", "document_vectors"):
             assert name in body
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_groups(process)
 
 
 # -- a deployment's processes on this machine ---------------------------------------------------
@@ -145,12 +140,6 @@ mutation($params: LaunchBackfillParams!) {
 }
 """
 ASSETS = ["document_snapshots", "chunked_text", "document_vectors", "feature_store_entries"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
@@ -199,7 +188,7 @@ def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
     monkeypatch.setenv("EA_SHARDS_PER_RUN", "4")
     monkeypatch.setenv("DAGSTER_HOME", postgres_home)
     docs = load_sample(pipeline_env, 160)
-    grpc_port, web_port = _port(), _port()
+    grpc_port, web_port = free_port(), free_port()
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
         "load_from:\n  - grpc_server:\n"
@@ -273,13 +262,7 @@ def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
                 for r in records
             }
     finally:
-        for process in processes.values():
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_groups(*processes.values())
 
     # 4 runs of 4 shards, all succeeded, at least two of them executing at the same time
     assert len(records) == 4

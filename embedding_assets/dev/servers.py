@@ -7,6 +7,8 @@ loopback ports with their data under a state directory, stopped on exit.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +25,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop_groups(*processes: subprocess.Popen) -> None:
+    """Stop processes started with ``start_new_session=True`` and everything they started
+    (``dagster dev`` runs a webserver and a daemon): SIGTERM to each group, SIGKILL after 30 s."""
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 class SecantusProcess:
