@@ -298,32 +298,39 @@ def bare_static(texts: list[str]) -> dict[str, float]:
 
 def bare_transformer(texts: list[str]) -> dict[str, float]:
     """The model alone on exactly the chunks the pipeline embeds (the same texts, whole, cut in
-    254-token windows), per configuration; the first line is what most code does: the default
-    encode on whole documents, which silently truncates them at 256 tokens."""
+    the pipeline's windows, with the model's document prompt), per configuration; the first line
+    is what most code does: the default encode on whole documents, truncated at the model's limit."""
     import contextlib
 
     import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from embedding_assets.embedders.sentence_transformer import cpu_has_bf16, default_model_path
+    from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder, cpu_has_bf16
     from embedding_assets.lib.chunking import chunk_texts
 
-    model = SentenceTransformer(default_model_path(), device="cpu")
-    model.encode(texts[:32])
-    chunked = chunk_texts(texts, model.tokenizer, window=model.max_seq_length - 2, overlap=32)
+    embedder = SentenceTransformerEmbedder(device="cpu")
+    prompt = embedder.document_prompt or None
+    model = SentenceTransformer(embedder.model_name, device="cpu")
+    model.encode(texts[:32], prompt=prompt)
+    chunked = chunk_texts(texts, model.tokenizer, window=embedder.max_tokens, overlap=32)
     chunks = [c.text for doc in chunked for c in doc]
     tokens = [c.n_tokens for doc in chunked for c in doc]
     ordered = [chunks[i] for i in np.argsort(tokens, kind="stable")]
     print(
-        f"bare-model sample: {len(texts)} documents, {len(chunks)} chunks, "
-        f"{sum(tokens) / len(texts):.0f} tokens per document",
+        f"bare-model sample: {len(texts)} documents, {len(chunks)} chunks of at most {embedder.max_tokens} "
+        f"tokens, {sum(tokens) / len(texts):.0f} tokens per document ({embedder.model_name})",
         flush=True,
     )
     n = len(texts)
+    limit = model.max_seq_length
     out = {
-        "default encode, whole documents (truncated at 256 tokens)": _rate(lambda: model.encode(texts), n),
-        "default encode (fp32, batch 32), the pipeline's chunks": _rate(lambda: model.encode(chunks), n),
+        f"default encode, whole documents (truncated at {limit} tokens)": _rate(
+            lambda: model.encode(texts, prompt=prompt), n
+        ),
+        "default encode (fp32, batch 32), the pipeline's chunks": _rate(
+            lambda: model.encode(chunks, prompt=prompt), n
+        ),
     }
     precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
     for precision in precisions:
@@ -336,7 +343,7 @@ def bare_transformer(texts: list[str]) -> dict[str, float]:
 
             def encode(ctx: object = ctx, batch: int = batch) -> None:
                 with ctx:  # type: ignore[attr-defined]
-                    model.encode(ordered, batch_size=batch)
+                    model.encode(ordered, batch_size=batch, prompt=prompt)
 
             out[f"{precision}, batch {batch}, chunks sorted by token count"] = _rate(encode, n)
     return out
@@ -404,7 +411,7 @@ def print_storage(redis_url: str, n: int, store: object) -> None:
     print(f"pipeline's own entries, {spec.quantization} x {spec.dimension}: {own:>6.0f} B/doc")
     for codec in ("int8", "binary"):
         per_doc, _, _ = measure(redis_url, codec, n, db=1)
-        print(f"{codec} x 384 (MiniLM), {n} synthetic vectors, same publish path: {per_doc:>6.0f} B/doc")
+        print(f"{codec} x 384 (the default models' dimension), {n} synthetic vectors, same publish path: {per_doc:>6.0f} B/doc")
 
 
 def print_quality(coll: object, n: int) -> None:

@@ -1,4 +1,4 @@
-"""``embedding-assets demo | dev | lookup``: the commands a person runs."""
+"""``embedding-assets demo | dev | lookup | search | ...``: the commands a person runs."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from embedding_assets.stores.feature_store import FeatureStore
 
 STAMP = "%Y-%m-%d %H:%M:%SZ"
+# A version serves cross-lingual queries when English queries find their labeled passage first in
+# at least this share of the other languages' searches.
+CROSS_LINGUAL_R1 = 0.5
 # The local instance of demo and dev: SQLite storage, the deployment's concurrency rules.
 LOCAL_INSTANCE_YAML = """\
 concurrency:
@@ -204,6 +207,39 @@ def lookup(args: argparse.Namespace) -> int:
     return 0
 
 
+def search(args: argparse.Namespace) -> int:
+    """Rank candidates (a file of doc_ids, optionally with a tab and a first-stage score per line;
+    default: every entry of the version, brute force) for a query, as a service's re-ranker would."""
+    from embedding_assets.client import EmbeddingClient
+
+    with _feature_store(args) as store:
+        client = EmbeddingClient(store, args.version, model=args.model)
+        scores: list[float] | None = None
+        if args.candidates:
+            rows = [line.rstrip("\n").split("\t") for line in Path(args.candidates).read_text().splitlines()]
+            rows = [r for r in rows if r and r[0].strip()]
+            ids = [r[0].strip() for r in rows]
+            if rows and all(len(r) > 1 for r in rows):
+                scores = [float(r[1]) for r in rows]
+        else:
+            ids = list(store.entries.scan_ids(client.version))
+        started = time.perf_counter()
+        query = client.embed_query(args.text)
+        encoded = time.perf_counter()
+        ranking = client.rerank(query, ids, first_stage_scores=scores, fusion=args.fusion)
+        done = time.perf_counter()
+        embed_ms, rank_ms = (encoded - started) * 1000, (done - encoded) * 1000
+        print(
+            f"{len(ids)} candidates in {client.version}: query embedded in {embed_ms:.0f} ms, "
+            f"ranked in {rank_ms:.1f} ms ({args.fusion})"
+        )
+        for doc_id, score in ranking[: args.top]:
+            print(f"{score:9.4f}  {doc_id}")
+        if ranking.missing:
+            print(f"{len(ranking.missing)} candidates have no entry, e.g. {ranking.missing[:5]}")
+    return 0
+
+
 def versions(args: argparse.Namespace) -> int:
     with _feature_store(args) as store:
         active = store.control.active_version()
@@ -211,11 +247,26 @@ def versions(args: argparse.Namespace) -> int:
             count = sum(1 for _ in store.entries.scan_ids(tag))
             mark = "*" if tag == active else " "
             print(f"{mark} {tag}  {count} entries  {spec.model} {spec.precision} {spec.quantization}")
+            record = store.control.quality(tag)
+            if record is None:
+                print("    labeled set: not scored (built before quality records)")
+                continue
+            serves = record["cross_r1"] >= CROSS_LINGUAL_R1
+            print(
+                f"    labeled set {record['score']:.3f} (same-language MRR {record['same_mrr']:.3f}, "
+                f"cross-lingual {record['cross_mrr']:.3f}); "
+                + (
+                    "serves cross-lingual queries"
+                    if serves
+                    else "single-language: English queries do not find other languages' documents"
+                )
+            )
     return 0
 
 
 def activate(args: argparse.Namespace) -> int:
-    """Switch readers to a version, only when it covers every live document."""
+    """Switch readers to a version, only when it covers every live document and scores no worse on
+    the labeled set than the active version, less EA_QUALITY_MARGIN (``--force`` overrides that)."""
     from embedding_assets.dev.servers import EmbeddedServers
     from embedding_assets.lib import audit
     from embedding_assets.lib.snapshot import snapshot_frame
@@ -245,6 +296,21 @@ def activate(args: argparse.Namespace) -> int:
             )
             print("not activated: backfill the version until its coverage is complete")
             return 1
+        from embedding_assets.lib.quality import worse_than
+
+        active = store.control.active_version()
+        candidate = store.control.quality(args.version)
+        current = store.control.quality(active) if active and active != args.version else None
+        if candidate:
+            print(f"{args.version}: labeled-set score {candidate['score']:.4f}")
+        if current:
+            print(f"{active} (active): labeled-set score {current['score']:.4f}")
+        why = worse_than(candidate, current, float(settings.get("EA_QUALITY_MARGIN")))
+        if why and not args.force:
+            print(f"not activated: {why}; `activate --force` overrides")
+            return 1
+        if why:
+            print(f"activated anyway (--force): {why}")
         store.control.set_active(args.version)
         print(f"active version is now {args.version}")
     return 0
@@ -430,10 +496,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--version", help="version tag (default: the active version)")
     p.add_argument("--neighbours", type=int, default=0, help="also print the K nearest entries")
     p.set_defaults(func=lookup)
+    p = sub.add_parser("search", help="rank candidates (or every entry) for a query with the version's model")
+    p.add_argument("text")
+    p.add_argument("--candidates", help="file of doc_ids, one a line, optionally TAB first-stage score")
+    p.add_argument("--fusion", choices=["cosine", "rrf", "linear"], default="cosine")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--version", help="version tag (default: the active version)")
+    p.add_argument("--model", help="the version's model folder, if not where the pipeline loaded it")
+    p.set_defaults(func=search)
     p = sub.add_parser("versions", help="list stored versions; * marks the active one")
     p.set_defaults(func=versions)
-    p = sub.add_parser("activate", help="point readers at a version whose coverage is complete")
+    p = sub.add_parser(
+        "activate", help="point readers at a version whose coverage is complete and quality no worse"
+    )
     p.add_argument("version")
+    p.add_argument(
+        "--force", action="store_true", help="activate a version that scores worse than the active one"
+    )
     p.set_defaults(func=activate)
     p = sub.add_parser("cleanup", help="remove every key of a version that is not active")
     p.add_argument("version")

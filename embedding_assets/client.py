@@ -1,4 +1,5 @@
-"""The read API for services: float32 vectors by doc_id, with version, time and content hash."""
+"""The read API for services: float32 vectors by doc_id, with version, time and content hash;
+and the query side: queries embedded by the version's own model, candidates re-ranked."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from typing import TypeVar
 
 import numpy as np
 
+from embedding_assets.embedders.for_version import backend_of, configured_source, query_embedder
 from embedding_assets.lib import codec
 from embedding_assets.lib import quantization as q
+from embedding_assets.lib.protocols import Embedder
+from embedding_assets.lib.ranking import Ranking, cosines, fuse, rank
 from embedding_assets.stores.control_plane import ControlPlaneLost
 from embedding_assets.stores.feature_store import FeatureStore, connect
 
@@ -39,24 +43,49 @@ class StoredEmbedding:
         return dt.datetime.fromtimestamp(self.source_ms / 1000, dt.UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class QueryVector:
+    """A query embedded by a version's model: it scores only against that version's entries."""
+
+    vector: np.ndarray
+    version: str
+    text: str | None = None
+
+
+class VersionMismatch(ValueError):
+    """A query vector of another version (model, prompt or settings) than the entries read."""
+
+
 class EmbeddingClient:
     """Reads one version: the one given (pinned), else the store's active version, followed: a
     switch (``embedding-assets activate``) is seen within ``refresh_seconds`` (one GET per
     interval, none in between)."""
 
     def __init__(
-        self, store: FeatureStore, version: str | None = None, *, refresh_seconds: float = 5.0
+        self,
+        store: FeatureStore,
+        version: str | None = None,
+        *,
+        refresh_seconds: float = 5.0,
+        model: str | None = None,
     ) -> None:
         self.store = store
         self.pinned = version is not None
         self.refresh_seconds = refresh_seconds
+        self.model = model  # where the version's model is, for queries (default: as recorded)
+        self._embedders: dict[str, Embedder] = {}
         self._use(version or self._active())
 
     @classmethod
     def from_url(
-        cls, url: str, version: str | None = None, *, refresh_seconds: float = 5.0
+        cls,
+        url: str,
+        version: str | None = None,
+        *,
+        refresh_seconds: float = 5.0,
+        model: str | None = None,
     ) -> EmbeddingClient:
-        return cls(FeatureStore(connect(url)), version, refresh_seconds=refresh_seconds)
+        return cls(FeatureStore(connect(url)), version, refresh_seconds=refresh_seconds, model=model)
 
     def _active(self) -> str:
         resolved = self.store.control.active_version()
@@ -66,6 +95,7 @@ class EmbeddingClient:
 
     def _use(self, version: str) -> None:
         spec = self.store.control.versions().get(version)
+        self.spec = spec
         self.version = version
         self.version_id = spec.version_id if spec else None
         self._calibration = self.store.control.calibration(version)
@@ -151,3 +181,95 @@ class EmbeddingClient:
             content_hash=header.content_hash,
             source_ms=header.source_ms,
         )
+
+    # -- the query side ---------------------------------------------------------------------------
+    def query_embedder(self) -> Embedder:
+        """The model of the version read, loaded on first use: the one the pipeline recorded, the
+        client's ``model``, or EA_MODEL, whichever is that version's (checked by identity)."""
+        self._follow()
+        if self.version not in self._embedders:
+            if self.spec is None:
+                raise LookupError(f"version {self.version} is not registered: its model is unknown")
+            backend = backend_of(self.spec)
+            given = {"backend": backend, "model": self.model} if self.model else None
+            recorded = self.store.control.query_model(self.version)
+            self._embedders[self.version] = query_embedder(
+                self.spec, [given, recorded, configured_source(backend)]
+            )
+        return self._embedders[self.version]
+
+    def embed_query(self, text: str) -> QueryVector:
+        """``text`` as a search query of the version read: its model, its query prompt."""
+        embedder = self.query_embedder()
+        vector = embedder.encode_queries([text])[0]
+        return QueryVector(np.ascontiguousarray(vector, dtype=np.float32), self.version, text)
+
+    def _query(self, query: str | QueryVector) -> QueryVector:
+        if isinstance(query, str):
+            return self.embed_query(query)
+        if not isinstance(query, QueryVector):
+            raise TypeError(
+                f"a query is text or a QueryVector from embed_query, not {type(query).__name__}: a bare "
+                "vector says nothing of the model that made it, so it is never scored"
+            )
+        self._follow()
+        if query.version != self.version:
+            raise VersionMismatch(
+                f"the query vector is of version {query.version}, the entries read are of {self.version}: "
+                "embed the query again with this client"
+            )
+        if self.spec is not None and query.vector.shape != (self.spec.dimension,):
+            raise VersionMismatch(
+                f"query vector of shape {query.vector.shape}, version has {self.spec.dimension}"
+            )
+        return query
+
+    def _scored(
+        self, query: str | QueryVector, doc_ids: Sequence[str]
+    ) -> tuple[QueryVector, list[str], np.ndarray, list[int], list[str]]:
+        """The query, and the candidates' vectors as read, all of one version."""
+        for attempt in range(2):
+            vector = self._query(query)
+            entries = self.get_many(doc_ids)
+            if all(e is None or e.version == vector.version for e in entries):
+                break
+            if not isinstance(query, str) or attempt:  # the active version switched under a text query
+                raise VersionMismatch(
+                    f"entries were read from {self.version}, the query is of {vector.version}"
+                )
+        present = [i for i, e in enumerate(entries) if e is not None]
+        missing = [doc_ids[i] for i, e in enumerate(entries) if e is None]
+        dim = self.spec.dimension if self.spec else len(vector.vector)
+        matrix = np.stack([entries[i].vector for i in present]) if present else np.zeros((0, dim), np.float32)
+        return vector, [doc_ids[i] for i in present], matrix, present, missing
+
+    def rerank(
+        self,
+        query: str | QueryVector,
+        doc_ids: Sequence[str],
+        *,
+        first_stage_scores: Sequence[float] | None = None,
+        fusion: str = "cosine",
+        weight: float = 0.5,
+    ) -> Ranking:
+        """``doc_ids`` (a first stage's candidates) ranked for ``query``, best first, as
+        ``(doc_id, score)``; candidates without an entry are in ``.missing``. ``fusion``: ``cosine``
+        (the vectors alone), ``rrf`` (with the first stage's order, or its scores when given) or
+        ``linear`` (``weight`` times the min-max-normalized first-stage scores plus the rest times
+        the normalized cosines)."""
+        if first_stage_scores is not None and len(first_stage_scores) != len(doc_ids):
+            raise ValueError(f"{len(first_stage_scores)} first-stage scores for {len(doc_ids)} candidates")
+        vector, ids, matrix, present, missing = self._scored(query, doc_ids)
+        first = (
+            None if first_stage_scores is None else np.asarray(first_stage_scores, dtype=np.float64)[present]
+        )
+        scores = fuse(cosines(vector.vector, matrix), first, fusion, weight=weight) if ids else np.zeros(0)
+        return rank(ids, scores, missing)
+
+    def similar(self, doc_id: str, doc_ids: Sequence[str]) -> Ranking:
+        """``doc_ids`` ranked by the cosine of their vectors to ``doc_id``'s (which must have an entry)."""
+        entry = self.get(doc_id)
+        if entry is None:
+            raise LookupError(f"{doc_id} has no entry in version {self.version}")
+        query = QueryVector(entry.vector, entry.version)
+        return self.rerank(query, doc_ids)

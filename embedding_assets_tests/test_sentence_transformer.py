@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from embedding_assets import settings
 from embedding_assets.embedders.model_files import sentence_transformer_shape
 from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder, default_model_path
 
@@ -28,13 +29,21 @@ def test_the_version_is_computed_without_loading_torch_or_weights(embedder):
         text=True,
         timeout=120,
         check=True,
-        env={"EA_DEVICE": "cpu", "EA_PRECISION": "fp32", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        env={
+            "EA_DEVICE": "cpu",
+            "EA_PRECISION": "fp32",
+            "HF_HUB_OFFLINE": "1",
+            "PATH": "/usr/bin:/bin",
+            "EA_MODEL_CACHE": str(settings.model_cache_dir()),  # built by the embedder fixture
+        },
     )
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["torch"] is False
     # and it is what the loaded model says
     assert found["dimension"] == embedder.model.get_embedding_dimension() == 384
-    assert found["window"] == embedder.model.max_seq_length - 2
+    # the window leaves room for the two special tokens and the "passage: " prompt
+    assert found["window"] == embedder.model.max_seq_length - 2 - (len("passage: ") + 1)
+    assert len(embedder.tokenizer("passage: ", add_special_tokens=False)["input_ids"]) <= len("passage: ") + 1
     assert found["single_chunk"] is False
 
 
@@ -76,6 +85,6 @@ def test_bf16_precision_keeps_the_vectors(embedder):
     ]
     fast = SentenceTransformerEmbedder(device="cpu", precision="bf16")
     fast.__dict__["model"] = embedder.model  # the same loaded weights
-    exact = embedder.model.encode(texts, normalize_embeddings=True)
+    exact = embedder.model.encode(texts, normalize_embeddings=True, prompt=embedder.document_prompt)
     cosine = (fast.encode(texts) * exact).sum(axis=1)
     assert cosine.min() > 0.999

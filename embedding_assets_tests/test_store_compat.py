@@ -53,6 +53,7 @@ def _restore(env: dict[str, str]) -> list[dict]:
 
 def test_a_store_written_before_is_read_and_kept_current_without_re_embedding(pipeline_env, monkeypatch):
     monkeypatch.setenv("EA_PRECISION", "fp32")  # as the fixture was made: the tag must not depend on the CPU
+    monkeypatch.setenv("EA_MODEL", "all-MiniLM-L6-v2")  # the default of the release that wrote it
     docs = _restore(pipeline_env)
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
     [tag] = store.control.versions()
@@ -93,3 +94,37 @@ def test_a_store_written_before_is_read_and_kept_current_without_re_embedding(pi
     assert metadata(daemon.results[-1], "document_vectors")["embedded"] == 1
     assert store_state(store, tag) == ground_truth(coll, store.control.versions()[tag])
     assert client.get("doc-000003").content_hash != before[with_text.index("doc-000003")].content_hash
+
+
+def test_upgrading_that_store_to_the_multilingual_default_is_a_blue_green_switch(
+    pipeline_env, monkeypatch, capsys
+):
+    """The new default is a new version written beside the old one: readers stay on the old one
+    until `activate`, and a query of one version is never scored against the other's entries."""
+    from embedding_assets.cli import main
+    from embedding_assets.client import VersionMismatch
+
+    monkeypatch.setenv("EA_PRECISION", "fp32")
+    docs = _restore(pipeline_env)
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    [old] = store.control.versions()
+    client = EmbeddingClient.from_url(pipeline_env["REDIS_URL"], refresh_seconds=0)
+    with_text = sorted(d["doc_id"] for d in docs if d["doc_id"] != "odd-empty")
+    before = client.get_many(with_text)
+
+    monkeypatch.delenv("EA_MODEL", raising=False)  # the default: multilingual-e5-small
+    result = materialize()
+    assert result.success
+    new = str(metadata(result, "feature_store_entries")["version"])
+    assert new.startswith("multilingual-e5-small-") and new != old
+    assert store.control.active_version() == old  # written beside, not switched
+    assert [e.vector.tobytes() for e in client.get_many(with_text)] == [e.vector.tobytes() for e in before]
+    assert metadata(result, "document_vectors")["embedded"] == 41  # every document, for the new model
+
+    query = EmbeddingClient.from_url(pipeline_env["REDIS_URL"], new).embed_query("an index")
+    with pytest.raises(VersionMismatch):  # the old version's reader refuses the new model's query
+        client.rerank(query, with_text)
+
+    assert main(["activate", new]) == 0, capsys.readouterr().out
+    assert client.rerank(query, with_text).missing == []  # now the same version: scored
+    assert store_state(store, old) and store_state(store, new)  # nothing lost until cleanup

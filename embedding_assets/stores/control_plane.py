@@ -11,6 +11,9 @@ Keys (beside the entries of ``redis_entries.py``):
     doc_emb_meta:{version}:calibration  int8 ranges of the version, float32 lo then hi
     doc_emb_meta:{version}:buckets      how many buckets the version's entries are spread over
     doc_emb_meta:{version}:dead_letters hash doc_id -> why it has no faithful entry
+    doc_emb_meta:{version}:query_model  where clients find the model that embeds queries (JSON)
+    doc_emb_meta:{version}:quality      the version's score on the labeled set, when built (JSON)
+    doc_emb_meta:{version}:quality_vectors  the labeled set's float32 vectors it was computed from
 """
 
 from __future__ import annotations
@@ -43,6 +46,18 @@ def buckets_key(version: str) -> str:
 
 def canary_key(version: str) -> str:
     return f"{META_PREFIX}:{version}:canary"
+
+
+def query_model_key(version: str) -> str:
+    return f"{META_PREFIX}:{version}:query_model"
+
+
+def quality_key(version: str) -> str:
+    return f"{META_PREFIX}:{version}:quality"
+
+
+def quality_vectors_key(version: str) -> str:
+    return f"{META_PREFIX}:{version}:quality_vectors"
 
 
 def dead_letter_key(version: str) -> str:
@@ -146,10 +161,45 @@ class ControlPlane:
         assert stored is not None
         return stored
 
+    # -- query side: the model that embeds queries, and the version's retrieval quality --------
+    @transient
+    def set_query_model(self, version: str, source: dict[str, str]) -> None:
+        """Where the model of the version's queries can be loaded from (a hint: clients check its
+        identity against the version before they use it)."""
+        self.client.set(query_model_key(version), json.dumps(source, sort_keys=True))
+
+    @transient
+    def query_model(self, version: str) -> dict[str, str] | None:
+        raw = self.client.get(query_model_key(version))
+        return json.loads(raw) if raw else None
+
+    @transient
+    def set_quality(self, version: str, record: dict, vectors: np.ndarray) -> None:
+        """The version's labeled-set score and the float vectors it came from (the check re-scores
+        them as stored, without the model)."""
+        self.client.set(quality_vectors_key(version), encode_canary(vectors))  # first: a record has them
+        self.client.set(quality_key(version), json.dumps(record, sort_keys=True))
+
+    @transient
+    def quality(self, version: str) -> dict | None:
+        raw = self.client.get(quality_key(version))
+        return json.loads(raw) if raw else None
+
+    @transient
+    def quality_vectors(self, version: str) -> np.ndarray | None:
+        raw = self.client.get(quality_vectors_key(version))
+        return decode_canary(raw) if raw else None
+
     def forget(self, version: str) -> None:
         """Remove the version's control keys and registration (its entries are the entry store's)."""
         self.client.unlink(
-            calibration_key(version), buckets_key(version), dead_letter_key(version), canary_key(version)
+            calibration_key(version),
+            buckets_key(version),
+            dead_letter_key(version),
+            canary_key(version),
+            query_model_key(version),
+            quality_key(version),
+            quality_vectors_key(version),
         )
         self.client.hdel(VERSIONS_KEY, version)
         self._buckets.pop(version, None)
