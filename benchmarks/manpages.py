@@ -5,12 +5,13 @@ originals from the packages that own the pages (coreutils, util-linux, the man-p
 Packages are fetched with ``apt-get download`` at pinned versions, unpacked with ``dpkg-deb -x``
 (nothing is installed) and the result is cached as one JSON file.
 
-A document is one page in one language: title ``name(section)``, body the page as text. Queries
-are the pages' one-line NAME descriptions ("ls - list directory contents" gives "list directory
-contents"): in the page's language (same-language, where the translation has its own) and in
-English (cross-lingual). Each query has one relevant document, the page in the language searched;
-a query in language L is run against language L's documents, as a service searching one
-language's index would.
+A document is one page in one language: title ``name(section)``, body the page as text without
+its NAME section. Queries are the pages' one-line NAME descriptions ("ls - list directory
+contents" gives "list directory contents"), which the documents therefore do not contain: a
+service searching for what a page does, not for its words. They come in the page's language
+(same-language, where the translation has its own) and in English (cross-lingual). Each query
+has one relevant document, the page in the language searched; a query in language L is run
+against language L's documents, as a service searching one language's index would.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ PACKAGES = (
 ).split()
 # A page joins the set when English and at least this many of the other languages have it.
 MIN_TRANSLATIONS = 9
+RECIPE = 2  # bumped when what a document or query holds changes (2: NAME sections left out)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ def _macro_args(line: str) -> str:
 
 
 def roff_to_text(source: str) -> tuple[str, list[tuple[str, str]]]:
-    """The page's text and its sections ``(heading, text)``, from man(7) roff source."""
+    """The page's text without its NAME section, and every section ``(heading, text)``, from man(7)
+    roff source."""
     sections: list[tuple[str, list[str]]] = [("", [])]
     for raw in source.splitlines():
         if raw.startswith(('.\\"', "'\\\"", '\\"', ".\\}")) or raw.strip() in (".", "'"):
@@ -115,7 +118,9 @@ def roff_to_text(source: str) -> tuple[str, list[tuple[str, str]]]:
         if line:
             sections[-1][1].append(line)
     parts = [(heading, " ".join(lines)) for heading, lines in sections if lines or heading]
-    text = "\n".join(f"{h}\n{t}" if h else t for h, t in parts)
+    named = next((i for i, (h, _) in enumerate(parts) if h), None)
+    body = [p for i, p in enumerate(parts) if i != named]
+    text = "\n".join(f"{h}\n{t}" if h else t for h, t in body)
     return text, parts
 
 
@@ -167,7 +172,7 @@ def _read(path: Path) -> str:
 
 def build(cache: Path) -> dict:
     """The set, from the cache or built (about a minute: 90 packages, 45 MB)."""
-    key = hashlib.blake2b(" ".join(PACKAGES).encode() + str(MIN_TRANSLATIONS).encode(), digest_size=6)
+    key = hashlib.blake2b(f"{' '.join(PACKAGES)} {MIN_TRANSLATIONS} {RECIPE}".encode(), digest_size=6)
     path = cache / f"manpages-{key.hexdigest()}.json"
     if path.exists():
         return json.loads(path.read_text())

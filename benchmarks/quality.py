@@ -300,7 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--queries", type=int, default=0, help="a seeded sample of queries (0: all)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "embedding-assets" / "quality"))
-    parser.add_argument("--infinity-venv", default=str(Path(".state/infinity-venv").resolve()))
+    parser.add_argument(
+        "--infinity-venv", default=os.environ.get("EA_INFINITY_VENV", str(Path(".venv-infinity").resolve()))
+    )
     args = parser.parse_args(argv)
     tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
 
@@ -343,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results.append(run_tier(tier, state, servers.redis_url, env, dataset, bm25, queries))  # type: ignore[arg-type]
             else:
                 results.append(run_tier(tier, state, servers.redis_url, env, dataset, bm25, queries))  # type: ignore[arg-type]
-    print_tables(results)
+            print_tables(results)  # after each tier: a later one failing loses nothing
     return 0
 
 

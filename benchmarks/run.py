@@ -8,7 +8,8 @@ Servers come from MONGO_URI / REDIS_URL, or are embedded (valkey, SecantusDB). P
 documents/s per stage and end to end for a full pass, a 1%-changed pass (sensor runs) and a
 no-change pass; the bare model measured in this process on the same texts, and our ratio to
 it; Redis bytes per document for each codec; lookup latency; peak RSS. ``--peers`` also runs
-LlamaIndex and LangChain over the same documents, model and Redis (benchmarks/peers.py).
+LlamaIndex and LangChain over the same documents, model (all-MiniLM-L6-v2, which it then sets as
+EA_MODEL) and Redis (benchmarks/peers.py).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def main() -> None:
     parser.add_argument("--peer-python", default=os.environ.get("EA_PEER_PYTHON", ""))
     args = parser.parse_args()
     args.sample = args.sample or min(args.docs, 600 if args.backend == "transformer" else 20_000)
+    if args.peers:  # the peers embed with all-MiniLM-L6-v2 (benchmarks/peers.py): the same model here
+        os.environ.setdefault("EA_MODEL", "all-MiniLM-L6-v2")
 
     state = Path(tempfile.mkdtemp(prefix="ea-bench-"))
     os.environ.update(
@@ -411,7 +414,8 @@ def print_storage(redis_url: str, n: int, store: object) -> None:
     print(f"pipeline's own entries, {spec.quantization} x {spec.dimension}: {own:>6.0f} B/doc")
     for codec in ("int8", "binary"):
         per_doc, _, _ = measure(redis_url, codec, n, db=1)
-        print(f"{codec} x 384 (the default models' dimension), {n} synthetic vectors, same publish path: {per_doc:>6.0f} B/doc")
+        label = f"{codec} x 384 (both packaged models), {n} synthetic vectors, same publish path"
+        print(f"{label}: {per_doc:>6.0f} B/doc")
 
 
 def print_quality(coll: object, n: int) -> None:

@@ -37,6 +37,16 @@ def measure(
 ) -> tuple[float, float, str]:
     """(bytes/doc, writes/s, server version) of n entries of one codec, in a flushed database."""
     client = redis.Redis.from_url(url, db=db) if db is not None else connect(url)
+    _, _, seconds = write_entries(client, quantization, n, dimension)
+    version = servers(client)[0].info("server")["redis_version"]
+    return flushed_bytes(client) / n, n / seconds, version
+
+
+def write_entries(
+    client: redis.Redis, quantization: str, n: int, dimension: int = 384
+) -> tuple[FeatureStore, EmbeddingSpec, float]:
+    """n synthetic unit vectors ``doc-0000000 ...`` through the real publish path, into a flushed
+    database, as the active version; returns the store, the spec and the seconds writing took."""
     client.flushdb()
     store = FeatureStore(client)
     store.compact_encoding()
@@ -63,8 +73,8 @@ def measure(
         calibration = calibration or store.calibration_for(spec, [frame])
         publish.publish(store.entries, spec, frame, calibration, now=int(time.time()), max_age_seconds=3600)
         seconds += time.perf_counter() - started
-    version = servers(client)[0].info("server")["redis_version"]
-    return flushed_bytes(client) / n, n / seconds, version
+    store.control.activate_if_none(spec.tag)
+    return store, spec, seconds
 
 
 def flushed_bytes(client: redis.Redis) -> int:

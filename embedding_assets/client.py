@@ -7,7 +7,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -128,27 +128,13 @@ class EmbeddingClient:
         return None if raw is None else self._decode(doc_id, raw)
 
     def get_many(self, doc_ids: Sequence[str]) -> list[StoredEmbedding | None]:
-        values = self._read(lambda version: self.store.entries.read(version, doc_ids))
         out: list[StoredEmbedding | None] = [None] * len(doc_ids)
-        by_size: dict[int, list[int]] = {}
-        for i, raw in enumerate(values):
-            if raw is not None:
-                by_size.setdefault(len(raw), []).append(i)
-        for positions in by_size.values():
-            raws = [values[i] for i in positions]
-            try:
-                headers, payloads = codec.decode_many(raws)  # type: ignore[arg-type]
-            except codec.CodecError:  # odd records: one at a time, so the error names the document
-                for i in positions:
-                    out[i] = self._decode(doc_ids[i], values[i])  # type: ignore[arg-type]
+        version, groups = self._read_many(doc_ids)
+        for positions, headers, vectors in groups:
+            if headers is None:  # decoded one at a time
+                for i, entry in zip(positions, vectors, strict=True):
+                    out[i] = entry
                 continue
-            foreign = self.version_id is not None and (headers["version_id"] != self.version_id).any()
-            if foreign:
-                i = positions[int(np.argmax(headers["version_id"] != self.version_id))]
-                self._decode(doc_ids[i], values[i])  # type: ignore[arg-type] # raises, naming it
-            vectors = self._vectors(
-                codec.CODEC_NAMES[int(headers["codec"][0])], payloads, int(headers["dimension"][0])
-            )
             columns = zip(
                 positions,
                 vectors,
@@ -158,10 +144,39 @@ class EmbeddingClient:
                 strict=True,
             )
             for i, vector, computed_at, content_hash, source_ms in columns:
-                out[i] = StoredEmbedding(
-                    doc_ids[i], vector, self.version, computed_at, content_hash, source_ms
-                )
+                out[i] = StoredEmbedding(doc_ids[i], vector, version, computed_at, content_hash, source_ms)
         return out
+
+    def _read_many(
+        self, doc_ids: Sequence[str]
+    ) -> tuple[str, list[tuple[list[int], np.ndarray | None, Any]]]:
+        """The version read, and the entries found as groups ``(positions, headers, vectors)``:
+        records of one size decode in one numpy pass; odd ones one at a time (``headers`` None,
+        ``vectors`` their StoredEmbeddings), so an error names the document."""
+        values = self._read(lambda version: self.store.entries.read(version, doc_ids))
+        version = self.version
+        by_size: dict[int, list[int]] = {}
+        for i, raw in enumerate(values):
+            if raw is not None:
+                by_size.setdefault(len(raw), []).append(i)
+        groups: list[tuple[list[int], np.ndarray | None, Any]] = []
+        for positions in by_size.values():
+            raws = [values[i] for i in positions]
+            try:
+                headers, payloads = codec.decode_many(raws)  # type: ignore[arg-type]
+            except codec.CodecError:
+                entries = [self._decode(doc_ids[i], values[i]) for i in positions]  # type: ignore[arg-type]
+                groups.append((positions, None, entries))
+                continue
+            foreign = self.version_id is not None and (headers["version_id"] != self.version_id).any()
+            if foreign:
+                i = positions[int(np.argmax(headers["version_id"] != self.version_id))]
+                self._decode(doc_ids[i], values[i])  # type: ignore[arg-type] # raises, naming it
+            vectors = self._vectors(
+                codec.CODEC_NAMES[int(headers["codec"][0])], payloads, int(headers["dimension"][0])
+            )
+            groups.append((positions, headers, vectors))
+        return version, groups
 
     def _vectors(self, codec_name: str, payloads: np.ndarray, dimension: int) -> np.ndarray:
         if codec_name == q.INT8 and self._calibration is None:
@@ -226,22 +241,27 @@ class EmbeddingClient:
 
     def _scored(
         self, query: str | QueryVector, doc_ids: Sequence[str]
-    ) -> tuple[QueryVector, list[str], np.ndarray, list[int], list[str]]:
-        """The query, and the candidates' vectors as read, all of one version."""
+    ) -> tuple[QueryVector, np.ndarray, np.ndarray, list[str]]:
+        """The query, the positions of the candidates that have an entry and their vectors as
+        read, all of one version, and the candidates that have none."""
         for attempt in range(2):
             vector = self._query(query)
-            entries = self.get_many(doc_ids)
-            if all(e is None or e.version == vector.version for e in entries):
+            version, groups = self._read_many(doc_ids)
+            if version == vector.version:
                 break
             if not isinstance(query, str) or attempt:  # the active version switched under a text query
-                raise VersionMismatch(
-                    f"entries were read from {self.version}, the query is of {vector.version}"
-                )
-        present = [i for i, e in enumerate(entries) if e is not None]
-        missing = [doc_ids[i] for i, e in enumerate(entries) if e is None]
-        dim = self.spec.dimension if self.spec else len(vector.vector)
-        matrix = np.stack([entries[i].vector for i in present]) if present else np.zeros((0, dim), np.float32)
-        return vector, [doc_ids[i] for i in present], matrix, present, missing
+                raise VersionMismatch(f"entries were read from {version}, the query is of {vector.version}")
+        found = [p for positions, _, _ in groups for p in positions]
+        parts = [v if h is not None else np.stack([e.vector for e in v]) for _, h, v in groups]
+        dim = len(vector.vector)
+        matrix = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+        present = np.asarray(found, dtype=np.int64)
+        if len(groups) > 1:  # keep the candidates' order
+            order = np.argsort(present, kind="stable")
+            present, matrix = present[order], matrix[order]
+        taken = set(found)
+        missing = [d for i, d in enumerate(doc_ids) if i not in taken]
+        return vector, present, matrix, missing
 
     def rerank(
         self,
@@ -259,7 +279,8 @@ class EmbeddingClient:
         the normalized cosines)."""
         if first_stage_scores is not None and len(first_stage_scores) != len(doc_ids):
             raise ValueError(f"{len(first_stage_scores)} first-stage scores for {len(doc_ids)} candidates")
-        vector, ids, matrix, present, missing = self._scored(query, doc_ids)
+        vector, present, matrix, missing = self._scored(query, doc_ids)
+        ids = [doc_ids[i] for i in present]
         first = (
             None if first_stage_scores is None else np.asarray(first_stage_scores, dtype=np.float64)[present]
         )

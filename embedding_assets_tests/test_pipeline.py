@@ -1,5 +1,10 @@
 """The asset graph end to end on real servers, checked against an independent computation."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import polars as pl
 import pytest
@@ -187,3 +192,30 @@ def test_static_tier_fills_its_own_version(pipeline_env, monkeypatch, static_dir
     np.fill_diagonal(sims, -1)
     twins = sum(int(np.argmax(sims[i]) % 56 == i % 56) for i in range(len(docs)))
     assert twins / len(docs) > 0.8
+
+    # queries on the static tier: its own token table, no torch in the reading process
+    out = subprocess.run(
+        [sys.executable, "-c", STATIC_QUERY, pipeline_env["REDIS_URL"], docs[0]["doc_id"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "EA_STATIC_DIR": static_dir},
+    )
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found == {"torch": False, "dimension": 256, "top_is_same_topic": True}, out.stderr[-2000:]
+
+
+STATIC_QUERY = """
+import json, sys
+from embedding_assets.client import EmbeddingClient
+from embedding_assets.dev import corpus
+client = EmbeddingClient.from_url(sys.argv[1])
+doc = next(corpus.generate_documents(1))
+query = client.embed_query(doc["title"])
+ids = [d["doc_id"] for d in corpus.generate_documents(112)]
+topic = {d["doc_id"]: d["topic"] for d in corpus.generate_documents(112)}
+best = client.rerank(query, ids)[0][0]
+print(json.dumps({"torch": "torch" in sys.modules, "dimension": int(query.vector.shape[0]),
+                  "top_is_same_topic": topic[best] == doc["topic"]}))
+"""

@@ -45,7 +45,7 @@ def test_requests_are_packed_by_tokens_within_both_limits():
 def infinity(tmp_path_factory):
     venv = Path(os.environ.get("EA_INFINITY_VENV", ROOT / ".venv-infinity"))
     log = tmp_path_factory.mktemp("infinity") / "infinity.log"
-    with InfinityServer(venv, log=log) as server:
+    with InfinityServer(venv, log=log, model=default_model_path()) as server:  # the default model
         yield server
 
 

@@ -53,7 +53,9 @@ def test_fields_added_later_keep_earlier_tags_at_their_defaults():
     form (the tag below is the one the release before prompts computed for SPEC)."""
     assert "prompt" not in SPEC.canonical() and "oversize" not in SPEC.canonical()
     assert SPEC.tag == "all-minilm-l6-v2-d9012a63"
-    assert '"document_prompt":"passage: "' in dataclasses.replace(SPEC, document_prompt="passage: ").canonical()
+    assert (
+        '"document_prompt":"passage: "' in dataclasses.replace(SPEC, document_prompt="passage: ").canonical()
+    )
 
 
 def test_model_slug_and_fingerprint(tmp_path):

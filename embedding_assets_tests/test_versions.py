@@ -137,3 +137,38 @@ def test_the_active_version_keeps_following_edits_while_a_new_one_is_built(
     assert measure(coll, store, green, "green caught up").none
     assert main(["activate", green]) == 0
     assert store.control.active_version() == green
+
+
+@pytest.mark.slow
+def test_a_version_that_ranks_worse_is_flagged_and_not_activated_without_force(
+    pipeline_env, monkeypatch, capsys
+):
+    """The English MiniLM, built beside the multilingual default, covers every document but scores
+    worse on the labeled set (other languages, English queries): its retrieval_quality check
+    fails, and `activate` refuses it unless forced."""
+    from embedding_assets.dev.harness import check_results
+
+    load_sample(pipeline_env, 28)
+    assert materialize().success
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    good = store.control.active_version()
+    assert check_results(materialize())["retrieval_quality"].passed  # the active version passes
+
+    monkeypatch.setenv("EA_MODEL", "all-MiniLM-L6-v2")
+    result = materialize()
+    worse = str(metadata(result, "feature_store_entries")["version"])
+    check = check_results(result)["retrieval_quality"]
+    assert not check.passed and "worse than the active version" in check.description
+    scores = {v: store.control.quality(v)["score"] for v in (good, worse)}
+    assert scores[worse] < scores[good] - 0.02, scores
+
+    assert main(["activate", worse]) == 1
+    out = capsys.readouterr().out
+    assert "not activated" in out and "more than the margin" in out
+    assert store.control.active_version() == good
+    assert main(["versions"]) == 0
+    listing = capsys.readouterr().out
+    assert f"labeled set {scores[good]:.3f}" in listing and f"labeled set {scores[worse]:.3f}" in listing
+    assert main(["activate", worse, "--force"]) == 0
+    assert "activated anyway (--force)" in capsys.readouterr().out
+    assert store.control.active_version() == worse

@@ -294,7 +294,7 @@ def feature_store_entries(
             yield _upstream(state, "document_vectors", key, columns)
 
     calibration = store.calibration_for(spec, vectors())
-    quality = _record_quality(context, embedding_model, store, spec, calibration)
+    labeled_score = _record_quality(context, embedding_model, store, spec, calibration)
     latest = store.control.copy_of(spec)
     if copy is None or VersionCopy.from_json(copy) != latest:
         state.save_version_copy(spec.tag, latest.to_json())
@@ -347,7 +347,7 @@ def feature_store_entries(
             "maxmemory_policy": policy or "unknown",
             "control_keys_restored": len(restored),
             "mode": "delta" if config.doc_ids else "full",
-            **({"labeled_set_score": quality["score"]} if quality else {}),
+            **({"labeled_set_score": labeled_score["score"]} if labeled_score else {}),
         }
     )
 
@@ -374,8 +374,7 @@ def _record_quality(
         **decoded.as_dict(),
         "float32_score": exact.score,
         "labeled_set": labeled.digest,
-        "queries": len(queries)
-        + len(labeled.queries[quality.SOURCE_LANGUAGE]) * (len(labeled.languages) - 1),
+        "queries": len(queries) + len(labeled.subjects) * (len(labeled.languages) - 1),  # + English
         "recorded_at": int(time.time()),
     }
     store.control.set_quality(spec.tag, record, np.concatenate([passages, queries]))
