@@ -129,7 +129,9 @@ def test_a_day_of_changes(pipeline_env, monkeypatch, embedder):
     title = next(d["title"] for d in docs if d["doc_id"] == ids[0])
     text = embeddable_text(title, f"Rewritten body of {ids[0]}.", title_repeat=spec.title_repeat).text
     [chunks] = chunk_texts([text], embedder.tokenizer, window=spec.window_tokens, overlap=spec.overlap_tokens)
-    direct = embedder.model.encode([c.text for c in chunks]).mean(axis=0)
+    direct = embedder.model.encode(
+        [c.text for c in chunks], prompt=embedder.model.prompts.get("document")
+    ).mean(axis=0)
     assert float(entry.vector @ direct / np.linalg.norm(entry.vector) / np.linalg.norm(direct)) > 0.99
 
 

@@ -30,9 +30,12 @@ ODD = [
 
 
 def _expected_vector(model, text: str, window: int, overlap: int) -> np.ndarray:
-    """Direct SentenceTransformer.encode of the chunks, pooled by token count, by hand."""
+    """Direct SentenceTransformer.encode of the chunks, with the document prompt of the model's own
+    configuration, pooled by token count, by hand."""
     [chunks] = chunk_texts([text], model.tokenizer, window=window, overlap=overlap)
-    vectors = model.encode([c.text for c in chunks], convert_to_numpy=True)
+    vectors = model.encode(
+        [c.text for c in chunks], convert_to_numpy=True, prompt=model.prompts.get("document")
+    )
     total = np.zeros(vectors.shape[1], dtype=np.float64)
     for chunk, vector in zip(chunks, vectors, strict=True):
         total += chunk.n_tokens * vector

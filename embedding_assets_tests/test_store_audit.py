@@ -156,5 +156,6 @@ def test_delta_runs_carry_the_gates_and_leave_the_store_audit_to_the_schedule(pi
     coll.update_one({"doc_id": "doc-000002"}, {"$set": {"body": "Edited."}})
     [request] = delta_run_requests("changes", "edit", ["doc-000002"])
     result = execute(request, dg.DagsterInstance.ephemeral())
-    assert set(check_results(result)) == {"vector_validity", "error_rate"}
+    # the gates, and the version's labeled-set score (recorded vectors re-scored, no model load)
+    assert set(check_results(result)) == {"vector_validity", "error_rate", "retrieval_quality"}
     assert metadata(result, "feature_store_entries")["written"] == 1

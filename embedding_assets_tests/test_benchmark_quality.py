@@ -1,0 +1,46 @@
+"""The quality benchmark's pure parts: roff read as text, NAME lines, BM25 tokens, the metrics."""
+
+from benchmarks.manpages import name_line, roff_to_text
+from benchmarks.quality import Scores, rank_of, tokenize
+
+PAGE = r""".\" -*- coding: UTF-8 -*-
+.TH LS 1 "September 2022" "GNU coreutils 9.1" "Dienstprogramme für Benutzer"
+.SH BEZEICHNUNG
+ls \- Verzeichnisinhalte auflisten
+.SH ÜBERSICHT
+\fBls\fP [\fI\,OPTION\/\fP]… [\fI\,DATEI\/\fP]…
+.SH BESCHREIBUNG
+.\" Add any additional description here
+.PP
+Auflistung von Informationen über die DATEIen \(em sortiert.
+.TP
+\fB\-a\fP, \fB\-\-all\fP
+Einträge nicht ignorieren, die mit \(Bq.\(lq beginnen
+.B \-\-color
+"""
+
+
+def test_a_page_reads_as_text_without_its_name_section():
+    text, sections = roff_to_text(PAGE)
+    assert name_line(sections) == ("ls", "Verzeichnisinhalte auflisten")
+    assert "Verzeichnisinhalte" not in text  # the query's words are not in the document
+    assert text.startswith("ÜBERSICHT\nls [OPTION]… [DATEI]…\nBESCHREIBUNG\n")
+    assert "DATEIen — sortiert." in text and "-a, --all" in text and "--color" in text
+    assert "\\f" not in text and ".PP" not in text and "Add any additional" not in text
+    assert "die mit .“ beginnen" in text  # a known named character kept, an unknown one dropped
+
+
+def test_bm25_tokens_are_words_and_cjk_bigrams():
+    assert tokenize("List directory CONTENTS, twice") == ["list", "directory", "contents", "twice"]
+    assert tokenize("列出目录内容") == ["列出", "出目", "目录", "录内", "内容"]
+    assert tokenize("ls 命令") == ["ls", "命令"]
+
+
+def test_recall_and_mrr_count_ranks_within_their_depths():
+    scores = Scores()
+    for rank in (1, 2, 10, 11, None):
+        scores.add("same", "de", rank)
+    r10, mrr, r100, n = scores.summary("same")
+    assert n == 5 and r10 == 3 / 5 and r100 == 4 / 5
+    assert abs(mrr - (1 + 1 / 2 + 1 / 10) / 5) < 1e-12
+    assert rank_of(["a", "b", "c"], "c") == 3 and rank_of(["a"], "z") is None
