@@ -43,6 +43,30 @@ class ModelShape:
         return self.max_seq_length - 2 - reserve
 
 
+class ShapedByModelFiles:
+    """What an embedder answers from its model's ``_shape`` (read from files, or from the loaded
+    model where the files do not say): the version tag's dimension, window and prompts."""
+
+    _shape: ModelShape
+
+    @property
+    def dimension(self) -> int:
+        return self._shape.dimension
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens of text per chunk the model sees whole (special tokens and prompt excluded)."""
+        return self._shape.max_text_tokens
+
+    @property
+    def query_prompt(self) -> str:
+        return self._shape.query_prompt
+
+    @property
+    def document_prompt(self) -> str:
+        return self._shape.document_prompt
+
+
 def prompts(folder: Path) -> tuple[str, str]:
     """``(query prompt, document prompt)`` from ``config_sentence_transformers.json``; "" where none."""
     config = _json(folder / "config_sentence_transformers.json")

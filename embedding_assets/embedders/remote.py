@@ -28,7 +28,12 @@ import numpy as np
 import requests
 
 from embedding_assets import settings
-from embedding_assets.embedders.model_files import ModelShape, local_dir, sentence_transformer_shape
+from embedding_assets.embedders.model_files import (
+    ModelShape,
+    ShapedByModelFiles,
+    local_dir,
+    sentence_transformer_shape,
+)
 from embedding_assets.lib.versioning import model_fingerprint
 
 CANARY_TEXTS = (
@@ -100,7 +105,7 @@ class _Permits:
             self.cond.notify_all()
 
 
-class RemoteEmbedder:
+class RemoteEmbedder(ShapedByModelFiles):
     """``protocols.Embedder`` over an OpenAI-compatible ``/embeddings`` API."""
 
     needs_chunking = True
@@ -151,21 +156,6 @@ class RemoteEmbedder:
             )
         return shape
 
-    @property
-    def dimension(self) -> int:
-        return self._shape.dimension
-
-    @property
-    def max_tokens(self) -> int:
-        return self._shape.max_text_tokens
-
-    @property
-    def query_prompt(self) -> str:
-        return self._shape.query_prompt
-
-    @property
-    def document_prompt(self) -> str:
-        return self._shape.document_prompt
 
     @cached_property
     def fingerprint(self) -> str:

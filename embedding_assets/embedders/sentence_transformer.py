@@ -19,6 +19,7 @@ from embedding_assets import settings
 from embedding_assets.embedders.model_files import (
     DOCUMENT_PROMPT_NAMES,
     ModelShape,
+    ShapedByModelFiles,
     local_dir,
     sentence_transformer_shape,
 )
@@ -69,7 +70,7 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(ShapedByModelFiles):
     """``protocols.Embedder`` over sentence-transformers. What makes the version tag is read from
     the model's files; the weights load on the first ``encode``."""
 
@@ -113,13 +114,6 @@ class SentenceTransformerEmbedder:
             )
         return shape
 
-    @property
-    def query_prompt(self) -> str:
-        return self._shape.query_prompt
-
-    @property
-    def document_prompt(self) -> str:
-        return self._shape.document_prompt
 
     @cached_property
     def tokenizer(self) -> Any:
@@ -131,14 +125,6 @@ class SentenceTransformerEmbedder:
 
         return AutoTokenizer.from_pretrained(self.model_name)
 
-    @property
-    def max_tokens(self) -> int:
-        """Tokens of text per chunk the model sees whole (special tokens and prompt excluded)."""
-        return self._shape.max_text_tokens
-
-    @property
-    def dimension(self) -> int:
-        return self._shape.dimension
 
     def is_transient(self, error: BaseException) -> bool:
         """A local model's errors are the input's (or a bug): none is worth retrying as is."""
