@@ -11,17 +11,13 @@ flushed). Queries are QueryVectors of the stored version (what ``embed_query`` r
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.storage import write_entries
+from benchmarks.storage import redis_server, write_entries
 from embedding_assets.client import EmbeddingClient, QueryVector
-from embedding_assets.dev.servers import ValkeyProcess
 from embedding_assets.stores.feature_store import connect
 
 
@@ -42,13 +38,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2_000)
     parser.add_argument("--candidates", type=int, default=100)
     args = parser.parse_args()
-    server = None
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        server = ValkeyProcess(Path(tempfile.mkdtemp(prefix="ea-rerank-")))
-        server.start()
-        url = server.url
-    try:
+    with redis_server("ea-rerank-") as url:
         started = time.perf_counter()
         store, spec, _ = write_entries(connect(url), "int8", args.docs)
         print(
@@ -85,9 +75,6 @@ def main() -> None:
             ratio = p50 / np.percentile(floor, 50)
             print(f"{label:<36} p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  p50 / get_many {ratio:.2f}x")
         print("goal: rerank of 100 candidates p99 <= 3 ms without the query encode")
-    finally:
-        if server:
-            server.stop()
 
 
 if __name__ == "__main__":

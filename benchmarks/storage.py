@@ -13,9 +13,11 @@ keys carry hash tags: the ratio to the single server is what the tags and slots 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,21 @@ def flushed_bytes(client: redis.Redis) -> int:
     return full - sum(int(n.info("memory")["used_memory"]) for n in nodes)
 
 
+@contextlib.contextmanager
+def redis_server(prefix: str) -> Iterator[str]:
+    """REDIS_URL, or an embedded valkey started for the benchmark and stopped after it."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = ValkeyProcess(Path(tempfile.mkdtemp(prefix=prefix)))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -97,13 +114,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--cluster", action="store_true", help="also on a 3-master Valkey cluster")
     args = parser.parse_args()
-    server = None
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        server = ValkeyProcess(Path(tempfile.mkdtemp(prefix="ea-storage-")))
-        server.start()
-        url = server.url
-    try:
+    with redis_server("ea-storage-") as url:
         print(f"{'codec':<8} {'documents':>10} {'bytes/doc':>10} {'writes/s':>10}  server")
         single = {}
         for quantization in QUANTIZATIONS:
@@ -122,9 +133,6 @@ def main() -> None:
                         f"3-master cluster {version}: {per_doc / base_bytes:.2f}x the bytes, "
                         f"{rate / base_rate:.2f}x the writes/s of one server"
                     )
-    finally:
-        if server:
-            server.stop()
 
 
 if __name__ == "__main__":

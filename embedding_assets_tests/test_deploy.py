@@ -140,6 +140,12 @@ mutation($params: LaunchBackfillParams!) {
 }
 """
 ASSETS = ["document_snapshots", "chunked_text", "document_vectors", "feature_store_entries"]
+ENTRY_CHECKS = """
+{ assetNodeOrError(assetKey: {path: ["feature_store_entries"]}) {
+    ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks {
+      name description
+      executionForLatestMaterialization { status evaluation { success description } } } } } } } }
+"""
 
 
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
@@ -261,6 +267,13 @@ def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
                 ]
                 for r in records
             }
+        # what the UI's Checks tab reads: the labeled-set check, its result and why
+        checks = _graphql(web_port, ENTRY_CHECKS)["data"]["assetNodeOrError"]["assetChecksOrError"]["checks"]
+        quality = next(c for c in checks if c["name"] == "retrieval_quality")
+        assert "labeled set" in quality["description"], quality
+        latest = quality["executionForLatestMaterialization"]
+        assert latest["status"] == "SUCCEEDED" and latest["evaluation"]["success"], quality
+        assert latest["evaluation"]["description"].startswith("labeled set: 0.9"), quality
     finally:
         stop_groups(*processes.values())
 
