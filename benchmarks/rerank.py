@@ -52,7 +52,7 @@ def main() -> None:
         vectors = np.random.default_rng(5).normal(size=(args.calls, spec.dimension)).astype(np.float32)
         queries = [QueryVector(v / np.linalg.norm(v), client.version) for v in vectors]
         scores = [list(np.random.default_rng(i).random(args.candidates)) for i in range(args.calls)]
-        for i in range(100):  # warm up the connection and the scripts
+        for i in range(min(100, args.calls)):  # warm up the connection and the scripts
             client.rerank(queries[i], batches[i])
         floor = timed(args.calls, lambda i: client.get_many(batches[i]))
         results = {
