@@ -156,7 +156,6 @@ class RemoteEmbedder(ShapedByModelFiles):
             )
         return shape
 
-
     @cached_property
     def fingerprint(self) -> str:
         return model_fingerprint(self.model_name)

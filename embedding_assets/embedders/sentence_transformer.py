@@ -114,7 +114,6 @@ class SentenceTransformerEmbedder(ShapedByModelFiles):
             )
         return shape
 
-
     @cached_property
     def tokenizer(self) -> Any:
         """The model's own tokenizer, loaded alone (no weights) unless the model already is."""
@@ -124,7 +123,6 @@ class SentenceTransformerEmbedder(ShapedByModelFiles):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(self.model_name)
-
 
     def is_transient(self, error: BaseException) -> bool:
         """A local model's errors are the input's (or a bug): none is worth retrying as is."""
