@@ -13,9 +13,10 @@ from embedding_assets.dev.harness import (
     load_sample,
     materialize,
 )
-from embedding_assets.lib.identity import doc_key, id_candidates
+from embedding_assets.lib.identity import doc_key, id_candidates, refusal
 from embedding_assets.sources.mongo import bson_types_after
 from embedding_assets.stores.feature_store import FeatureStore
+from embedding_assets.stores.redis_entries import TOMBSTONE
 
 OID = ObjectId("65a1b2c3d4e5f60718293a4b")
 
@@ -68,3 +69,58 @@ def test_documents_with_non_string_ids_survive_sensor_runs(pipeline_env, monkeyp
     assert measure(coll, store, version, "sensor runs").none  # none lost, all current
     for doc in typed:
         assert store.entries.read_one(version, doc_key(doc["doc_id"])) is not None
+
+
+def test_ids_whose_text_does_not_lead_back_are_refused_with_a_reason():
+    for value in (7, -3, Int64(2**40), 2.5, OID, True, "doc-1", "", None):
+        assert refusal(value) is None, value
+    assert "an array" in refusal([1, 2])
+    assert "an embedded document" in refusal({"a": 1})
+    assert "NUL byte" in refusal(TOMBSTONE + "doc-1")
+    for value in (dt.datetime(2026, 1, 1, tzinfo=dt.UTC), b"\x01\x02", float("nan")):
+        assert "does not lead back" in refusal(value), value
+
+
+def test_the_store_never_writes_a_doc_id_in_the_deletion_marker_namespace(pipeline_env):
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    with pytest.raises(ValueError, match="deletion-marker"):
+        store.entries.write_if_not_older("v-test", ["ok", TOMBSTONE + "ok"], [b"x", b"y"])
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_refused_ids_get_no_entry_from_any_run_and_a_dead_letter_that_says_why(pipeline_env, measure):
+    """An array, an embedded document and a string in the deletion-marker namespace: the backfill
+    records why and writes nothing; their edits start no run that deletes another entry; an id
+    renamed to an array loses its old entry; every entry stays visible to scans."""
+    when = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    odd = [
+        {"doc_id": [1, 2], "title": "Array", "body": "An array id.", "modified_at": when},
+        {"doc_id": {"a": 1}, "title": "Object", "body": "An embedded document id.", "modified_at": when},
+        {"doc_id": TOMBSTONE + "x", "title": "Marker", "body": "A reserved prefix.", "modified_at": when},
+    ]
+    docs = load_sample(pipeline_env, 20)
+    coll = collection(pipeline_env)
+    coll.insert_many([dict(d) for d in odd])
+    assert materialize().success
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    version = store.control.active_version()
+    assert measure(coll, store, version, "backfill with refused ids").none
+    ids = set(store.entries.scan_ids(version))
+    assert ids == {doc_key(d["doc_id"]) for d in docs}  # nothing written, nothing hidden
+    rejected = [d for d in store.control.dead_letters(version).all() if d.kind == "rejected"]
+    letters = {d.reason.split(";")[0] for d in rejected}
+    assert any("is an array" in r for r in letters), letters
+    assert any("embedded document" in r for r in letters), letters
+    assert any("NUL byte" in r for r in letters), letters
+
+    daemon = Daemon()
+    daemon.tick(document_changes_sensor)  # starts at the newest document
+    later = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    renamed = docs[0]["doc_id"]
+    coll.update_one({"doc_id": renamed}, {"$set": {"doc_id": [renamed], "modified_at": later}})
+    for doc in odd:
+        coll.update_one({"doc_id": doc["doc_id"]}, {"$set": {"body": "Edited.", "modified_at": later}})
+    daemon.sync(document_changes_sensor)
+    assert measure(coll, store, version, "refused ids edited, one id renamed to an array").none
+    assert set(store.entries.scan_ids(version)) == ids - {doc_key(renamed)}

@@ -176,3 +176,36 @@ def test_change_stream_sensor_starts_then_follows_deletes(pipeline_env):
     assert len(requests) == 1
     assert requests[0].run_config["ops"]["document_snapshots"]["config"]["doc_ids"] == [docs[0]["doc_id"]]
     assert daemon.tick(document_deletions_sensor) == []
+
+
+def test_hard_deletes_after_the_state_folder_is_lost_leave_nothing_served(pipeline_env, measure):
+    """The shard state (EA_PARQUET_DIR) is gone: a delete event's ``_id`` leads to no doc_id there,
+    so the deletions sensor asks for a full audit, whose repair removes the entries."""
+    import shutil
+
+    from embedding_assets.defs.audit import store_repair_sensor
+    from embedding_assets.defs.jobs import store_audit_job
+
+    docs = load_sample(pipeline_env, 12)
+    coll = collection(pipeline_env)
+    daemon = Daemon()
+    daemon.run([sweep_request()])
+    assert daemon.tick(document_deletions_sensor) == []  # starts the stream
+    shutil.rmtree(pipeline_env["EA_PARQUET_DIR"])
+    gone = [docs[0]["doc_id"], docs[1]["doc_id"]]
+    coll.delete_many({"doc_id": {"$in": gone}})
+    requests = daemon.tick(document_deletions_sensor)
+    assert [r.job_name for r in requests] == [store_audit_job.name]
+    daemon.run(requests)
+    daemon.sync(store_repair_sensor)
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    version = store.control.active_version()
+    assert measure(coll, store, version, "hard deletes after the state was lost").none
+    assert not set(gone) & set(store.entries.scan_ids(version))
+
+    # a full scan (the sweep) makes the state whole again: a delete of a document it never knew
+    # (inserted and deleted between two scans) asks for nothing
+    daemon.run([sweep_request()])
+    coll.insert_one({"doc_id": "brief", "title": "Brief", "body": "Here and gone."})
+    coll.delete_one({"doc_id": "brief"})
+    assert daemon.tick(document_deletions_sensor) == []

@@ -14,7 +14,7 @@ import dagster as dg
 
 from embedding_assets import settings
 from embedding_assets.defs.assets import feature_store_entries
-from embedding_assets.defs.jobs import embed_documents
+from embedding_assets.defs.jobs import AUDIT_CHECK_NAMES, audit_request, embed_documents, store_audit_job
 from embedding_assets.defs.resources import (
     DocumentSourceResource,
     EmbeddingModelResource,
@@ -31,7 +31,6 @@ AUDIT_SAMPLE = int(settings.get("EA_AUDIT_SAMPLE"))
 # Documents sent for repair per audit: a flushed store of millions is repaired by the full
 # audit's list in runs of this many, the rest by the next audits.
 MAX_REPAIRS = 200_000
-AUDIT_JOB = "store_audit_job"
 
 _CHECKS = {
     "coverage": (
@@ -54,6 +53,9 @@ class AuditConfig(dg.Config):
 
     mode: str = "sampled"
     sample_size: int = AUDIT_SAMPLE
+
+
+assert tuple(_CHECKS) == AUDIT_CHECK_NAMES, "the audit job selects these checks by name"
 
 
 @dg.multi_asset_check(
@@ -112,22 +114,6 @@ def _configured(
         return None
 
 
-store_audit_job = dg.define_asset_job(
-    AUDIT_JOB,
-    selection=dg.AssetSelection.checks(store_audit),
-    description="The store audit alone (no materialization): sampled by default, `mode: full` in config.",
-)
-
-
-def _audit_request(mode: str, key: str) -> dg.RunRequest:
-    return dg.RunRequest(
-        run_key=key,
-        run_config=dg.RunConfig(ops={"store_audit": AuditConfig(mode=mode)}),
-        tags={"embedding_assets/trigger": f"audit-{mode}"},
-        job_name=AUDIT_JOB,
-    )
-
-
 @dg.schedule(
     job=store_audit_job,
     cron_schedule="*/10 * * * *",
@@ -136,7 +122,7 @@ def _audit_request(mode: str, key: str) -> dg.RunRequest:
 )
 def store_audit_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """A sampled audit every 10 minutes: the repair sensor's and the metrics' source."""
-    return _audit_request("sampled", f"audit:{context.scheduled_execution_time:%Y-%m-%dT%H:%M}")
+    return audit_request("sampled", f"audit:{context.scheduled_execution_time:%Y-%m-%dT%H:%M}")
 
 
 @dg.schedule(
@@ -147,7 +133,7 @@ def store_audit_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest
 )
 def store_audit_full_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """A full audit daily, after the sweep: every document and every entry."""
-    return _audit_request("full", f"audit-full:{context.scheduled_execution_time:%Y-%m-%d}")
+    return audit_request("full", f"audit-full:{context.scheduled_execution_time:%Y-%m-%d}")
 
 
 @dg.sensor(
@@ -167,7 +153,7 @@ def store_repair_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult 
     requests = delta_run_requests("repair", position, ids, job_name=embed_documents.name)
     wrong = summary["missing"] + summary["mismatched"] + summary["stale"] + summary["extra"]
     if summary["mode"] == "sampled" and (wrong or summary["control_problems"]):
-        requests.append(_audit_request("full", f"audit-full:after:{position}"))
+        requests.append(audit_request("full", f"audit-full:after:{position}"))
     if not requests:
         return dg.SensorResult(skip_reason=f"audit at {position}: nothing to repair", cursor=position)
     context.log.info(f"audit at {position}: {len(ids)} documents to repair in {len(requests)} runs")

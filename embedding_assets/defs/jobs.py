@@ -1,8 +1,12 @@
-"""Jobs and the daily sweep."""
+"""Jobs and the daily sweep.
+
+The store audit's job is named here by its check keys (its checks are defs/audit.py), so that
+sensors can ask for an audit without importing the checks that import them.
+"""
 
 import dagster as dg
 
-from embedding_assets.defs.assets import embedding_assets
+from embedding_assets.defs.assets import embedding_assets, feature_store_entries
 from embedding_assets.defs.partitions import range_tags
 
 embed_documents = dg.define_asset_job(
@@ -26,4 +30,28 @@ def daily_sweep(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"sweep:{context.scheduled_execution_time:%Y-%m-%d}",
         tags={**range_tags(), "embedding_assets/trigger": "sweep"},
+    )
+
+
+AUDIT_JOB = "store_audit_job"
+AUDIT_CHECK_NAMES = (
+    "coverage", "staleness", "orphans", "failed_documents", "entry_validity", "control_plane"
+)
+
+store_audit_job = dg.define_asset_job(
+    AUDIT_JOB,
+    selection=dg.AssetSelection.checks(
+        *(dg.AssetCheckKey(feature_store_entries.key, name) for name in AUDIT_CHECK_NAMES)
+    ),
+    description="The store audit alone (no materialization): sampled by default, `mode: full` in config.",
+)
+
+
+def audit_request(mode: str, key: str) -> dg.RunRequest:
+    """A run of the store audit alone, ``sampled`` or ``full``."""
+    return dg.RunRequest(
+        run_key=key,
+        run_config={"ops": {"store_audit": {"config": {"mode": mode}}}},
+        tags={"embedding_assets/trigger": f"audit-{mode}"},
+        job_name=AUDIT_JOB,
     )

@@ -15,11 +15,11 @@ from bson import json_util
 from embedding_assets import settings
 from embedding_assets.defs.assets import ChangedDocuments, embedding_assets
 from embedding_assets.defs.checks import embedding_checks
-from embedding_assets.defs.jobs import embed_documents
-from embedding_assets.defs.partitions import NUM_SHARDS, delta_tags
+from embedding_assets.defs.jobs import audit_request, embed_documents, store_audit_job
+from embedding_assets.defs.partitions import NUM_SHARDS, delta_tags, shard_partitions
 from embedding_assets.defs.resources import DocumentSourceResource, ShardStateResource
 from embedding_assets.lib.change_tracking import ChangeCursor, future_digest, group_by_shard, run_key
-from embedding_assets.lib.identity import doc_key
+from embedding_assets.lib.identity import doc_key, refusal
 from embedding_assets.lib.sharding import shard_key
 from embedding_assets.sources.mongo import ChangeStreamUnavailable
 
@@ -115,7 +115,9 @@ def document_changes_sensor(
     if future_digest(future) != cursor.future:  # a future-dated document came, went or changed
         changed += future
         cursor = replace(cursor, future=future_digest(future))
-    ids = [doc_key(d["doc_id"]) for d in changed] + renamed_from(shard_state, changed)
+    # a refused doc_id (an array, say) gets no entry: full runs record why, delta runs skip it
+    ids = [doc_key(d["doc_id"]) for d in changed if not refusal(d["doc_id"])]
+    ids += renamed_from(shard_state, changed)
     if not ids:
         context.update_cursor(cursor.dump())
         return dg.SkipReason(f"no document modified after {cursor.modified_at.isoformat()}")
@@ -140,7 +142,7 @@ def renamed_from(shard_state: ShardStateResource, docs: list[dict]) -> list[str]
 
 
 @dg.sensor(
-    job=embed_documents,
+    jobs=[embed_documents, store_audit_job],
     minimum_interval_seconds=SENSOR_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
@@ -163,17 +165,32 @@ def document_deletions_sensor(
     if token is None:
         context.update_cursor(new_cursor)
         return dg.SkipReason("change stream started; deletions from now on are followed")
-    doc_ids = doc_ids_of_source_ids(shard_state, deleted)
-    if not doc_ids:
+    doc_ids, unknown = doc_ids_of_source_ids(shard_state, deleted)
+    position = json.dumps(token, sort_keys=True, default=str)
+    requests = delta_run_requests("deletions", position, doc_ids, job_name=embed_documents.name)
+    unscanned = shard_state.store().unscanned(shard_partitions.get_partition_keys()) if unknown else []
+    if unscanned:
+        # The state cannot say which doc_ids these were (its folder was lost, say): the full
+        # audit finds every entry without a document and the repair sensor deletes them.
+        # One audit per 10 minutes at most, however many deletions come.
+        bucket = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+        bucket -= dt.timedelta(minutes=bucket.minute % 10)
+        requests.append(audit_request("full", f"audit-full:unknown-deletions:{bucket:%Y-%m-%dT%H:%M}"))
+        context.log.warning(
+            f"{unknown} deleted documents unknown to the shard state ({len(unscanned)} shards never "
+            "fully scanned): a full audit finds their entries"
+        )
+    if not requests:
         context.update_cursor(new_cursor)
         return dg.SkipReason(f"{len(deleted)} deletions, none of an embedded document")
-    position = json.dumps(token, sort_keys=True, default=str)
-    return dg.SensorResult(run_requests=delta_run_requests("deletions", position, doc_ids), cursor=new_cursor)
+    return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 
 
-def doc_ids_of_source_ids(shard_state: ShardStateResource, source_ids: list[str]) -> list[str]:
-    """A delete event names only ``_id``; the stored snapshots know which doc_id that was."""
+def doc_ids_of_source_ids(shard_state: ShardStateResource, source_ids: list[str]) -> tuple[list[str], int]:
+    """A delete event names only ``_id``; the stored snapshots know which doc_id that was.
+    Returns those doc_ids and how many ``_id``s the snapshots do not know."""
     if not source_ids:
-        return []
-    found = shard_state.store().find("document_snapshots", "source_id", source_ids, ["doc_id"])
-    return sorted(set(found["doc_id"].drop_nulls().to_list()))
+        return [], 0
+    found = shard_state.store().find("document_snapshots", "source_id", source_ids, ["source_id", "doc_id"])
+    known = set(found["source_id"].to_list())
+    return sorted(set(found["doc_id"].drop_nulls().to_list())), len(set(source_ids) - known)

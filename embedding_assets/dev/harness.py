@@ -13,13 +13,13 @@ import dagster as dg
 import pymongo
 
 from embedding_assets.defs.assets import embedding_assets
-from embedding_assets.defs.audit import audit_checks, store_audit_job
+from embedding_assets.defs.audit import audit_checks
 from embedding_assets.defs.checks import embedding_checks
-from embedding_assets.defs.jobs import daily_sweep
+from embedding_assets.defs.jobs import daily_sweep, store_audit_job
 from embedding_assets.defs.partitions import RANGE_END, RANGE_START, SHARDS_TAG, range_tags, shard_partitions
 from embedding_assets.defs.resources import build_resources
 from embedding_assets.dev import corpus
-from embedding_assets.lib.identity import doc_key
+from embedding_assets.lib.identity import doc_key, refusal
 from embedding_assets.lib.text import content_hash, document_text
 from embedding_assets.lib.versioning import EmbeddingSpec
 from embedding_assets.stores.feature_store import FeatureStore
@@ -162,6 +162,8 @@ def ground_truth(coll: pymongo.collection.Collection, spec: EmbeddingSpec) -> di
     latest: dict[str, dict] = {}
     for doc in coll.find({}):
         if doc.get("is_deleted") is True or doc.get("deleted_at") is not None or doc.get("doc_id") is None:
+            continue
+        if refusal(doc["doc_id"]):
             continue
         key = doc_key(doc["doc_id"])
         if key not in latest or _modified_ms(doc) >= _modified_ms(latest[key]):

@@ -79,7 +79,9 @@ def chunk_frame(
 
     for doc in snapshot.iter_rows(named=True):
         if doc["doc_id"] is None:
-            rows.append(_skipped(doc, f"missing doc_id (source _id {doc['source_id']})"))
+            notes = doc["notes"] or ""
+            why = notes.split("; ")[0] if notes.startswith("doc_id ") else "missing doc_id"
+            rows.append(_skipped(doc, f"{why} (source _id {doc['source_id']})"))
             continue
         embeddable = document_text(doc["title"], doc["body"], plan.spec, notes=doc["notes"])
         if embeddable.skip_reason:

@@ -14,7 +14,7 @@ from typing import Protocol
 import polars as pl
 
 from embedding_assets.lib.frames import SNAPSHOT_SCHEMA
-from embedding_assets.lib.identity import doc_key
+from embedding_assets.lib.identity import doc_key, refusal
 from embedding_assets.lib.text import coerce_text_field
 
 
@@ -53,6 +53,10 @@ def snapshot_row(doc: dict) -> dict:
     if language is not None and language.split("-")[0].lower() not in LANGUAGE_CODES:
         notes.append(f"unknown language code {language[:20]!r}")
     doc_id = doc.get("doc_id")
+    refused = refusal(doc_id)
+    if refused:  # first, so that the skip reason is this note
+        notes.insert(0, refused)
+        doc_id = None
     return {
         "doc_id": None if doc_id is None else doc_key(doc_id),
         "source_id": str(doc.get("_id")) if doc.get("_id") is not None else None,

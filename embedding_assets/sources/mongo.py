@@ -21,7 +21,7 @@ import pymongo.errors
 import xxhash
 from bson import Binary, Decimal128, Int64, ObjectId
 
-from embedding_assets.lib.identity import doc_key, id_candidates
+from embedding_assets.lib.identity import doc_key, id_candidates, refusal
 from embedding_assets.lib.sharding import shard_of
 from embedding_assets.retrying import TRANSIENT, transient
 
@@ -296,7 +296,6 @@ class MongoDocumentSource:
             raise ChangeStreamUnavailable(str(err)) from err
 
     @transient
-    @transient
     def oldest_change_after(self, when: dt.datetime) -> dt.datetime | None:
         """``modified_at`` of the oldest document changed after ``when`` and not in the future."""
         now = dt.datetime.now(dt.UTC)
@@ -320,5 +319,5 @@ class MongoDocumentSource:
     @staticmethod
     def _shard(doc: dict, num_shards: int) -> int:
         doc_id = doc.get("doc_id")
-        # Documents without a doc_id go to shard 0 so that some run reports them.
-        return 0 if doc_id is None else shard_of(doc_key(doc_id), num_shards)
+        # Documents without a usable doc_id go to shard 0 so that some run reports them.
+        return 0 if doc_id is None or refusal(doc_id) else shard_of(doc_key(doc_id), num_shards)

@@ -219,6 +219,9 @@ class RedisEntryStore:
         before that read is replaced even if its modified_at is later. Returns how many entries
         were written; the rest were superseded by another run.
         """
+        reserved = [d for d in doc_ids if d.startswith(TOMBSTONE[0])]
+        if reserved:  # the pipeline refuses these first (lib/identity.refusal); never written
+            raise ValueError(f"doc_id {reserved[0]!r} starts with the deletion-marker prefix")
         written = 0
         step = self._step
         keys = self._keys(version, doc_ids)

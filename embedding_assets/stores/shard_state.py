@@ -144,7 +144,21 @@ class ShardStateStore:
                 now=now,
             )
             _write(self._deleted_path(asset, partition_key), tombs.select(TOMBSTONE_SCHEMA.names()))
-            return _write(self.path(asset, partition_key), live)
+            size = _write(self.path(asset, partition_key), live)
+            if scanned_at is not None:
+                marker = self._scanned_path(partition_key)
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(scanned_at.isoformat())
+            return size
+
+    def _scanned_path(self, partition_key: str) -> UPath:
+        return self.base / "document_snapshots" / "_scanned" / partition_key
+
+    def unscanned(self, partition_keys: list[str]) -> list[str]:
+        """Shards no full scan has written since this state began: their snapshots may not know
+        every document (the state folder was lost, or only deltas ran), so a hard delete's
+        ``_id`` may not lead to its doc_id there."""
+        return [k for k in partition_keys if not self._scanned_path(k).exists()]
 
     def save_derived(self, asset: str, partition_key: str, frame: pl.DataFrame) -> int:
         """Write a derived shard; if another run wrote it since this store loaded it, merge the
