@@ -23,6 +23,10 @@ from embedding_assets.store_audit import MODES, latest
 PREFIX = "embedding_assets"
 CHANGE_SENSOR = "document_changes_sensor"
 PIPELINE_JOB = "embed_documents"
+# Runs launched from the UI's asset graph (Materialize, backfills, a check's Execute) run as this
+# implicit job: they are pipeline runs too.
+ASSET_GRAPH_JOB = "__ASSET_JOB"
+PIPELINE_JOBS = (PIPELINE_JOB, ASSET_GRAPH_JOB)
 
 
 def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> GaugeMetricFamily:
@@ -117,17 +121,25 @@ class StoreCollector(Collector):
             f"{PREFIX}_runs", "Pipeline runs that ended, by status.", labels=["status"]
         )
         for status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE):
-            count = instance.get_runs_count(RunsFilter(job_name=PIPELINE_JOB, statuses=[status]))
+            count = sum(
+                instance.get_runs_count(RunsFilter(job_name=job, statuses=[status])) for job in PIPELINE_JOBS
+            )
             runs.add_metric([status.value.lower()], count)
         yield runs
-        records = instance.get_run_records(
-            RunsFilter(job_name=PIPELINE_JOB, statuses=[DagsterRunStatus.SUCCESS]), limit=1
-        )
-        if records and records[0].end_time:
+        ends = []
+        for job in PIPELINE_JOBS:
+            records = instance.get_run_records(
+                RunsFilter(job_name=job, statuses=[DagsterRunStatus.SUCCESS]), limit=50
+            )
+            # of the asset graph's runs, those that materialized (not a check's Execute alone)
+            ends += [
+                r.end_time
+                for r in records
+                if r.end_time and (job == PIPELINE_JOB or r.dagster_run.asset_selection)
+            ][:1]
+        if ends:
             yield _gauge(
-                "last_success_timestamp_seconds",
-                "When the last successful pipeline run ended.",
-                records[0].end_time,
+                "last_success_timestamp_seconds", "When the last successful pipeline run ended.", max(ends)
             )
 
     def _sensor(self, cursor: ChangeCursor | None) -> Iterator[GaugeMetricFamily]:

@@ -35,6 +35,7 @@ from embedding_assets.stores.feature_store import FeatureStore
 from embedding_assets.stores.redis_entries import TOMBSTONE, RedisEntryStore, bucket_key, is_cluster
 
 MODES = ("sampled", "full")
+DOCUMENTS = "documents"  # a delta run's own documents (not a store-wide mode: never saved)
 VALIDITY_SAMPLE = 500  # entries decoded as clients decode them
 RECHECK_LIMIT = 500  # sampled documents whose entry looks wrong, refetched with all their copies
 EXTRA_SAMPLE = 1000  # entries a sampled audit looks up for their document (bound: 0.4% at 95%)
@@ -190,6 +191,8 @@ class Findings:
         )
         summary = {k: v for k, v in asdict(self).items() if not isinstance(v, list)}
         summary |= {k: len(v) for k, v in asdict(self).items() if isinstance(v, list)}
+        if self.mode == DOCUMENTS:
+            raise ValueError("a delta run's audit of its own documents is not a store-wide finding")
         summary |= {
             "coverage_ratio": self.coverage_ratio,
             "stale_ratio": self.stale_ratio,
@@ -226,13 +229,14 @@ def audit_store(
     configured: EmbeddingSpec | None = None,
     copy_of: dict[str, VersionCopy] | None = None,
     seed: int | None = None,
+    doc_ids: list[str] | None = None,
 ) -> Findings:
     """Audit the active version (or, with none, ``configured``) against the collection.
 
     ``copy_of``: the versions' control-key copies (control_plane.VersionCopy) by tag, so that a
     store that lost its control keys is still read (and the loss reported), never guessed.
     """
-    if mode not in MODES:
+    if mode not in MODES and not (mode == DOCUMENTS and doc_ids is not None):
         raise ValueError(f"audit mode must be one of {MODES}, got {mode!r}")
     started = time.perf_counter()
     now = store.entries.server_time()
@@ -260,6 +264,9 @@ def audit_store(
     if mode == "full":
         expected = _expected_full(source, spec)
         findings.population = expected.height
+    elif mode == DOCUMENTS:
+        expected = _expected_of(source, spec, doc_ids or [])
+        findings.population = source.estimated_count()
     else:
         docs = source.sample_documents(sample_size, seed=rng.randrange(2**31))
         expected = audit.latest_copies(audit.expected_rows(docs, spec))
@@ -279,6 +286,10 @@ def audit_store(
         stored = list(entries.scan_ids(tag))
         findings.entries_total = findings.entries_examined = len(stored)
         findings.extra = sorted(d for d in stored if d not in live)
+    elif buckets and mode == DOCUMENTS:  # the run's documents that must have no entry
+        gone = [d for d in doc_ids or [] if d not in live]
+        findings.entries_examined = len(doc_ids or [])
+        findings.extra = sorted(d for d, h in zip(gone, entries.read_headers(tag, gone), strict=True) if h)
     elif buckets:
         sampled = _sample_entries(store, tag, buckets, min(sample_size, EXTRA_SAMPLE), rng)
         findings.entries_examined = len(sampled)

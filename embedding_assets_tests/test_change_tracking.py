@@ -1,10 +1,11 @@
 """Sensor cursors, grouping and run keys: lib/change_tracking.py."""
 
 import datetime as dt
+import itertools
 
 from bson import ObjectId
 
-from embedding_assets.lib.change_tracking import ChangeCursor, group_by_shard, run_key
+from embedding_assets.lib.change_tracking import ChangeCursor, group_by_shard, run_key, shard_runs
 from embedding_assets.lib.sharding import shard_of
 
 
@@ -29,3 +30,16 @@ def test_grouping_and_run_keys_are_deterministic():
     assert all(shard_of(d, 16) == s for s, g in groups.items() for d in g)
     assert run_key("changes", [3], "pos", ["a", "b"]) == run_key("changes", [3], "pos", ["a", "b"])
     assert run_key("changes", [3], "pos", ["a", "b"]) != run_key("changes", [3], "pos2", ["a", "b"])
+
+
+def test_runs_cover_contiguous_changed_shards_and_join_the_nearest_past_the_limit():
+    assert shard_runs([0, 13, 15], 4) == [[0], [13], [15]]  # no unchanged shard in any range
+    assert shard_runs([5, 3, 4, 9, 10], 4) == [[3, 4, 5], [9, 10]]
+    assert shard_runs([0, 2, 4, 5, 9, 14], 2) == [[0, 2, 4, 5, 9], [14]]  # gaps 2, 2, 4, 5
+    assert shard_runs([], 4) == []
+    for shards in ([1], list(range(16)), [0, 15], [0, 3, 6, 9, 12, 15]):
+        for limit in (1, 2, 4):
+            runs = shard_runs(shards, limit)
+            assert len(runs) <= limit and sorted(s for r in runs for s in r) == sorted(shards)
+            assert all(r == sorted(r) for r in runs)
+            assert all(a[-1] < b[0] for a, b in itertools.pairwise(runs))

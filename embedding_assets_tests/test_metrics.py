@@ -31,11 +31,17 @@ RULES = ROOT / "deploy" / "prometheus"
 def test_metrics_describe_the_store_the_runs_and_the_sensor(pipeline_env):
     load_sample(pipeline_env, 30)
     instance = dg.DagsterInstance.ephemeral()
-    job = dg.Definitions(  # resources from this test's environment
+    defs = dg.Definitions(  # resources from this test's environment
         assets=embedding_assets, jobs=[embed_documents], resources=build_resources()
-    ).resolve_job_def("embed_documents")
-    for key in ("shard-00", "shard-01"):  # two shards only: coverage is partial, and says so
-        assert job.execute_in_process(instance=instance, partition_key=key).success
+    )
+    job = defs.resolve_job_def("embed_documents")
+    # two shards only: coverage is partial, and says so. One by the job, one as the UI's asset
+    # graph launches it (the implicit __ASSET_JOB): both are pipeline runs
+    assert job.execute_in_process(instance=instance, partition_key="shard-00").success
+    from_graph = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, partition_key="shard-01"
+    )
+    assert from_graph.success and from_graph.dagster_run.job_name == "__ASSET_JOB"
     audit(instance, run_config={"ops": {"store_audit": {"config": {"mode": "full"}}}})
     source = MongoDocumentSource(pipeline_env["MONGO_URI"], pipeline_env["MONGO_DB"], "documents")
     behind = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
@@ -90,7 +96,10 @@ def test_metrics_describe_the_store_the_runs_and_the_sensor(pipeline_env):
             assert all(0 <= s.value <= 1 for s in family.samples), name
         assert not any("doc_id" in s.labels for s in family.samples)
     assert families["embedding_assets_runs"].type == "counter"
+    # the job's run and the asset graph's (the audit above ran as an ephemeral job: not counted)
     assert value("embedding_assets_runs", status="success") == 2  # exposed as _total
+    graph_end = instance.get_run_record_by_id(from_graph.run_id).end_time
+    assert value("embedding_assets_last_success_timestamp_seconds") == pytest.approx(graph_end)
     entries = value("embedding_assets_entries")
     assert 0 < entries < 30 and value("embedding_assets_coverage_ratio") == pytest.approx(entries / 30)
     assert value("embedding_assets_control_plane_ok") == 1

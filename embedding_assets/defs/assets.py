@@ -99,7 +99,7 @@ def document_snapshots(
     context.instance.add_run_tags(context.run.run_id, {READ_TAG: str(int(read_started.timestamp()))})
     shards = run_shards(context)
     state = shard_state.store()
-    written = _Written(state, "document_snapshots")
+    written = _Written(context, state, "document_snapshots")
     unusable = 0
     if not config.doc_ids:
         docs = source.source().iter_shards(shards, NUM_SHARDS)
@@ -128,6 +128,7 @@ def document_snapshots(
         rows = fetched[s].filter(pl.col("doc_id").is_in(requested))
         gone = sorted(set(requested) - set(rows["doc_id"].to_list()))
         written.save_snapshot(shard_key(s, NUM_SHARDS), rows, tombstones(gone, read_started))
+        written.shard(shard_key(s, NUM_SHARDS), upserted=rows.height, deleted=len(gone))
         upserted += rows.height
         deleted += len(gone)
     return written.result(
@@ -157,7 +158,7 @@ def chunked_text(
     tokenizer = None if plan.single_chunk else embedding_model.embedder().tokenizer
     state = shard_state.store()
     started = time.perf_counter()
-    written = _Written(state, "chunked_text")
+    written = _Written(context, state, "chunked_text")
     totals = {"reused": 0, "chunks": 0, "tokens": 0}
     skipped: list[pl.DataFrame] = []
     letters = feature_store.store().control.dead_letters(plan.spec.tag)
@@ -173,6 +174,7 @@ def chunked_text(
         totals["chunks"] += int(frame["chunks"].list.len().sum() or 0)
         totals["tokens"] += int(frame["n_tokens"].sum() or 0)
         skipped.append(frame.filter(pl.col("skip_reason").is_not_null()).select("doc_id", "skip_reason"))
+        written.shard(key, reused=len(reused_ids), skipped=skipped[-1].height)
         _record_input_problems(letters, frame.filter(~pl.col("doc_id").is_in(reused_ids).fill_null(False)))
     skipped_rows = (
         pl.concat(skipped)
@@ -215,7 +217,7 @@ def document_vectors(
         eta = (total - now) / rate if rate else float("inf")
         context.log.info(f"embedded {now}/{total} documents at most, {rate:.1f}/s, ETA {eta:.0f}s")
 
-    written = _Written(state, "document_vectors")
+    written = _Written(context, state, "document_vectors")
     chunks = 0
     control = feature_store.store().control
     control.register_version(spec, layout=False)  # checks read it before publishing
@@ -245,6 +247,7 @@ def document_vectors(
         letters.record([(d, FAILED, reason) for d, reason in shard_failures])
         letters.clear(previously_failed.intersection(valid["doc_id"].to_list()))  # succeeded now
         failed += shard_failures
+        written.shard(key, embedded=result.embedded, failures=len(shard_failures))
         embedded += result.embedded
         model_failures += len(result.failures)
         done["n"] += result.embedded + len(result.failures)
@@ -302,18 +305,19 @@ def feature_store_entries(
     stats = publish.PublishStats()
     live: set[str] = set()
     rows = 0
+    per_shard: dict[str, dict[str, object]] = {}
     for key, frame in zip(work_keys(context), vectors(), strict=True):
         reads = state.load("document_snapshots", key, ["doc_id", "modified_at", "read_at"])
-        stats.add(
-            publish.publish(
-                store.entries,
-                spec,
-                publish.with_read_times(frame, reads),
-                calibration,
-                now=now,
-                max_age_seconds=feature_store.max_age_seconds,
-            )
+        shard_stats = publish.publish(
+            store.entries,
+            spec,
+            publish.with_read_times(frame, reads),
+            calibration,
+            now=now,
+            max_age_seconds=feature_store.max_age_seconds,
         )
+        stats.add(shard_stats)
+        per_shard[key] = {"rows": frame.height, "written": shard_stats.written, "gone": 0}
         live.update(frame["doc_id"].to_list())
         rows += frame.height
     shards = set(run_shards(context))
@@ -322,6 +326,11 @@ def feature_store_entries(
     candidates = config.doc_ids or store.entries.scan_ids(spec.tag, forget_deletions_before=forget)
     gone = publish.orphans_among(candidates, live, shards, NUM_SHARDS)
     stats.deleted = publish.remove_entries(store.entries, spec.tag, gone, _read_time(context))
+    for doc_id in gone:
+        figures = per_shard.get(shard_key(shard_of(doc_id, NUM_SHARDS), NUM_SHARDS))
+        if figures is not None:
+            figures["gone"] = int(figures["gone"]) + 1  # type: ignore[call-overload]
+    shard_figures(context, per_shard)
     store.control.dead_letters(spec.tag).clear(gone)
     active = store.control.activate_if_none(spec.tag)
     if active != spec.tag:  # docs/architecture.md, "Building a new version"
@@ -386,21 +395,34 @@ def _record_quality(
 
 # -- helpers ----------------------------------------------------------------------------------------
 class _Written:
-    """Shards an asset stored in this step, and the metadata that says so."""
+    """Shards an asset stored in this step, and the metadata that says so: the run's totals, and
+    each shard's own figures on its partition's materialization."""
 
-    def __init__(self, state: ShardStateStore, asset: str) -> None:
-        self.state, self.asset = state, asset
+    def __init__(self, context: dg.AssetExecutionContext, state: ShardStateStore, asset: str) -> None:
+        self.context, self.state, self.asset = context, state, asset
         self.rows = self.bytes = 0
+        self.shards: dict[str, dict[str, object]] = {}
 
     def save_snapshot(self, key: str, frame: pl.DataFrame, deleted: pl.DataFrame | None = None, **kw) -> None:
-        self.bytes += self.state.save_snapshot(key, frame, deleted, now=_utcnow(), **kw)
-        self.rows += frame.height
+        size = self.state.save_snapshot(key, frame, deleted, now=_utcnow(), **kw)
+        self._count(key, frame.height, size)
 
     def save_derived(self, key: str, frame: pl.DataFrame) -> None:
-        self.bytes += self.state.save_derived(self.asset, key, frame)
-        self.rows += frame.height
+        self._count(key, frame.height, self.state.save_derived(self.asset, key, frame))
+
+    def _count(self, key: str, rows: int, size: int) -> None:
+        self.rows += rows
+        self.bytes += size
+        self.shard(key, rows=rows, bytes_written=size)
+
+    def shard(self, key: str, **figures: object) -> None:
+        """Figures of one shard (added to what it has)."""
+        mine = self.shards.setdefault(key, {})
+        for name, value in figures.items():
+            mine[name] = mine[name] + value if isinstance(value, int) and name in mine else value
 
     def result(self, **metadata: object) -> dg.MaterializeResult:
+        shard_figures(self.context, self.shards)
         return dg.MaterializeResult(
             metadata={
                 "rows": self.rows,
@@ -408,6 +430,16 @@ class _Written:
                 "path": dg.MetadataValue.path(str(self.state.base / self.asset)),
                 **metadata,
             }
+        )
+
+
+def shard_figures(context: dg.AssetExecutionContext, shards: dict[str, dict[str, object]]) -> None:
+    """Each partition of the run's range gets its own shard's figures; a shard in the range that
+    the run did not change (sensors.delta_run_requests joins nearby ranges past a few runs) says
+    so, instead of showing the run's totals."""
+    for key in context.partition_keys:
+        context.add_asset_metadata(
+            {"shard_changed": key in shards, **shards.get(key, {"rows": 0})}, partition_key=key
         )
 
 

@@ -3,14 +3,17 @@ alone, and a sensor that sends what they find through the delta path at once.
 
 The checks on feature_store_entries (coverage, staleness, orphans, failed_documents, entry_validity,
 control_plane) are one audit of the active version against MongoDB (store_audit.py). They run
-after every full run (sampled; delta runs carry only the gates, see sensors.delta_run_requests),
-every 10 minutes (sampled) and daily (full), and from
-the UI's Execute; whatever ran them, their status describes the store, not a run.
+after every full run (sampled), every 10 minutes (sampled), daily (full) and from the UI's Execute
+(one check or all); whatever ran them, their status describes the store, not a run. A delta run
+audits its own documents and carries the last store-wide result beside them.
 """
 
-from collections.abc import Iterator
+import json
+import time
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
+from upath import UPath
 
 from embedding_assets import settings
 from embedding_assets.defs.assets import feature_store_entries
@@ -22,8 +25,9 @@ from embedding_assets.defs.resources import (
     ShardStateResource,
 )
 from embedding_assets.defs.sensors import delta_run_requests
+from embedding_assets.lib.audit import Outcome
 from embedding_assets.lib.versioning import EmbeddingSpec
-from embedding_assets.store_audit import MODES, Findings, audit_store, latest, repairs_of
+from embedding_assets.store_audit import DOCUMENTS, MODES, Findings, audit_store, latest, repairs_of
 from embedding_assets.stores.control_plane import VersionCopy
 
 MAX_ERROR_RATE = float(settings.get("EA_MAX_ERROR_RATE"))
@@ -65,6 +69,7 @@ assert tuple(_CHECKS) == AUDIT_CHECK_NAMES, "the audit job selects these checks 
         for name, (description, _) in _CHECKS.items()
     ],
     description="The active version's entries against MongoDB, store-wide (store_audit.py).",
+    can_subset=True,  # each check has its own Execute in the UI; the audit runs whole either way
 )
 def store_audit(
     context: dg.AssetCheckExecutionContext,
@@ -74,25 +79,90 @@ def store_audit(
     shard_state: ShardStateResource,
     embedding_model: EmbeddingModelResource,
 ) -> Iterator[dg.AssetCheckResult]:
+    """Store-wide in audit runs, full runs and from the UI. In a delta run, the run's own documents
+    are audited and the last store-wide audit is carried beside them, so that a sensor run never
+    leaves the checks "not evaluated" nor reports less than the store-wide truth."""
     if config.mode not in MODES:
         raise dg.Failure(f"audit mode must be one of {MODES}, got {config.mode!r}", allow_retries=False)
+    delta = delta_doc_ids(context.op_execution_context.run.run_config)
     findings = audit_store(
         source.source(),
         feature_store.store(),
-        mode=config.mode,
+        mode=config.mode if delta is None else DOCUMENTS,
         sample_size=config.sample_size,
         configured=_configured(embedding_model, context),
         copy_of={t: VersionCopy.from_json(raw) for t, raw in shard_state.store().version_copies().items()},
+        doc_ids=delta,
     )
-    findings.save(settings.audit_dir())
+    selected = {key.name for key in context.selected_asset_check_keys}
+    if delta is None:
+        findings.save(settings.audit_dir())
+        outcomes = findings.outcomes(MAX_ERROR_RATE)
+        save_outcomes(settings.audit_dir(), findings, outcomes)
+    else:
+        outcomes = carried(findings, load_outcomes(settings.audit_dir()))
     context.log.info(
         f"store audit ({findings.mode}) in {findings.seconds:.1f}s: {len(findings.repairs())} to repair"
     )
-    yield from results(findings)
+    yield from results(findings, outcomes, selected)
 
 
-def results(findings: Findings) -> Iterator[dg.AssetCheckResult]:
-    for name, outcome in findings.outcomes(MAX_ERROR_RATE).items():
+def delta_doc_ids(run_config: Mapping) -> list[str] | None:
+    """The doc_ids a delta run was asked for (sensors.delta_run_requests), or None."""
+    ops = run_config.get("ops", {})
+    config = (ops.get("document_snapshots") or {}).get("config") or {}
+    ids = config.get("doc_ids")
+    return list(ids) if ids else None
+
+
+def save_outcomes(folder: str, findings: Findings, outcomes: dict[str, Outcome]) -> None:
+    """The store-wide checks as last evaluated, for delta runs to carry."""
+    base = UPath(folder)
+    base.mkdir(parents=True, exist_ok=True)
+    raw = {
+        "at": findings.at,
+        "mode": findings.mode,
+        "checks": {n: {"passed": o.passed, "description": o.description} for n, o in outcomes.items()},
+    }
+    tmp = base / f".checks.json.{time.time_ns()}.tmp"
+    tmp.write_text(json.dumps(raw))
+    tmp.rename(base / "checks.json")
+
+
+def load_outcomes(folder: str) -> dict | None:
+    path = UPath(folder) / "checks.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def carried(own: Findings, store_wide: dict | None) -> dict[str, Outcome]:
+    """A delta run's checks: its own documents' outcome and the last store-wide one, both."""
+    out = {}
+    for name, mine in own.outcomes(MAX_ERROR_RATE).items():
+        last = (store_wide or {}).get("checks", {}).get(name)
+        if last is None:
+            wide = "no store-wide audit yet"
+        else:
+            age = max(0, own.at - int(store_wide["at"]))
+            wide = f"store-wide ({store_wide['mode']} audit {age // 60} min ago): {last['description']}"
+        out[name] = Outcome(
+            mine.passed and (last is None or last["passed"]),
+            f"this run's documents: {mine.description}. {wide}",
+            {
+                **mine.metadata,
+                "mode": DOCUMENTS,
+                "store_wide_passed": last["passed"] if last else True,
+                "store_wide_audited_at": int(store_wide["at"]) if store_wide else 0,
+            },
+        )
+    return out
+
+
+def results(
+    findings: Findings, outcomes: dict[str, Outcome] | None = None, selected: set[str] | None = None
+) -> Iterator[dg.AssetCheckResult]:
+    for name, outcome in (outcomes or findings.outcomes(MAX_ERROR_RATE)).items():
+        if selected is not None and name not in selected:
+            continue
         yield dg.AssetCheckResult(
             check_name=name,
             asset_key=feature_store_entries.key,

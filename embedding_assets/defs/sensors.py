@@ -13,12 +13,18 @@ import dagster as dg
 from bson import json_util
 
 from embedding_assets import settings
-from embedding_assets.defs.assets import ChangedDocuments, embedding_assets
+from embedding_assets.defs.assets import ChangedDocuments, embedding_assets, feature_store_entries
 from embedding_assets.defs.checks import embedding_checks
-from embedding_assets.defs.jobs import audit_request, embed_documents, store_audit_job
+from embedding_assets.defs.jobs import AUDIT_CHECK_NAMES, audit_request, embed_documents, store_audit_job
 from embedding_assets.defs.partitions import NUM_SHARDS, delta_tags, shard_partitions
 from embedding_assets.defs.resources import DocumentSourceResource, ShardStateResource
-from embedding_assets.lib.change_tracking import ChangeCursor, future_digest, group_by_shard, run_key
+from embedding_assets.lib.change_tracking import (
+    ChangeCursor,
+    future_digest,
+    group_by_shard,
+    run_key,
+    shard_runs,
+)
 from embedding_assets.lib.identity import doc_key, refusal
 from embedding_assets.lib.sharding import shard_key
 from embedding_assets.sources.mongo import ChangeStreamUnavailable
@@ -35,41 +41,49 @@ FUTURE_LIMIT = 1000  # future-dated documents followed per tick (data errors: a 
 # Dated less than this ahead is writers' clock skew, not an error: such documents wait for the
 # cursor (seconds), and are not requested twice, once as future-dated and again by the cursor.
 SKEW_SECONDS = 120
+# Runs per tick at most (lib/change_tracking.shard_runs): beyond it, nearby ranges are joined.
+MAX_DELTA_RUNS = 4
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
 def delta_run_requests(
     kind: str, position: str, doc_ids: list[str], job_name: str | None = None
 ) -> list[dg.RunRequest]:
-    """One run for the tick's changes, over the shards they fall in (read and written, no other).
+    """Runs for the tick's changes, each over a contiguous range of the shards they fall in.
 
-    One run, not one per shard: each run pays a process start and a model load, which is most of
-    a small delta's time; its steps execute in that one process (the in-process executor).
+    Few runs, not one per shard: each run pays a process start and a model load, which is most of
+    a small delta's time (its steps execute in that one process, the in-process executor). But a
+    run records a materialization for every shard of its range, so changes in shards 00 and 13
+    are two runs (lib/change_tracking.shard_runs), never one over 00-13.
     """
     if not doc_ids:
         return []
     by_shard = group_by_shard(doc_ids, NUM_SHARDS)
-    ids = [d for shard in sorted(by_shard) for d in by_shard[shard]]
-    changed = ChangedDocuments(doc_ids=ids)
-    tags = delta_tags(sorted(by_shard))
-    single = len(by_shard) == 1
-    return [
-        dg.RunRequest(
-            run_key=run_key(kind, sorted(by_shard), position, ids),
-            partition_key=shard_key(next(iter(by_shard)), NUM_SHARDS) if single else None,
-            run_config=dg.RunConfig(ops={"document_snapshots": changed, "feature_store_entries": changed}),
-            # the four assets and the gates; the store audit is the schedule's (every 10 min)
-            # and the full runs': sampling a collection costs the same for one change or many
-            asset_selection=[a.key for a in embedding_assets],
-            asset_check_keys=[key for c in embedding_checks for key in c.check_keys],
-            tags={
-                **tags,
-                "embedding_assets/trigger": kind,
-                "embedding_assets/documents": str(len(ids)),
-            },
-            job_name=job_name,
+    requests = []
+    for shards in shard_runs(by_shard, MAX_DELTA_RUNS):
+        ids = [d for shard in shards for d in by_shard[shard]]
+        changed = ChangedDocuments(doc_ids=ids)
+        requests.append(
+            dg.RunRequest(
+                run_key=run_key(kind, shards, position, ids),
+                partition_key=shard_key(shards[0], NUM_SHARDS) if len(shards) == 1 else None,
+                run_config=dg.RunConfig(
+                    ops={"document_snapshots": changed, "feature_store_entries": changed}
+                ),
+                asset_selection=[a.key for a in embedding_assets],
+                # the gates, and the store audit of the run's own documents with the last
+                # store-wide audit carried beside them (defs/audit.py): the Checks tab keeps it
+                asset_check_keys=[key for c in embedding_checks for key in c.check_keys]
+                + [dg.AssetCheckKey(feature_store_entries.key, name) for name in AUDIT_CHECK_NAMES],
+                tags={
+                    **delta_tags(shards),
+                    "embedding_assets/trigger": kind,
+                    "embedding_assets/documents": str(len(ids)),
+                },
+                job_name=job_name,
+            )
         )
-    ]
+    return requests
 
 
 @dg.sensor(
@@ -121,9 +135,9 @@ def document_changes_sensor(
     if not ids:
         context.update_cursor(cursor.dump())
         return dg.SkipReason(f"no document modified after {cursor.modified_at.isoformat()}")
-    # one run for the whole tick: fewer, larger runs cost less than one per page or per shard
+    # few runs for the whole tick: fewer, larger runs cost less than one per page or per shard
     requests = delta_run_requests("changes", position, list(dict.fromkeys(ids)))
-    context.log.info(f"{len(ids)} changed documents, in one run")
+    context.log.info(f"{len(ids)} changed documents, in {len(requests)} runs")
     return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
 
 
