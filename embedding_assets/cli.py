@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,14 @@ concurrency:
     max_concurrent_runs: 4
 telemetry:
   enabled: false
+retention:
+  schedule:
+    purge_after_days: 30
+  sensor:
+    purge_after_days:
+      skipped: 1
+      failure: 14
+      success: 7
 """
 SAMPLE_ODDITIES = [
     # Real collections have these; the demo shows they are reported, not fatal.
@@ -57,8 +66,8 @@ def _use_state(state: Path) -> None:
     home = state / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     instance_yaml = home / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text(LOCAL_INSTANCE_YAML)
+    if not instance_yaml.exists() or instance_yaml.read_text() != LOCAL_INSTANCE_YAML:
+        instance_yaml.write_text(LOCAL_INSTANCE_YAML)  # ours: a new release's settings apply
     os.environ["DAGSTER_HOME"] = str(home)
 
 
@@ -354,7 +363,13 @@ def dead_letters(args: argparse.Namespace) -> int:
 
 
 def dev(args: argparse.Namespace) -> int:
-    from embedding_assets.dev.servers import EmbeddedServers
+    """The UI and the daemon on the demo's embedded servers, until SIGINT or SIGTERM.
+
+    The webserver and the daemon run as a deployment runs them (not ``dagster dev``, which warns
+    about its own successor and outlives a SIGTERM): each in its own process group, all stopped
+    on the way out, embedded servers included.
+    """
+    from embedding_assets.dev.servers import EmbeddedServers, stop_groups
 
     state = _state_dir(args)
     _use_state(state)
@@ -363,20 +378,47 @@ def dev(args: argparse.Namespace) -> int:
         print(f"MONGO_URI={settings.mask_url(servers.mongo_uri)}")  # type: ignore[arg-type]
         print(f"REDIS_URL={settings.mask_url(servers.redis_url)}")  # type: ignore[arg-type]
         print(f"DAGSTER_HOME={env['DAGSTER_HOME']}")
-        command = [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-m",
-            "embedding_assets.definitions",
-            "-p",
-            str(args.port),
-        ]
+        bin_dir = Path(sys.executable).parent
+        module = ["-m", "embedding_assets.definitions"]
+        logs = state / "dev-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        commands = {
+            "webserver": [str(bin_dir / "dagster-webserver"), *module, "-h", args.host, "-p", str(args.port)],
+            "daemon": [str(bin_dir / "dagster-daemon"), "run", *module],
+        }
+        children = []
+        stopping = {"signal": 0}
+
+        def stop(signum: int, _frame: object) -> None:
+            stopping["signal"] = signum
+
+        # the instance's storage made once, before two processes race to create its tables
+        import dagster as dg
+
+        with dg.DagsterInstance.get():
+            pass
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            return subprocess.call(command, env=env)
-        except KeyboardInterrupt:
+            for name, command in commands.items():
+                with (logs / f"{name}.log").open("ab") as log:
+                    children.append(
+                        subprocess.Popen(
+                            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                        )
+                    )
+            print(f"UI: http://{args.host}:{args.port}  (logs in {logs}; Ctrl-C stops everything)")
+            sys.stdout.flush()
+            while not stopping["signal"]:
+                ended = [c for c in children if c.poll() is not None]
+                if ended:
+                    print(f"{ended[0].args[0]} exited with {ended[0].returncode}; see {logs}")
+                    return 1
+                time.sleep(0.5)
             return 0
+        finally:
+            stop_groups(*(c for c in children if c.poll() is None))
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def audit(args: argparse.Namespace) -> int:
@@ -405,7 +447,7 @@ def audit(args: argparse.Namespace) -> int:
             sample_size=int(settings.get("EA_AUDIT_SAMPLE")),
             copy_of=copies,
         )
-        findings.save(settings.audit_dir())
+        findings.save(settings.audit_dir(), float(settings.get("EA_MAX_ERROR_RATE")))
     failed = 0
     print(f"{findings.mode} audit of {findings.version} in {findings.seconds:.1f}s")
     for name, outcome in findings.outcomes(float(settings.get("EA_MAX_ERROR_RATE"))).items():
@@ -490,8 +532,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--neighbours", type=int, default=5)
     p.add_argument("--keep", action="store_true", help="keep earlier state instead of starting fresh")
     p.set_defaults(func=demo)
-    p = sub.add_parser("dev", help="start servers if needed and run the Dagster UI")
+    p = sub.add_parser("dev", help="start servers if needed and run the Dagster UI and daemon")
     p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--host", default="127.0.0.1")
     p.set_defaults(func=dev)
     p = sub.add_parser("lookup", help="print one document's stored embedding")
     p.add_argument("doc_id")

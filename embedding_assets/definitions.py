@@ -15,6 +15,7 @@ from embedding_assets.defs.alerts import alert_sensors
 from embedding_assets.defs.assets import embedding_assets
 from embedding_assets.defs.audit import audit_checks, audit_jobs, audit_schedules, audit_sensors
 from embedding_assets.defs.checks import embedding_checks
+from embedding_assets.defs.housekeeping import housekeeping_job, housekeeping_schedule
 from embedding_assets.defs.jobs import daily_sweep, embed_documents
 from embedding_assets.defs.resources import build_resources
 from embedding_assets.defs.sensors import document_changes_sensor, document_deletions_sensor
@@ -33,8 +34,8 @@ def apply_freshness_policy(spec: dg.AssetSpec) -> dg.AssetSpec:
 defs = dg.Definitions(
     assets=embedding_assets,
     asset_checks=[*embedding_checks, *audit_checks],
-    jobs=[embed_documents, *audit_jobs],
-    schedules=[daily_sweep, *audit_schedules],
+    jobs=[embed_documents, *audit_jobs, housekeeping_job],
+    schedules=[daily_sweep, *audit_schedules, housekeeping_schedule],
     sensors=[document_changes_sensor, document_deletions_sensor, *audit_sensors, *alert_sensors],
     resources=build_resources(),
     # A run's steps form a chain, so step processes would add only their start-up and a model

@@ -81,6 +81,14 @@ _SETTINGS = [
     Setting(
         "EA_AUDIT_SAMPLE", 10_000, "documents the sampled store audit reads (after full runs, every 10 min)"
     ),
+    Setting(
+        "EA_RUN_RETENTION_DAYS",
+        14,
+        "finished runs (and their event logs) older than this are deleted by the daily housekeeping",
+    ),
+    Setting(
+        "EA_FAILED_RUN_RETENTION_DAYS", 60, "failed runs are kept this long before housekeeping deletes them"
+    ),
     Setting("EA_METRICS_PORT", 9108, "port of `embedding-assets metrics` (Prometheus /metrics)"),
     Setting(
         "EA_PARQUET_DIR", "", "intermediate shard state (path or fsspec URL; empty: $EA_STATE_DIR/parquet)"

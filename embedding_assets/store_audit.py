@@ -183,7 +183,8 @@ class Findings:
         }
 
     # -- kept beside the shard state, for the repair sensor and the metrics -----------------------
-    def save(self, folder: str | UPath) -> None:
+    def save(self, folder: str | UPath, max_error_rate: float) -> None:
+        """The summary (with each check's outcome, which delta runs carry), and the repairs."""
         base = UPath(folder)
         base.mkdir(parents=True, exist_ok=True)
         pl.DataFrame({"doc_id": self.repairs()}, schema={"doc_id": pl.String}).write_parquet(
@@ -199,6 +200,10 @@ class Findings:
             "extra_ratio": self.extra_ratio,
             "failed_ratio": self.failed_ratio,
             "repairs_file": f"repairs-{self.at}.parquet",
+            "checks": {
+                name: {"passed": o.passed, "description": o.description}
+                for name, o in self.outcomes(max_error_rate).items()
+            },
         }
         for name in ("latest.json", f"latest-{self.mode}.json"):
             tmp = base / f".{name}.{time.time_ns()}.tmp"

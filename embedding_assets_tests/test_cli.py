@@ -1,8 +1,10 @@
 """The commands as a person runs them."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -57,3 +59,65 @@ def test_lookup_prints_the_entry_and_neighbours(pipeline_env, capsys):
     assert "2 nearest neighbours" in out
     assert main(["lookup", "no-such-doc"]) == 0
     assert "no entry" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM])
+def test_dev_prints_the_ui_starts_quietly_and_stops_every_child(pipeline_env, tmp_path, stop_with):
+    """`embedding-assets dev` (embedded servers: no URLs given) says where the UI is, its UI
+    answers, its logs carry no warning, and one signal stops it and all it started."""
+    import json
+    import urllib.request
+
+    import psutil
+
+    from embedding_assets.dev.servers import free_port
+
+    env = {k: v for k, v in {**os.environ, **pipeline_env}.items() if k not in ("MONGO_URI", "REDIS_URL")}
+    env.pop("EA_PARQUET_DIR")
+    env.pop("DAGSTER_HOME", None)
+    port = free_port()
+    state = tmp_path / "state"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "embedding_assets.cli", "--state-dir", str(state), "dev", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if line.startswith("UI: "):
+                break
+        assert lines and lines[-1].startswith(f"UI: http://127.0.0.1:{port}"), lines
+        query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
+        body, deadline = "", time.monotonic() + 300
+        while "feature_store_entries" not in body and time.monotonic() < deadline:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    data=query,
+                    headers={"Content-Type": "application/json"},
+                )
+                body = urllib.request.urlopen(request, timeout=10).read().decode()
+            except OSError:
+                time.sleep(1)
+        assert "feature_store_entries" in body, _logs(state)
+        children = psutil.Process(process.pid).children(recursive=True)
+        names = " ".join(" ".join(c.cmdline()) for c in children)
+        assert "dagster-webserver" in names and "dagster-daemon" in names
+        process.send_signal(stop_with)
+        assert process.wait(90) == 0
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == [], [" ".join(p.cmdline()) for p in alive]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    for log in ("webserver.log", "daemon.log"):
+        text = (state / "dev-logs" / log).read_text()
+        assert "warn" not in text.lower(), text[-3000:]
+
+
+def _logs(state) -> str:
+    return "\n".join(p.read_text()[-2000:] for p in sorted((state / "dev-logs").glob("*.log")))

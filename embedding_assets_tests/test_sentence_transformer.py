@@ -88,3 +88,15 @@ def test_bf16_precision_keeps_the_vectors(embedder):
     exact = embedder.model.encode(texts, normalize_embeddings=True, prompt=embedder.document_prompt)
     cosine = (fast.encode(texts) * exact).sum(axis=1)
     assert cosine.min() > 0.999
+
+
+def test_loading_a_model_leaves_nothing_in_a_runs_log():
+    """No progress bars, no report of unused weights (MiniLM's position_ids) on stderr."""
+    code = (
+        "from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder as E\n"
+        "for name in ('multilingual-e5-small', 'all-MiniLM-L6-v2'):\n"
+        "    E(name).model\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""

@@ -8,12 +8,9 @@ after every full run (sampled), every 10 minutes (sampled), daily (full) and fro
 audits its own documents and carries the last store-wide result beside them.
 """
 
-import json
-import time
 from collections.abc import Iterator, Mapping
 
 import dagster as dg
-from upath import UPath
 
 from embedding_assets import settings
 from embedding_assets.defs.assets import feature_store_entries
@@ -96,11 +93,10 @@ def store_audit(
     )
     selected = {key.name for key in context.selected_asset_check_keys}
     if delta is None:
-        findings.save(settings.audit_dir())
+        findings.save(settings.audit_dir(), MAX_ERROR_RATE)
         outcomes = findings.outcomes(MAX_ERROR_RATE)
-        save_outcomes(settings.audit_dir(), findings, outcomes)
     else:
-        outcomes = carried(findings, load_outcomes(settings.audit_dir()))
+        outcomes = carried(findings, latest(settings.audit_dir()))
     context.log.info(
         f"store audit ({findings.mode}) in {findings.seconds:.1f}s: {len(findings.repairs())} to repair"
     )
@@ -113,25 +109,6 @@ def delta_doc_ids(run_config: Mapping) -> list[str] | None:
     config = (ops.get("document_snapshots") or {}).get("config") or {}
     ids = config.get("doc_ids")
     return list(ids) if ids else None
-
-
-def save_outcomes(folder: str, findings: Findings, outcomes: dict[str, Outcome]) -> None:
-    """The store-wide checks as last evaluated, for delta runs to carry."""
-    base = UPath(folder)
-    base.mkdir(parents=True, exist_ok=True)
-    raw = {
-        "at": findings.at,
-        "mode": findings.mode,
-        "checks": {n: {"passed": o.passed, "description": o.description} for n, o in outcomes.items()},
-    }
-    tmp = base / f".checks.json.{time.time_ns()}.tmp"
-    tmp.write_text(json.dumps(raw))
-    tmp.rename(base / "checks.json")
-
-
-def load_outcomes(folder: str) -> dict | None:
-    path = UPath(folder) / "checks.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def carried(own: Findings, store_wide: dict | None) -> dict[str, Outcome]:

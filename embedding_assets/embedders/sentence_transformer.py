@@ -97,7 +97,12 @@ class SentenceTransformerEmbedder(ShapedByModelFiles):
     def model(self) -> Any:
         settings.models_offline()
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        # what loading prints (a progress bar per load, a report of weights the architecture does
+        # not use, e.g. MiniLM's position_ids) is noise in every run's log: errors still show
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         return SentenceTransformer(self.model_name, device=self.device)
 
     @cached_property
