@@ -281,8 +281,11 @@ def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
         assert "labeled set" in quality["description"], quality
         assert latest["status"] == "SUCCEEDED" and latest["evaluation"]["success"], quality
         assert latest["evaluation"]["description"].startswith("labeled set: 0.9"), quality
+        ui = _what_the_ui_shows(web_port, pipeline_env, postgres_home, docs)
     finally:
         stop_groups(*processes.values())
+    # the backfill's 4 runs and the check's Execute (the asset graph's __ASSET_JOB) count too
+    assert ui["runs_success"] >= ui["of_job"] + 5, ui
 
     # 4 runs of 4 shards, all succeeded, at least two of them executing at the same time
     assert len(records) == 4
@@ -298,7 +301,9 @@ def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
         snapshots = [m for m in materializations if m.asset_key.path == ["document_snapshots"]]
         shards = {shard_index(m.partition) for m in snapshots}
         assert len(shards) == 4, run_id
-        assert snapshots[0].metadata["rows"].value == sum(per_shard.get(s, 0) for s in shards)
+        assert snapshots[0].metadata["run_rows"].value == sum(per_shard.get(s, 0) for s in shards)
+        for m in snapshots:  # each shard's own figures on its partition
+            assert m.metadata["rows"].value == per_shard.get(shard_index(m.partition), 0)
     # the runs are PostgreSQL's
     with psycopg2.connect(
         host=os.environ["DAGSTER_PG_HOST"],
@@ -312,6 +317,127 @@ def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
         assert set(by_run) <= {row[0] for row in cursor.fetchall()}
     store = FeatureStore.from_url(redis_url)
     assert measure(collection(pipeline_env), store, store.control.active_version(), "4 parallel runs").none
+
+
+AUDIT_CHECKS = ["coverage", "staleness", "orphans", "failed_documents", "entry_validity", "control_plane"]
+CHECK_STATES = """
+{ assetNodeOrError(assetKey: {path: ["feature_store_entries"]}) {
+    ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks {
+      name canExecuteIndividually
+      executionForLatestMaterialization { runId status evaluation { success description } } } } } } } }
+"""
+EXECUTE = """
+mutation($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status jobName tags { key value }
+  assetMaterializations { assetKey { path } partition } } } }"""
+RUNS = """{ runsOrError(limit: 50) { ... on Runs { results { runId status tags { key value } } } } }"""
+
+
+def _checks(port: int) -> dict[str, dict]:
+    node = _graphql(port, CHECK_STATES)["data"]["assetNodeOrError"]
+    return {c["name"]: c for c in node["assetChecksOrError"]["checks"]}
+
+
+def _wait_run(port: int, run_id: str, seconds: float = 600) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        run = _graphql(port, RUN, {"id": run_id})["data"]["runOrError"]
+        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED") or time.monotonic() > deadline:
+            return run
+        time.sleep(2)
+
+
+def _what_the_ui_shows(port: int, env: dict, home: str, docs: list[dict]) -> dict:
+    """What the UI reads, through its GraphQL API, on the deployment processes: the audit's
+    checks execute from the Checks tab one by one, a sensor run leaves them evaluated with the
+    store-wide result carried, and it materializes only the shards it changed."""
+    import datetime as dt
+
+    from embedding_assets.defs.partitions import NUM_SHARDS
+    from embedding_assets.dev.harness import collection
+    from embedding_assets.lib.identity import doc_key
+    from embedding_assets.lib.sharding import shard_key, shard_of
+    from embedding_assets.metrics import StoreCollector
+
+    checks = _checks(port)
+    for name in AUDIT_CHECKS:  # the Checks tab's Execute is enabled
+        assert checks[name]["canExecuteIndividually"] == "CAN_EXECUTE", checks[name]
+    # Execute on one check, as the UI launches it
+    launched = _graphql(
+        port,
+        EXECUTE,
+        {
+            "params": {
+                "selector": {
+                    "repositoryLocationName": "embedding_assets",
+                    "repositoryName": "__repository__",
+                    "pipelineName": "__ASSET_JOB",
+                    "assetSelection": [],
+                    "assetCheckSelection": [
+                        {"assetKey": {"path": ["feature_store_entries"]}, "name": "coverage"}
+                    ],
+                },
+                "mode": "default",
+                "runConfigData": {},
+            }
+        },
+    )["data"]["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    executed = launched["run"]["runId"]
+    assert _wait_run(port, executed)["status"] == "SUCCESS"
+    coverage = _checks(port)["coverage"]["executionForLatestMaterialization"]
+    assert coverage["runId"] == executed and coverage["status"] == "SUCCEEDED", coverage
+    assert "covered, 0 missing" in coverage["evaluation"]["description"], coverage
+
+    # an edit: the change sensor's run, under the daemon
+    edited = docs[7]["doc_id"]
+    earlier = {r["runId"] for r in _graphql(port, RUNS)["data"]["runsOrError"]["results"]}
+    now = dt.datetime.now(dt.UTC)
+    collection(env).update_one({"doc_id": edited}, {"$set": {"body": "Edited by hand.", "modified_at": now}})
+    deadline, run_id = time.monotonic() + 300, None
+    while run_id is None and time.monotonic() < deadline:
+        for run in _graphql(port, RUNS)["data"]["runsOrError"]["results"]:
+            tags = {t["key"]: t["value"] for t in run["tags"]}
+            if tags.get("embedding_assets/trigger") == "changes" and run["runId"] not in earlier:
+                run_id = run["runId"]
+        time.sleep(2)
+    assert run_id is not None, "the change sensor launched no run"
+    run = _wait_run(port, run_id)
+    assert run["status"] == "SUCCESS", run
+    shard = shard_key(shard_of(doc_key(edited), NUM_SHARDS), NUM_SHARDS)
+    partitions = {m["partition"] for m in run["assetMaterializations"]}
+    assert partitions == {shard}, partitions  # only the changed shard is materialized
+    checks = _checks(port)
+    for name in AUDIT_CHECKS:  # evaluated for the sensor run's materialization, never hidden
+        latest = checks[name]["executionForLatestMaterialization"]
+        assert latest is not None and latest["runId"] == run_id, (name, latest)
+        assert latest["status"] == "SUCCEEDED", (name, latest)
+        assert latest["evaluation"]["description"].startswith("this run's documents: "), latest
+        assert "store-wide (" in latest["evaluation"]["description"], latest
+
+    with dg.DagsterInstance.from_config(home) as instance:
+        collector = StoreCollector(settings_audit_dir(), instance=lambda: instance)
+        families = {f.name: f for f in collector.collect()}
+        of_job = instance.get_runs_count(
+            dg.RunsFilter(job_name="embed_documents", statuses=[dg.DagsterRunStatus.SUCCESS])
+        )
+    runs = families["embedding_assets_runs"].samples
+    return {"runs_success": sum(s.value for s in runs if s.labels["status"] == "success"), "of_job": of_job}
+
+
+def settings_audit_dir() -> str:
+    from embedding_assets import settings
+
+    return settings.audit_dir()
 
 
 def _tails(logs: Path) -> str:

@@ -15,7 +15,7 @@ from embedding_assets.dev.harness import (
     load_sample,
     materialize,
 )
-from embedding_assets.lib.change_tracking import group_by_shard
+from embedding_assets.lib.change_tracking import group_by_shard, shard_runs
 from embedding_assets.stores.feature_store import FeatureStore
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -121,7 +121,8 @@ def test_a_doc_id_renamed_in_place_leaves_no_entry_behind(pipeline_env, measure)
 
 
 def test_edits_stamped_now_are_requested_once(pipeline_env, measure):
-    """Inside the settling window they are neither future-dated nor missed: one run, for them all."""
+    """Inside the settling window they are neither future-dated nor missed: one tick's runs, one
+    per range of their shards, for them all."""
     filled = Filled(pipeline_env, measure)
     ids = [f"doc-{i:06d}" for i in range(6)]
     now = dt.datetime.now(dt.UTC)
@@ -130,6 +131,7 @@ def test_edits_stamped_now_are_requested_once(pipeline_env, measure):
     assert filled.daemon.tick(document_changes_sensor) == []  # still settling: nothing yet, nothing twice
     time.sleep(sensors.SETTLE_SECONDS + 1)
     launched = filled.daemon.sync(*SENSORS)
-    assert len(group_by_shard(ids, NUM_SHARDS)) > 1  # several shards, one run
-    assert launched == 1
+    by_shard = group_by_shard(ids, NUM_SHARDS)
+    assert len(by_shard) > 1  # several shards
+    assert launched == len(shard_runs(by_shard, sensors.MAX_DELTA_RUNS))
     assert filled.matches_the_collection()

@@ -25,9 +25,10 @@ from embedding_assets.dev.harness import (
     load_sample,
     materialize,
     metadata,
+    shard_metadata,
 )
 from embedding_assets.lib.audit import upper_bound
-from embedding_assets.lib.sharding import shard_index, shard_of
+from embedding_assets.lib.sharding import shard_index, shard_key, shard_of
 from embedding_assets.sources.mongo import MongoDocumentSource
 from embedding_assets.store_audit import audit_store, latest
 from embedding_assets.stores.dead_letters import FAILED
@@ -151,11 +152,55 @@ def _vectors(store: FeatureStore, version: str) -> tuple[list[str], list]:
     return ids, [e.vector for e in client.get_many(ids)]
 
 
-def test_delta_runs_carry_the_gates_and_leave_the_store_audit_to_the_schedule(pipeline_env, filled):
-    _, coll, _store, _version = filled
+def test_delta_runs_audit_their_documents_and_carry_the_last_store_wide_audit(pipeline_env, filled):
+    """A sensor run never leaves the audit's checks "not evaluated": it audits its own documents
+    and carries the last store-wide result beside them, without replacing it."""
+    _, coll, store, version = filled
+    before = latest(settings.audit_dir())
+    assert before is not None and all(c["passed"] for c in before["checks"].values())
     coll.update_one({"doc_id": "doc-000002"}, {"$set": {"body": "Edited."}})
-    [request] = delta_run_requests("changes", "edit", ["doc-000002"])
-    result = execute(request, dg.DagsterInstance.ephemeral())
-    # the gates, and the version's labeled-set score (recorded vectors re-scored, no model load)
-    assert set(check_results(result)) == {"vector_validity", "error_rate", "retrieval_quality"}
-    assert metadata(result, "feature_store_entries")["written"] == 1
+    coll.delete_one({"doc_id": "doc-000003"})
+    requests = delta_run_requests("changes", "edit", ["doc-000002", "doc-000003"])
+    results = [execute(r, dg.DagsterInstance.ephemeral()) for r in requests]
+    checks = {name: e for r in results for name, e in check_results(r).items()}
+    # the gates, the labeled-set score, and the audit of these documents
+    assert {"vector_validity", "error_rate", "retrieval_quality", "coverage", "orphans"} <= set(checks)
+    assert sum(metadata(r, "feature_store_entries")["written"] for r in results) == 1
+    for name in ("coverage", "staleness", "orphans", "failed_documents", "entry_validity", "control_plane"):
+        assert checks[name].passed, (name, checks[name].description)
+        assert checks[name].description.startswith("this run's documents: ")
+        assert "store-wide (sampled audit" in checks[name].description
+        assert checks[name].metadata["store_wide_audited_at"].value == before["at"]
+    assert latest(settings.audit_dir())["at"] == before["at"]  # the store-wide finding stays
+    assert store.entries.read_one(version, "doc-000003") is None
+
+    # a store-wide failure is carried, never hidden by a delta that went well
+    redis.Redis.from_url(pipeline_env["REDIS_URL"]).hdel(
+        *store.entries.location(version, "doc-000004")
+    )
+    assert not check_results(audit())["coverage"].passed
+    coll.update_one({"doc_id": "doc-000005"}, {"$set": {"body": "Edited again."}})
+    [request] = delta_run_requests("changes", "again", ["doc-000005"])
+    carried = check_results(execute(request, dg.DagsterInstance.ephemeral()))["coverage"]
+    assert not carried.passed and "1 missing" in carried.description
+
+
+def test_a_delta_over_distant_shards_materializes_those_shards_alone_with_their_own_figures(filled):
+    _, coll, _store, _version = filled
+    by_shard: dict[int, str] = {}
+    for doc in coll.find({}, {"doc_id": 1}):
+        by_shard.setdefault(shard_of(doc["doc_id"], NUM_SHARDS), doc["doc_id"])
+    low, high = min(by_shard), max(by_shard)
+    assert high - low > 1
+    edited = [by_shard[low], by_shard[high]]
+    for doc_id in edited:
+        coll.update_one({"doc_id": doc_id}, {"$set": {"body": f"Edited {doc_id}."}})
+    requests = delta_run_requests("changes", "distant", edited)
+    assert len(requests) == 2  # one run per range: no shard between them is recorded
+    for request, doc_id in zip(requests, edited, strict=True):
+        result = execute(request, dg.DagsterInstance.ephemeral())
+        shards = shard_metadata(result, "feature_store_entries")
+        assert list(shards) == [shard_key(shard_of(doc_id, NUM_SHARDS), NUM_SHARDS)]
+        assert next(iter(shards.values()))["written"] == 1
+
+

@@ -330,7 +330,6 @@ def feature_store_entries(
         figures = per_shard.get(shard_key(shard_of(doc_id, NUM_SHARDS), NUM_SHARDS))
         if figures is not None:
             figures["gone"] = int(figures["gone"]) + 1  # type: ignore[call-overload]
-    shard_figures(context, per_shard)
     store.control.dead_letters(spec.tag).clear(gone)
     active = store.control.activate_if_none(spec.tag)
     if active != spec.tag:  # docs/architecture.md, "Building a new version"
@@ -338,27 +337,26 @@ def feature_store_entries(
             f"this deployment writes version {spec.tag}; readers use {active}, which only the "
             "deployment configured for it keeps current: keep it running until `activate`"
         )
-    return dg.MaterializeResult(
-        metadata={
-            "rows": rows,
-            **{f"entries_{state}": n for state, n in sorted(stats.states.items())},
-            "written": stats.written,
-            "superseded": stats.superseded,
-            "deleted": stats.deleted,
-            "bytes_written": stats.bytes_written,
-            "bytes_per_entry": round(stats.bytes_written / stats.written, 1) if stats.written else 0,
-            "documents_per_second": _rate(rows, started),
-            "failures": stats.failures,
-            "version": spec.tag,
-            "active_version": active,
-            "writes_active_version": active == spec.tag,
-            "bucket_encoding": encoding,
-            "maxmemory_policy": policy or "unknown",
-            "control_keys_restored": len(restored),
-            "mode": "delta" if config.doc_ids else "full",
-            **({"labeled_set_score": labeled_score["score"]} if labeled_score else {}),
-        }
-    )
+    totals = {
+        "rows": rows,
+        **{f"entries_{state}": n for state, n in sorted(stats.states.items())},
+        "written": stats.written,
+        "superseded": stats.superseded,
+        "deleted": stats.deleted,
+        "bytes_written": stats.bytes_written,
+        "bytes_per_entry": round(stats.bytes_written / stats.written, 1) if stats.written else 0,
+        "documents_per_second": _rate(rows, started),
+        "failures": stats.failures,
+        "version": spec.tag,
+        "active_version": active,
+        "writes_active_version": active == spec.tag,
+        "bucket_encoding": encoding,
+        "maxmemory_policy": policy or "unknown",
+        "control_keys_restored": len(restored),
+        "mode": "delta" if config.doc_ids else "full",
+        **({"labeled_set_score": labeled_score["score"]} if labeled_score else {}),
+    }
+    return dg.MaterializeResult(metadata=shard_figures(context, per_shard, totals))
 
 
 def _record_quality(
@@ -422,25 +420,29 @@ class _Written:
             mine[name] = mine[name] + value if isinstance(value, int) and name in mine else value
 
     def result(self, **metadata: object) -> dg.MaterializeResult:
-        shard_figures(self.context, self.shards)
-        return dg.MaterializeResult(
-            metadata={
-                "rows": self.rows,
-                "bytes_written": self.bytes,
-                "path": dg.MetadataValue.path(str(self.state.base / self.asset)),
-                **metadata,
-            }
-        )
+        totals = {
+            "rows": self.rows,
+            "bytes_written": self.bytes,
+            "path": dg.MetadataValue.path(str(self.state.base / self.asset)),
+            **metadata,
+        }
+        return dg.MaterializeResult(metadata=shard_figures(self.context, self.shards, totals))
 
 
-def shard_figures(context: dg.AssetExecutionContext, shards: dict[str, dict[str, object]]) -> None:
-    """Each partition of the run's range gets its own shard's figures; a shard in the range that
-    the run did not change (sensors.delta_run_requests joins nearby ranges past a few runs) says
-    so, instead of showing the run's totals."""
+def shard_figures(
+    context: dg.AssetExecutionContext, shards: dict[str, dict[str, object]], totals: dict[str, object]
+) -> dict[str, object]:
+    """Each partition of the run's range gets its own shard's figures under the usual names, the
+    run's totals of those as ``run_<name>``; a shard in the range that the run did not change
+    (sensors.delta_run_requests joins nearby ranges past a few runs) says so. Returns ``totals``."""
+    names = {name for figures in shards.values() for name in figures} | {"rows"}
+    run_totals = {f"run_{name}": totals[name] for name in sorted(names) if name in totals}
     for key in context.partition_keys:
+        own = shards.get(key, {"rows": 0})
         context.add_asset_metadata(
-            {"shard_changed": key in shards, **shards.get(key, {"rows": 0})}, partition_key=key
+            {"shard_changed": key in shards, **{n: 0 for n in names}, **own, **run_totals}, partition_key=key
         )
+    return totals
 
 
 def _upstream(state: ShardStateStore, asset: str, key: str, columns: list[str] | None = None) -> pl.DataFrame:

@@ -69,11 +69,23 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckE
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    """The run's figures of ``asset`` (a partition's materialization carries its shard's figures
+    under the usual names and the run's as ``run_<name>``: the run's are returned)."""
     for event in result.get_asset_materialization_events():
         m = event.materialization
         if m.asset_key.to_user_string() == asset:
-            return {k: v.value for k, v in m.metadata.items()}
+            figures = {k: v.value for k, v in m.metadata.items()}
+            return figures | {k[4:]: v for k, v in figures.items() if k.startswith("run_")}
     raise KeyError(asset)
+
+
+def shard_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, dict]:
+    """Each materialized partition's own figures of ``asset``."""
+    return {
+        str(e.materialization.partition): {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.to_user_string() == asset
+    }
 
 
 def execute(request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
