@@ -36,6 +36,13 @@ concurrency:
     max_concurrent_runs: 4
 telemetry:
   enabled: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 300
+  poll_interval_seconds: 30
+run_retries:
+  enabled: true
+  max_retries: 2
 retention:
   schedule:
     purge_after_days: 30
@@ -395,8 +402,8 @@ def dev(args: argparse.Namespace) -> int:
         # the instance's storage made once, before two processes race to create its tables
         import dagster as dg
 
-        with dg.DagsterInstance.get():
-            pass
+        with dg.DagsterInstance.get() as instance:
+            _start_run_retry_cursors(instance)
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             for name, command in commands.items():
@@ -419,6 +426,22 @@ def dev(args: argparse.Namespace) -> int:
             stop_groups(*(c for c in children if c.poll() is None))
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _start_run_retry_cursors(instance: object) -> None:
+    """Where the daemon's run-retry consumer starts on a new instance: now, which is what it does
+    by itself, but with a warning in the log of every fresh `dev`. The key is the daemon's
+    (dagster/_daemon/auto_run_reexecution/event_log_consumer.py)."""
+    import dagster as dg
+
+    storage = instance.daemon_cursor_storage  # type: ignore[attr-defined]
+    kinds = (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_SUCCESS)
+    keys = [f"EVENT_LOG_CONSUMER_CURSOR-{kind.value}" for kind in kinds]
+    present = storage.get_cursor_values(set(keys))
+    latest = instance.event_log_storage.get_maximum_record_id() or 0  # type: ignore[attr-defined]
+    missing = {k: str(latest) for k in keys if k not in present}
+    if missing:
+        storage.set_cursor_values(missing)
 
 
 def audit(args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ FUTURE_LIMIT = 1000  # future-dated documents followed per tick (data errors: a 
 SKEW_SECONDS = 120
 # Runs per tick at most (lib/change_tracking.shard_runs): beyond it, nearby ranges are joined.
 MAX_DELTA_RUNS = 4
+DELTA_MAX_RUNTIME_SECONDS = 1800
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
@@ -77,6 +78,9 @@ def delta_run_requests(
                 + [dg.AssetCheckKey(feature_store_entries.key, name) for name in AUDIT_CHECK_NAMES],
                 tags={
                     **delta_tags(shards),
+                    # a delta takes seconds to minutes: past this its process is dead or hung, and
+                    # run monitoring fails it so that run retries launch it again (dagster.yaml)
+                    "dagster/max_runtime": str(DELTA_MAX_RUNTIME_SECONDS),
                     "embedding_assets/trigger": kind,
                     "embedding_assets/documents": str(len(ids)),
                 },
