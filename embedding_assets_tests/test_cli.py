@@ -112,7 +112,9 @@ def test_dev_prints_the_ui_starts_quietly_and_stops_every_child(pipeline_env, tm
         _, alive = psutil.wait_procs(children, timeout=30)
         assert alive == [], [" ".join(p.cmdline()) for p in alive]
     finally:
-        if process.poll() is None:
+        if process.poll() is None:  # a failed check: nothing it started may outlive the test
+            for child in psutil.Process(process.pid).children(recursive=True):
+                child.kill()
             process.kill()
     for log in ("webserver.log", "daemon.log"):
         text = (state / "dev-logs" / log).read_text()

@@ -209,3 +209,28 @@ def test_hard_deletes_after_the_state_folder_is_lost_leave_nothing_served(pipeli
     coll.insert_one({"doc_id": "brief", "title": "Brief", "body": "Here and gone."})
     coll.delete_one({"doc_id": "brief"})
     assert daemon.tick(document_deletions_sensor) == []
+
+
+def test_while_runs_wait_to_start_the_sensors_hold_their_cursors_and_then_take_everything(pipeline_env):
+    """Backpressure: no run is added to a queue; the changes gather into the next tick's runs."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    docs = load_sample(pipeline_env, 24)
+    coll = collection(pipeline_env)
+    daemon = Daemon()
+    daemon.run([sweep_request()])
+    daemon.tick(document_changes_sensor)  # the cursor starts at the newest document
+    waiting = DagsterRun(job_name="embed_documents", run_id="waiting", status=dg.DagsterRunStatus.NOT_STARTED)
+    daemon.instance.add_run(waiting)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=sensors.SETTLE_SECONDS + 1)
+    edited = [d["doc_id"] for d in docs[:6]]
+    for doc_id in edited:
+        coll.update_one({"doc_id": doc_id}, {"$set": {"body": f"Waited {doc_id}.", "modified_at": now}})
+    before = daemon.cursors[document_changes_sensor.name]
+    assert daemon.tick(document_changes_sensor) == []
+    assert daemon.cursors[document_changes_sensor.name] == before  # nothing taken, nothing lost
+
+    daemon.instance.delete_run("waiting")  # it started and ended
+    requests = daemon.tick(document_changes_sensor)
+    asked = [d for r in requests for d in r.run_config["ops"]["document_snapshots"]["config"]["doc_ids"]]
+    assert sorted(asked) == sorted(edited)

@@ -21,7 +21,7 @@ from embedding_assets.defs.resources import (
     FeatureStoreResource,
     ShardStateResource,
 )
-from embedding_assets.defs.sensors import delta_run_requests
+from embedding_assets.defs.sensors import delta_run_requests, runs_waiting
 from embedding_assets.lib.audit import Outcome
 from embedding_assets.lib.versioning import EmbeddingSpec
 from embedding_assets.store_audit import DOCUMENTS, MODES, Findings, audit_store, latest, repairs_of
@@ -195,6 +195,9 @@ def store_repair_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult 
     summary = latest(settings.audit_dir())
     if summary is None or str(summary["at"]) == context.cursor:
         return dg.SkipReason("no new audit")
+    waiting = runs_waiting(context.instance)
+    if waiting:  # the list waits; a newer audit may replace it meanwhile
+        return dg.SkipReason(f"{waiting} runs wait to start; repairs follow when they have")
     position = str(summary["at"])
     ids = repairs_of(settings.audit_dir(), summary)[:MAX_REPAIRS]
     requests = delta_run_requests("repair", position, ids, job_name=embed_documents.name)

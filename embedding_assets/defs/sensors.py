@@ -47,6 +47,17 @@ DELTA_MAX_RUNTIME_SECONDS = 1800
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
+def runs_waiting(instance: dg.DagsterInstance) -> int:
+    """Pipeline runs queued or starting: while there are any, sensors launch nothing more.
+
+    Backpressure: a run costs a process start and a model load whatever its size, so when runs
+    queue up, more small runs only lengthen the queue. The cursors stay where they are and the
+    next tick after the queue drains takes every change since, in one larger run.
+    """
+    waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
+    return instance.get_runs_count(dg.RunsFilter(job_name=embed_documents.name, statuses=waiting))
+
+
 def delta_run_requests(
     kind: str, position: str, doc_ids: list[str], job_name: str | None = None
 ) -> list[dg.RunRequest]:
@@ -102,6 +113,9 @@ def document_changes_sensor(
     never passes the present; documents dated in the future are followed apart."""
     if not source.uri:
         return dg.SkipReason(NO_SOURCE)
+    waiting = runs_waiting(context.instance)
+    if waiting:
+        return dg.SkipReason(f"{waiting} runs wait to start; changes gather for the next run")
     docs = source.source()
     now = dt.datetime.now(dt.UTC)
     until = now - dt.timedelta(seconds=SETTLE_SECONDS)
@@ -171,6 +185,9 @@ def document_deletions_sensor(
     if not source.uri:
         return dg.SkipReason(NO_SOURCE)
     token = json_util.loads(context.cursor) if context.cursor else None
+    waiting = runs_waiting(context.instance)
+    if waiting and token is not None:  # the stream keeps its place (its history covers minutes)
+        return dg.SkipReason(f"{waiting} runs wait to start; deletions gather for the next run")
     try:
         deleted, new_token = source.source().deletions_after(
             token, max_events=10_000, max_seconds=TICK_BUDGET_SECONDS
