@@ -143,7 +143,11 @@ def _materialize_all() -> dict:
     metadata: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():
         m = event.materialization
-        metadata[m.asset_key.to_user_string()] = {k: v.value for k, v in m.metadata.items()}
+        figures = {k: v.value for k, v in m.metadata.items()}
+        # a partition's materialization: its shard's figures, the run's as run_<name>
+        metadata[m.asset_key.to_user_string()] = figures | {
+            k.removeprefix("run_"): v for k, v in figures.items() if k.startswith("run_")
+        }
     return {
         "success": result.success,
         "run_seconds": run_seconds,

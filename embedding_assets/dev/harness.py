@@ -75,7 +75,7 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
         m = event.materialization
         if m.asset_key.to_user_string() == asset:
             figures = {k: v.value for k, v in m.metadata.items()}
-            return figures | {k[4:]: v for k, v in figures.items() if k.startswith("run_")}
+            return figures | {k.removeprefix("run_"): v for k, v in figures.items() if k.startswith("run_")}
     raise KeyError(asset)
 
 
