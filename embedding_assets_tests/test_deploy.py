@@ -362,6 +362,7 @@ def _what_the_ui_shows(port: int, env: dict, home: str, docs: list[dict]) -> dic
     store-wide result carried, and it materializes only the shards it changed."""
     import datetime as dt
 
+    from embedding_assets import settings
     from embedding_assets.defs.partitions import NUM_SHARDS
     from embedding_assets.dev.harness import collection
     from embedding_assets.lib.identity import doc_key
@@ -425,19 +426,13 @@ def _what_the_ui_shows(port: int, env: dict, home: str, docs: list[dict]) -> dic
         assert "store-wide (" in latest["evaluation"]["description"], latest
 
     with dg.DagsterInstance.from_config(home) as instance:
-        collector = StoreCollector(settings_audit_dir(), instance=lambda: instance)
+        collector = StoreCollector(settings.audit_dir(), instance=lambda: instance)
         families = {f.name: f for f in collector.collect()}
         of_job = instance.get_runs_count(
             dg.RunsFilter(job_name="embed_documents", statuses=[dg.DagsterRunStatus.SUCCESS])
         )
     runs = families["embedding_assets_runs"].samples
     return {"runs_success": sum(s.value for s in runs if s.labels["status"] == "success"), "of_job": of_job}
-
-
-def settings_audit_dir() -> str:
-    from embedding_assets import settings
-
-    return settings.audit_dir()
 
 
 def _tails(logs: Path) -> str:
