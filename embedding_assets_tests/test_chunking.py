@@ -76,3 +76,37 @@ def test_multilingual_text_and_empty_text(embedder):
     for text, chunks in zip(texts, chunked, strict=True):
         for c in chunks:
             assert c.text in text and c.n_tokens <= 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["multilingual-e5-small", "all-MiniLM-L6-v2"])
+def test_tokenizer_json_gives_the_same_tokens_and_offsets_as_autotokenizer(model):
+    """Chunking reads tokenizer.json directly (no transformers import): it must cut exactly
+    where the model's own Hugging Face tokenizer would, in every script of the corpus."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    import embedding_assets.dev as dev
+    from embedding_assets.embedders.model_files import FastTokenizer, load_tokenizer
+    from embedding_assets.embedders.packaged import resolve
+
+    path = resolve(model)
+    fast = load_tokenizer(path)
+    assert isinstance(fast, FastTokenizer)
+    reference = AutoTokenizer.from_pretrained(path)
+    corpus = json.loads((Path(dev.__file__).parent / "corpus_text.json").read_text())
+    texts = [
+        f"{topic['title']}. " + " ".join(topic["sentences"])
+        for language in corpus.values()
+        for topic in language.values()
+    ]
+    texts += ["", "  leading and trailing  ", "MiXeD CaSe, ünïcödé & emoji 🚀\ttabs\nnewlines", "x" * 5000]
+    kwargs = {"add_special_tokens": False, "return_offsets_mapping": True, "return_attention_mask": False}
+    got, want = fast(texts, **kwargs), reference(texts, **kwargs)
+    assert got["input_ids"] == want["input_ids"]
+    assert [list(map(tuple, o)) for o in got["offset_mapping"]] == [
+        list(map(tuple, o)) for o in want["offset_mapping"]
+    ]
+    assert chunk_texts(texts, fast, window=32, overlap=4) == chunk_texts(texts, reference, window=32, overlap=4)

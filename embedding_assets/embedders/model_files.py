@@ -126,3 +126,57 @@ def sentence_transformer_shape(folder: Path) -> ModelShape | None:
     if not dimension:
         return None
     return ModelShape(int(dimension), int(st_config["max_seq_length"]), *prompts(folder))
+
+
+class FastTokenizer:
+    """A model's ``tokenizer.json`` through ``tokenizers`` alone, called as a Hugging Face
+    tokenizer is for chunking (offsets, no special tokens).
+
+    Loading it takes a fraction of a second where ``AutoTokenizer`` first imports transformers and
+    builds its wrapper (seconds each): a fixed cost of every incremental run's chunking step.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self.path = path
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+
+    def __call__(self, texts: str | list[str], *, add_special_tokens: bool = True, **_: object) -> dict:
+        if isinstance(texts, str):
+            one = self._tokenizer.encode(texts, add_special_tokens=add_special_tokens)
+            return {"input_ids": one.ids, "offset_mapping": one.offsets}
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        return {
+            "input_ids": [e.ids for e in encodings],
+            "offset_mapping": [e.offsets for e in encodings],
+        }
+
+
+def tokenizer_json(folder: Path) -> Path | None:
+    """The ``tokenizer.json`` of a sentence-transformers folder's Transformer module, if any."""
+    modules = _json(folder / "modules.json")
+    paths = [""]
+    if isinstance(modules, list):
+        paths = [
+            str(m.get("path", ""))
+            for m in modules
+            if str(m.get("type", "")).rsplit(".", 1)[-1] == "Transformer"
+        ] or paths
+    found = folder / paths[0] / "tokenizer.json"
+    return found if found.is_file() else None
+
+
+def load_tokenizer(model: str) -> object:
+    """The model's tokenizer for chunking: ``tokenizer.json`` directly when the folder has one,
+    else ``AutoTokenizer`` (a model with only a slow tokenizer)."""
+    folder = local_dir(model)
+    found = tokenizer_json(folder) if folder else None
+    if found is not None:
+        return FastTokenizer(found)
+    settings.models_offline()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model)

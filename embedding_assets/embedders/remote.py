@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import requests
 
-from embedding_assets import settings
 from embedding_assets.embedders.model_files import (
     ModelShape,
     ShapedByModelFiles,
+    load_tokenizer,
     local_dir,
     sentence_transformer_shape,
 )
@@ -162,10 +162,7 @@ class RemoteEmbedder(ShapedByModelFiles):
 
     @cached_property
     def tokenizer(self) -> Any:
-        settings.models_offline()
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self.model_name)
+        return load_tokenizer(self.model_name)
 
     def is_transient(self, error: BaseException) -> bool:
         return isinstance(error, ServiceUnavailable)

@@ -20,6 +20,7 @@ from embedding_assets.embedders.model_files import (
     DOCUMENT_PROMPT_NAMES,
     ModelShape,
     ShapedByModelFiles,
+    load_tokenizer,
     local_dir,
     sentence_transformer_shape,
 )
@@ -124,10 +125,7 @@ class SentenceTransformerEmbedder(ShapedByModelFiles):
         """The model's own tokenizer, loaded alone (no weights) unless the model already is."""
         if "model" in self.__dict__:
             return self.model.tokenizer
-        settings.models_offline()
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self.model_name)
+        return load_tokenizer(self.model_name)
 
     def is_transient(self, error: BaseException) -> bool:
         """A local model's errors are the input's (or a bug): none is worth retrying as is."""
