@@ -142,6 +142,7 @@ def run(args: argparse.Namespace, state: Path) -> None:
             print(f"burst {round_}: {len(got)} edits, slowest {max(got):.1f} s", flush=True)
             time.sleep(2)
         runs = _runs(Path(os.environ["DAGSTER_HOME"]))
+        phases = _phases(Path(os.environ["DAGSTER_HOME"]))
     finally:
         stop_groups(proc)
     p50 = statistics.median(latencies)
@@ -154,6 +155,9 @@ def run(args: argparse.Namespace, state: Path) -> None:
     print(f"  p50 {p50:.1f} s   p95 {p95:.1f} s   max {max(latencies):.1f} s   goal p95 <= 60 s")
     print(f"  delta runs launched by the sensor: {runs}  ({runs / args.bursts:.1f} per burst)")
     print(f"  baseline, the same burst run in process: {direct:.1f} s; p95 / baseline = {p95 / direct:.1f}x")
+    print("  where a sensor run's time goes (median s over its runs):")
+    for name, values in phases.items():
+        print(f"    {name:<28} {statistics.median(values):6.1f}   (max {max(values):.1f})")
 
 
 def _spread(by_shard: dict[int, list[str]], n: int) -> list[tuple[int, int]]:
@@ -180,6 +184,43 @@ def _runs(home: Path) -> int:
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         return sum(1 for r in instance.get_runs() if r.tags.get("embedding_assets/trigger") == "changes")
+
+
+def _phases(home: Path) -> dict[str, list[float]]:
+    """Per sensor run: waiting in the queue, the run process starting (imports, code load), each
+    step, and the whole run; from the run's own event log."""
+    import dagster as dg
+    from dagster import DagsterEventType as E
+
+    out: dict[str, list[float]] = {}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for record in instance.get_run_records(dg.RunsFilter(tags={"embedding_assets/trigger": "changes"})):
+            at: dict[str, float] = {}
+            steps: dict[str, float] = {}
+            for entry in instance.all_logs(record.dagster_run.run_id):
+                event = entry.dagster_event
+                if event is None:
+                    continue
+                kind = event.event_type_value
+                at.setdefault(kind, entry.timestamp)
+                if kind == E.STEP_START.value:
+                    steps[event.step_key] = entry.timestamp
+                elif kind == E.STEP_SUCCESS.value and event.step_key in steps:
+                    took = entry.timestamp - steps[event.step_key]
+                    out.setdefault(f"step {event.step_key}", []).append(took)
+            created = record.create_timestamp.timestamp()
+            starting, start, success = (
+                at.get(t.value) for t in (E.RUN_STARTING, E.RUN_START, E.RUN_SUCCESS)
+            )
+            if starting:
+                out.setdefault("queued (created -> launch)", []).append(starting - created)
+            if starting and start:
+                out.setdefault("process start -> RUN_START", []).append(start - starting)
+            if start and success:
+                out.setdefault("RUN_START -> RUN_SUCCESS", []).append(success - start)
+            if success:
+                out.setdefault("created -> RUN_SUCCESS", []).append(success - created)
+    return dict(sorted(out.items()))
 
 
 if __name__ == "__main__":

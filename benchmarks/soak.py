@@ -1,17 +1,21 @@
 """Soak: the deployment's processes under churn and faults, as days of operation are lived.
 
-    python -m benchmarks.soak --minutes 60 --rate 5
+    python -m benchmarks.soak --minutes 60 --rate 5 --backend static --day-minutes 15
     python -m benchmarks.soak --minutes 15 --rate 5 --docs 2000 --backend static
 
 What runs: a gRPC code server, the webserver and the daemon on PostgreSQL (as the deployment
 test starts them, deploy/dagster.yaml), SecantusDB and a valkey without persistence, the metrics
 endpoint, and the real Prometheus server scraping it with deploy/prometheus/alerts.yml (each
-rule's ``for:`` divided by ``--time-scale``, so that alerts can fire within the run).
+rule's ``for:`` and range window divided by ``--time-scale``, so that alerts can fire within the
+run). ``--day-minutes`` compresses days: staleness, max age, the sweep, the full audit and
+housekeeping run on a day of that many minutes.
 
 What happens: a churn generator makes ``--rate`` changes per second (inserts, edits,
 metadata-only edits, deletes, tombstones, renames, odd ids), and a fault schedule spread over
 the run restarts Redis without persistence, restarts MongoDB, SIGKILLs a run's process, and
-restarts the daemon and the code server.
+restarts the daemon and the code server, each server or process down for ``--down-seconds``.
+Each fault has the alert that names it (``FAULT_ALERTS``): it must fire in the fault's window and
+resolve after it.
 
 What it reports (a table on stdout, ``soak.png`` and ``soak.json`` in the state folder): runs
 launched / failed / retried, failed sensor ticks, the store against the collection (lost /
@@ -47,6 +51,14 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 FAULTS = ("redis_restart", "mongo_restart", "kill_run", "daemon_restart", "code_server_restart")
 SETTLE_AFTER_FAULT = 120.0  # seconds after a fault ends that still count as its window
+# the alert that names each fault: it must fire in the fault's window and resolve after it
+FAULT_ALERTS = {
+    "redis_restart": "EmbeddingStoreDown",
+    "mongo_restart": "EmbeddingSourceDown",
+    "kill_run": "EmbeddingRunFailed",
+    "daemon_restart": "EmbeddingDaemonDown",
+    "code_server_restart": "EmbeddingCodeServerDown",
+}
 OPS = {  # kind: weight
     "edit": 40,
     "insert": 15,
@@ -68,6 +80,7 @@ class Timeline:
     samples: list[dict] = field(default_factory=list)
     faults: list[dict] = field(default_factory=list)
     alerts: list[tuple[float, str, str]] = field(default_factory=list)  # (t, name, state)
+    alert_polls: list[float] = field(default_factory=list)  # when Prometheus' alerts were read
     changes: dict[str, int] = field(default_factory=dict)
     write_errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -88,6 +101,17 @@ def main() -> None:
         "--time-scale", type=float, default=10.0, help="alert `for:` durations divided by this"
     )
     parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated, in order")
+    parser.add_argument(
+        "--day-minutes",
+        type=int,
+        default=0,
+        choices=[0, 10, 15, 20, 30, 60],
+        help="a day of operation lasts this many minutes: staleness, max age, sweep, audits and "
+        "housekeeping compressed (0: real days)",
+    )
+    parser.add_argument(
+        "--down-seconds", type=float, default=150.0, help="how long a restarted server or process stays down"
+    )
     parser.add_argument("--state", default="", help="state folder (default: a new temporary one)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
@@ -97,6 +121,22 @@ def main() -> None:
     with Deployment(state, args) as deployment:
         timeline = deployment.soak()
     report(timeline, deployment, args, state)
+
+
+def compressed_days(minutes: int) -> dict[str, str]:
+    """Settings under which a day lasts ``minutes``: entries go stale, are restamped and swept,
+    the full audit and housekeeping run once per such day; the sampled audit every 2 minutes."""
+    if not minutes:
+        return {}
+    day = minutes * 60
+    return {
+        "EA_STALE_SECONDS": str(day),
+        "EA_MAX_AGE_SECONDS": str(day * 20 // 24),
+        "EA_SWEEP_CRON": f"*/{minutes} * * * *",
+        "EA_FULL_AUDIT_CRON": f"{minutes // 3}-59/{minutes} * * * *",
+        "EA_HOUSEKEEPING_CRON": f"{2 * minutes // 3}-59/{minutes} * * * *",
+        "EA_AUDIT_CRON": "*/2 * * * *",
+    }
 
 
 class Deployment:
@@ -152,6 +192,7 @@ class Deployment:
             "EA_BACKEND": self.args.backend,
             "EA_SENSOR_SECONDS": "5",
             "HF_HUB_OFFLINE": "1",
+            **compressed_days(self.args.day_minutes),
         }
         if not os.environ.get("EA_STATIC_DIR"):  # distilled once per machine (benchmarks.run)
             from embedding_assets import settings
@@ -160,6 +201,8 @@ class Deployment:
         os.environ.update(self.env)
         self.grpc_port, self.web_port = free_port(), free_port()
         self.metrics_port, self.prom_port = free_port(), free_port()
+        self.env["EA_CODE_SERVER"] = f"127.0.0.1:{self.grpc_port}"  # probed by the metrics endpoint
+        os.environ["EA_CODE_SERVER"] = self.env["EA_CODE_SERVER"]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -225,14 +268,22 @@ class Deployment:
         }
 
     def _prometheus_config(self) -> Path:
-        """The real rules, each ``for:`` divided by the time scale; a 5 s scrape and evaluation."""
+        """The real rules, each ``for:`` and range window divided by the time scale (windows at
+        least 30 s: six 5 s scrapes); a 5 s scrape and evaluation."""
         rules = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text()
 
-        def scaled(match: re.Match) -> str:
-            seconds = {"s": 1, "m": 60, "h": 3600}[match.group(2)] * int(match.group(1))
-            return f"for: {max(5, int(seconds / self.args.time_scale))}s"
+        def seconds(match: re.Match) -> float:
+            return {"s": 1, "m": 60, "h": 3600}[match.group(2)] * int(match.group(1)) / self.args.time_scale
 
-        (self.state / "alerts.yml").write_text(re.sub(r"for: (\d+)([smh])", scaled, rules))
+        def scaled_for(match: re.Match) -> str:
+            return f"for: {max(5, int(seconds(match)))}s"
+
+        def scaled_window(match: re.Match) -> str:
+            return f"[{max(30, int(seconds(match)))}s]"
+
+        rules = re.sub(r"for: (\d+)([smh])", scaled_for, rules)
+        rules = re.sub(r"\[(\d+)([smh])\]", scaled_window, rules)
+        (self.state / "alerts.yml").write_text(rules)
         config = self.state / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
@@ -506,6 +557,7 @@ class Deployment:
             try:
                 alerts = json.loads(urllib.request.urlopen(url, timeout=5).read())["data"]["alerts"]
                 now = time.time()
+                self.timeline.alert_polls.append(now)
                 for alert in alerts:
                     self.timeline.alerts.append((now, alert["labels"]["alertname"], alert["state"]))
             except OSError:
@@ -532,12 +584,12 @@ class Deployment:
     def _redis_restart(self) -> None:
         """Redis restarted without persistence: every entry and control key is gone."""
         self.redis.stop()
-        time.sleep(5)
+        time.sleep(self.args.down_seconds)
         self.redis.start(timeout=30)
 
     def _mongo_restart(self) -> None:
         self.mongo.stop()
-        time.sleep(10)
+        time.sleep(self.args.down_seconds)
         self.mongo.start()
 
     def _kill_run(self) -> None:
@@ -559,12 +611,12 @@ class Deployment:
 
     def _daemon_restart(self) -> None:
         self.stop_process("daemon")
-        time.sleep(5)
+        time.sleep(self.args.down_seconds)
         self.start("daemon")
 
     def _code_server_restart(self) -> None:
         self.stop_process("code_server")
-        time.sleep(5)
+        time.sleep(self.args.down_seconds)
         self.start("code_server")
 
     def _converge_after(self, fault: dict) -> None:
@@ -643,6 +695,19 @@ def _slope_mb_per_hour(points: list[tuple[float, float]]) -> float:
 
 
 # -- the report -----------------------------------------------------------------------------------
+def alert_span(timeline: Timeline, name: str, start: float, end: float) -> tuple[float | None, float | None]:
+    """When ``name`` first fired in ``[start, end]``, and the first poll after that at which it
+    was no longer active (None: never fired, or never resolved while observed)."""
+    fired = next(
+        (t for t, n, s in timeline.alerts if n == name and s == "firing" and start <= t <= end), None
+    )
+    if fired is None:
+        return None, None
+    active = {t for t, n, _ in timeline.alerts if n == name}
+    resolved = next((t for t in timeline.alert_polls if t > fired and t not in active), None)
+    return fired, resolved
+
+
 def report(timeline: Timeline, deployment: Deployment, args: argparse.Namespace, state: Path) -> None:
     from embedding_assets import settings
 
@@ -677,17 +742,26 @@ def report(timeline: Timeline, deployment: Deployment, args: argparse.Namespace,
         f"store against the collection at the end: lost {final['lost']}, stale {final['stale']}, "
         f"extra {final['extra']} (after waiting {final['seconds']} s)"
     )
-    lines.append("| fault | at (min) | lasted (s) | store equal after (s) | alerts fired in its window |")
-    lines.append("| --- | --- | --- | --- | --- |")
+    lines.append(
+        "| fault | at (min) | lasted (s) | store equal after (s) "
+        "| its alert: fired / resolved (s after start) | alerts fired in its window |"
+    )
+    lines.append("| --- | --- | --- | --- | --- | --- |")
     for fault in timeline.faults:
         window_end = fault.get("end", time.time()) + 900
         fired = sorted(
             {n for t, n, s in timeline.alerts if s == "firing" and fault["start"] <= t <= window_end}
         )
+        at, gone = alert_span(timeline, FAULT_ALERTS.get(fault["name"], ""), fault["start"], window_end)
+        since = {
+            k: "no" if t is None else f"{t - fault['start']:.0f}" for k, t in (("at", at), ("gone", gone))
+        }
+        fault["alert"] = {"name": FAULT_ALERTS.get(fault["name"]), "fired": at, "resolved": gone}
         lines.append(
             f"| {fault['name']} | {(fault['start'] - start) / 60:.1f} | "
             f"{fault.get('end', 0) - fault['start']:.0f} | "
-            f"{fault.get('converged_after')} | {', '.join(fired) or 'none'} |"
+            f"{fault.get('converged_after')} | {FAULT_ALERTS.get(fault['name'], '-')}: "
+            f"{since['at']} / {since['gone']} | {', '.join(fired) or 'none'} |"
         )
     healthy = sorted(
         {

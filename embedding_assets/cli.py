@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -490,14 +490,31 @@ def metrics(args: argparse.Namespace) -> int:
     from embedding_assets.metrics import StoreCollector, sensor_cursor, serve
 
     source = None
+    probes: dict[str, Callable[[], object]] = {}
     if settings.get("MONGO_URI"):
         from embedding_assets.sources.mongo import MongoDocumentSource
 
+        # short timeouts: a scrape answers in seconds whatever is down
         source = MongoDocumentSource(
             str(settings.get("MONGO_URI")),
             str(settings.get("MONGO_DB")),
             str(settings.get("MONGO_COLLECTION")),
+            timeout_ms=3000,
         )
+        probes["mongodb"] = lambda: source.client.admin.command("ping")
+    if settings.get("REDIS_URL"):
+        import redis
+
+        store = redis.Redis.from_url(
+            str(settings.get("REDIS_URL")), socket_timeout=3, socket_connect_timeout=3
+        )
+        probes["redis"] = store.ping
+    if settings.get("EA_CODE_SERVER"):
+        import socket
+
+        host, _, port = str(settings.get("EA_CODE_SERVER")).rpartition(":")
+        # listening is what a restart or a crash takes away; the daemon's errors say the rest
+        probes["code_server"] = lambda: socket.create_connection((host or "127.0.0.1", int(port)), 3).close()
 
     @functools.cache
     def instance() -> object | None:  # one instance for every scrape
@@ -516,6 +533,7 @@ def metrics(args: argparse.Namespace) -> int:
         instance=instance,
         change_cursor=cursor,
         oldest_change_after=source.oldest_change_after if source else None,
+        probes=probes,
     )
     server = serve(args.port, collector)
     print(f"serving /metrics on :{server.server_port} from {settings.audit_dir()}", flush=True)

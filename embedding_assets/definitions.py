@@ -11,6 +11,7 @@ import warnings
 
 import dagster as dg
 
+from embedding_assets import settings
 from embedding_assets.defs.alerts import alert_sensors
 from embedding_assets.defs.assets import embedding_assets
 from embedding_assets.defs.audit import audit_checks, audit_jobs, audit_schedules, audit_sensors
@@ -22,9 +23,8 @@ from embedding_assets.defs.sensors import document_changes_sensor, document_dele
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*map_(resolved_)?asset_specs.*")
 
-FRESHNESS = dg.FreshnessPolicy.time_window(
-    fail_window=dt.timedelta(hours=24), warn_window=dt.timedelta(hours=12)
-)
+_STALE = dt.timedelta(seconds=int(settings.get("EA_STALE_SECONDS")))
+FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=_STALE, warn_window=_STALE / 2)
 
 
 def apply_freshness_policy(spec: dg.AssetSpec) -> dg.AssetSpec:

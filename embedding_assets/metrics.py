@@ -42,6 +42,8 @@ class StoreCollector(Collector):
     ``change_cursor``: returns the change sensor's cursor (``sensor_cursor`` reads it from an
     instance); ``oldest_change_after``: the ``modified_at`` of the oldest document changed after
     a time and before now, or None (MongoDB). Without them the sensor metrics are left out.
+    ``probes``: per component (``mongodb``, ``redis``), a call that raises when it cannot be
+    reached; a server that is down is reported as such, never as a failed scrape.
     """
 
     def __init__(
@@ -50,19 +52,85 @@ class StoreCollector(Collector):
         instance: Callable[[], Any] | None = None,
         change_cursor: Callable[[], str | None] | None = None,
         oldest_change_after: Callable[[dt.datetime], dt.datetime | None] | None = None,
+        probes: dict[str, Callable[[], object]] | None = None,
     ) -> None:
         self.audit_dir = audit_dir
         self.instance = instance
         self.change_cursor = change_cursor
         self.oldest_change_after = oldest_change_after
+        self.probes = probes or {}
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         yield from self._audit()
+        yield from self._probes()
         instance = self.instance() if self.instance else None
         if instance is not None:
             yield from self._runs(instance)
+            yield from self._daemon(instance)
+            yield from self._ticks(instance)
         if self.change_cursor is not None:
             yield from self._sensor(ChangeCursor.parse(self.change_cursor()))
+
+    def _probes(self) -> Iterator[GaugeMetricFamily]:
+        if not self.probes:
+            return
+        up = GaugeMetricFamily(
+            f"{PREFIX}_up",
+            "1 when the component answered this scrape, 0 when it did not.",
+            labels=["component"],
+        )
+        for component, probe in self.probes.items():
+            try:
+                probe()
+                up.add_metric([component], 1)
+            except Exception:  # down, refusing, timing out: all mean "not serving"
+                up.add_metric([component], 0)
+        yield up
+
+    def _daemon(self, instance: Any) -> Iterator[GaugeMetricFamily]:
+        """The oldest of the daemon's heartbeats (sensors, schedules, run queue, monitoring): a
+        stopped daemon launches nothing, and nothing else says so."""
+        try:
+            beats = instance.get_daemon_heartbeats()
+        except Exception:  # storage unreachable: the run metrics above fail the same way
+            return
+        if beats:
+            yield _gauge(
+                "daemon_heartbeat_age_seconds",
+                "Seconds since the Dagster daemon's oldest heartbeat (its threads beat every 30 s).",
+                max(0.0, time.time() - min(b.timestamp for b in beats.values())),
+            )
+
+    def _ticks(self, instance: Any) -> Iterator[GaugeMetricFamily]:
+        """Each sensor's last tick: when, and whether it failed (a source, a store or the code
+        server unreachable: the sensor takes nothing while its ticks fail)."""
+        from dagster._core.definitions.run_request import InstigatorType
+        from dagster._core.scheduler.instigation import InstigatorStatus, TickStatus
+
+        at = GaugeMetricFamily(
+            f"{PREFIX}_sensor_last_tick_timestamp_seconds", "When the sensor last ticked.", labels=["sensor"]
+        )
+        ok = GaugeMetricFamily(
+            f"{PREFIX}_sensor_last_tick_ok",
+            "1 when the sensor's last finished tick succeeded or skipped, 0 when it failed.",
+            labels=["sensor"],
+        )
+        try:
+            states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        except Exception:  # an instance without schedule storage (ephemeral), or unreachable
+            return
+        for state in states:
+            if state.status == InstigatorStatus.STOPPED:
+                continue
+            ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=3)
+            if not ticks:
+                continue
+            at.add_metric([state.instigator_name], ticks[0].timestamp)
+            finished = [t for t in ticks if t.status != TickStatus.STARTED]
+            if finished:
+                ok.add_metric([state.instigator_name], 0 if finished[0].status == TickStatus.FAILURE else 1)
+        yield at
+        yield ok
 
     def _audit(self) -> Iterator[GaugeMetricFamily]:
         for mode in MODES:
@@ -152,7 +220,10 @@ class StoreCollector(Collector):
         )
         if self.oldest_change_after is None:
             return
-        pending = self.oldest_change_after(cursor.modified_at)
+        try:
+            pending = self.oldest_change_after(cursor.modified_at)
+        except Exception:  # MongoDB unreachable: embedding_assets_up says so; no lag to report
+            return
         lag = max(0.0, time.time() - cursor.modified_at.timestamp()) if pending else 0.0
         yield _gauge(
             "sensor_lag_seconds",

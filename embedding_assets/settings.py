@@ -64,6 +64,12 @@ _SETTINGS = [
     Setting("EA_STORE_BUCKETS", 16_384, "hashes a new version's entries are spread over"),
     Setting("EA_REDIS_TUNE", 1, "raise the server's hash-max-listpack-* limits (0: leave it alone)"),
     Setting("EA_MAX_AGE_SECONDS", 20 * 3600, "entries older than this are restamped by full runs"),
+    Setting("EA_STALE_SECONDS", 24 * 3600, "an entry older than this is stale (the freshness SLA)"),
+    # when the schedules fire (UTC cron); the soak benchmark compresses days with them
+    Setting("EA_SWEEP_CRON", "0 3 * * *", "the full sweep over every shard"),
+    Setting("EA_AUDIT_CRON", "*/10 * * * *", "the sampled store audit"),
+    Setting("EA_FULL_AUDIT_CRON", "30 4 * * *", "the full store audit"),
+    Setting("EA_HOUSEKEEPING_CRON", "15 5 * * *", "run, spool and tick housekeeping"),
     Setting("EA_MAX_CHARS", 200_000, "cap on embedded characters"),
     Setting("EA_OVERSIZE", "truncate", "text over the cap: `truncate` (with a warning) or `reject`"),
     Setting("EA_CHECKPOINT_DOCS", 512, "documents per embedding batch and checkpoint"),
@@ -90,6 +96,9 @@ _SETTINGS = [
         "EA_FAILED_RUN_RETENTION_DAYS", 60, "failed runs are kept this long before housekeeping deletes them"
     ),
     Setting("EA_METRICS_PORT", 9108, "port of `embedding-assets metrics` (Prometheus /metrics)"),
+    Setting(
+        "EA_CODE_SERVER", "", "host:port of the gRPC code server, probed by `embedding-assets metrics`"
+    ),
     Setting(
         "EA_PARQUET_DIR", "", "intermediate shard state (path or fsspec URL; empty: $EA_STATE_DIR/parquet)"
     ),

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 from upath import UPath
 
+from embedding_assets import settings
 from embedding_assets.lib import audit, codec
 from embedding_assets.lib import quantization as q
 from embedding_assets.lib.staleness import sla_breaches
@@ -388,6 +389,7 @@ def _classify(
     findings.examined = len(ids)
     ages: list[int] = []
     present: list[str] = []
+    sla = int(settings.get("EA_STALE_SECONDS"))
     for doc_id, header, chash, modified in zip(
         ids, headers, with_text["content_hash"].to_list(), with_text["modified_ms"].to_list(), strict=True
     ):
@@ -399,7 +401,7 @@ def _classify(
         present.append(doc_id)
         ages.append(max(0, now - header.computed_at))
         behind, aged = sla_breaches(
-            header, content_hash=chash, source_ms=modified, now=now, sla_seconds=audit.SLA_SECONDS
+            header, content_hash=chash, source_ms=modified, now=now, sla_seconds=sla
         )
         findings.older_than_document += behind
         findings.older_than_24h += aged

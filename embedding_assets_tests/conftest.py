@@ -27,6 +27,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield running
 
 
+def redis_test_db() -> int:
+    """EA_TEST_REDIS_DB (9), plus the pytest-xdist worker's number: workers share a REDIS_URL
+    when one is given, and each flushes its own database."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(os.environ.get("EA_TEST_REDIS_DB", "9")) + int(worker.removeprefix("gw") or 0)
+
+
 def _with_db(url: str, db: int) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{db}"))
@@ -34,7 +41,7 @@ def _with_db(url: str, db: int) -> str:
 
 @pytest.fixture
 def redis_url(servers: object) -> str:
-    url = _with_db(servers.redis_url, int(os.environ.get("EA_TEST_REDIS_DB", "9")))  # type: ignore[attr-defined]
+    url = _with_db(servers.redis_url, redis_test_db())  # type: ignore[attr-defined]
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
@@ -131,8 +138,9 @@ def postgres_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
 
 
 # Scenario tests report what the store got wrong at each point they check (dev.harness.
-# differences); the figures are printed after the run: `pytest -m servers -k <scenario>`.
-_MEASURED: list[tuple[str, object]] = []
+# differences); the figures are printed after the run: `pytest -m servers -k <scenario>`. They
+# travel as the test's user properties, which pytest-xdist's workers send to the controller.
+_MEASURED = "store_differences"
 
 
 @pytest.fixture
@@ -143,14 +151,23 @@ def measure(request: pytest.FixtureRequest):
 
     def run(coll: object, store: object, version: str, label: str = "") -> object:
         found = differences(coll, store, version)  # type: ignore[arg-type]
-        _MEASURED.append((f"{request.node.name}{' / ' + label if label else ''}", found))
+        name = f"{request.node.name}{' / ' + label if label else ''}"
+        request.node.user_properties.append((_MEASURED, f"{found}  {name}"))
         return found
 
     return run
 
 
 def pytest_terminal_summary(terminalreporter: object) -> None:
-    if _MEASURED:
+    lines = [
+        value
+        for reports in terminalreporter.stats.values()  # type: ignore[attr-defined]
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for key, value in getattr(report, "user_properties", ())
+        if key == _MEASURED
+    ]
+    if lines:
         terminalreporter.section("store against the collection (lost / stale / extra entries)")  # type: ignore[attr-defined]
-        for name, found in _MEASURED:
-            terminalreporter.write_line(f"{found}  {name}")  # type: ignore[attr-defined]
+        for line in lines:
+            terminalreporter.write_line(line)  # type: ignore[attr-defined]

@@ -109,4 +109,5 @@ def test_tokenizer_json_gives_the_same_tokens_and_offsets_as_autotokenizer(model
     assert [list(map(tuple, o)) for o in got["offset_mapping"]] == [
         list(map(tuple, o)) for o in want["offset_mapping"]
     ]
-    assert chunk_texts(texts, fast, window=32, overlap=4) == chunk_texts(texts, reference, window=32, overlap=4)
+    window = {"window": 32, "overlap": 4}
+    assert chunk_texts(texts, fast, **window) == chunk_texts(texts, reference, **window)

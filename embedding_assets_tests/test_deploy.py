@@ -3,7 +3,6 @@
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,31 +15,8 @@ import pytest
 from embedding_assets.dev.servers import free_port, stop_groups
 
 
-def _postgres() -> dict[str, str] | None:
-
-    if os.environ.get("DAGSTER_PG_HOST"):
-        return {k: os.environ[k] for k in os.environ if k.startswith("DAGSTER_PG_")}
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=0.5).close()
-    except OSError:
-        return None
-    return {
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": "5432",
-        "DAGSTER_PG_USER": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_DB": "postgres",
-    }
-
-
-def test_deployment_instance_config_runs_on_postgres(tmp_path, monkeypatch):
-    pg = _postgres()
-    if pg is None:
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432 and no DAGSTER_PG_HOST")
-    for key, value in pg.items():
-        monkeypatch.setenv(key, value)
-    shutil.copy(Path(__file__).parents[1] / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+def test_deployment_instance_config_runs_on_postgres(postgres_home):
+    with dg.DagsterInstance.from_config(postgres_home) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
 
@@ -163,7 +139,9 @@ def _machine_redis(default: str) -> str:
     """The machine's Redis 7 (127.0.0.1:6379, the test database flushed), else the embedded one."""
     import redis
 
-    url = f"redis://127.0.0.1:6379/{os.environ.get('EA_TEST_REDIS_DB', '9')}"
+    from embedding_assets_tests.conftest import redis_test_db
+
+    url = f"redis://127.0.0.1:6379/{redis_test_db()}"
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
         client.flushdb()
@@ -425,12 +403,29 @@ def _what_the_ui_shows(port: int, env: dict, home: str, docs: list[dict]) -> dic
         assert latest["evaluation"]["description"].startswith("this run's documents: "), latest
         assert "store-wide (" in latest["evaluation"]["description"], latest
 
+    import redis
+
+    def down() -> None:
+        raise ConnectionRefusedError("down")
+
     with dg.DagsterInstance.from_config(home) as instance:
-        collector = StoreCollector(settings.audit_dir(), instance=lambda: instance)
+        collector = StoreCollector(
+            settings.audit_dir(),
+            instance=lambda: instance,
+            probes={"redis": redis.Redis.from_url(env["REDIS_URL"]).ping, "code_server": down},
+        )
         families = {f.name: f for f in collector.collect()}
         of_job = instance.get_runs_count(
             dg.RunsFilter(job_name="embed_documents", statuses=[dg.DagsterRunStatus.SUCCESS])
         )
+    # what the alerts on the daemon and the sensors read, from the real daemon's records
+    assert families["embedding_assets_daemon_heartbeat_age_seconds"].samples[0].value < 120
+    ticks = {s.labels["sensor"]: s.value for s in families["embedding_assets_sensor_last_tick_ok"].samples}
+    assert ticks["document_changes_sensor"] == 1, ticks
+    at = families["embedding_assets_sensor_last_tick_timestamp_seconds"].samples
+    assert any(s.labels["sensor"] == "document_changes_sensor" and time.time() - s.value < 120 for s in at)
+    up = {s.labels["component"]: s.value for s in families["embedding_assets_up"].samples}
+    assert up == {"redis": 1, "code_server": 0}
     runs = families["embedding_assets_runs"].samples
     return {"runs_success": sum(s.value for s in runs if s.labels["status"] == "success"), "of_job": of_job}
 

@@ -8,6 +8,7 @@ import redis
 
 from embedding_assets.lib import codec
 from embedding_assets.stores.feature_store import FeatureStore
+from embedding_assets_tests.conftest import redis_test_db
 
 pytestmark = pytest.mark.servers
 
@@ -31,7 +32,7 @@ def _redis_servers(redis_url: str) -> list[str]:
     try:
         socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
         if ":6379/" not in redis_url:
-            urls.append("redis://127.0.0.1:6379/9")
+            urls.append(f"redis://127.0.0.1:6379/{redis_test_db()}")
     except OSError:
         pass
     return urls

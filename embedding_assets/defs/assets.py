@@ -40,6 +40,7 @@ from embedding_assets.lib.embed import vector_frame
 from embedding_assets.lib.frames import dead_letter_id
 from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.merge import TOMBSTONE_RETENTION, tombstones
+from embedding_assets.lib.protocols import Embedder
 from embedding_assets.lib.quantization import INT8, Int8Calibration
 from embedding_assets.lib.sharding import shard_key, shard_of
 from embedding_assets.lib.vectors import split_invalid
@@ -372,9 +373,7 @@ def _record_quality(
     if recorded is not None or (spec.quantization == INT8 and calibration is None):
         return recorded
     labeled = quality.labeled_set()
-    embedder = model.embedder()
-    passages = embedder.encode(labeled.passage_texts())
-    queries = embedder.encode_queries(labeled.query_texts())
+    passages, queries = _labeled_vectors(model.embedder(), labeled)
     decoded = quality.score(quality.as_stored(passages, spec, calibration), queries, labeled)
     exact = quality.score(passages, queries, labeled)
     record = {
@@ -392,6 +391,27 @@ def _record_quality(
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+_LABELED_VECTORS: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _labeled_vectors(embedder: Embedder, labeled: quality.LabeledSet) -> tuple[np.ndarray, np.ndarray]:
+    """The labeled set's passage and query vectors, once per process and model: a process that
+    publishes several versions or stores (the harness, a test session) embeds them once."""
+    key = (
+        type(embedder).__name__,
+        embedder.model_name,
+        embedder.fingerprint,
+        str(getattr(embedder, "precision", "")),
+        labeled.digest,
+    )
+    if key not in _LABELED_VECTORS:
+        _LABELED_VECTORS[key] = (
+            embedder.encode(labeled.passage_texts()),
+            embedder.encode_queries(labeled.query_texts()),
+        )
+    return _LABELED_VECTORS[key]
+
+
 class _Written:
     """Shards an asset stored in this step, and the metadata that says so: the run's totals, and
     each shard's own figures on its partition's materialization."""

@@ -8,9 +8,12 @@ after every full run (sampled), every 10 minutes (sampled), daily (full) and fro
 audits its own documents and carries the last store-wide result beside them.
 """
 
+import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import dagster as dg
+import redis
 
 from embedding_assets import settings
 from embedding_assets.defs.assets import feature_store_entries
@@ -180,7 +183,7 @@ def _configured(
 
 @dg.schedule(
     job=store_audit_job,
-    cron_schedule="*/10 * * * *",
+    cron_schedule=str(settings.get("EA_AUDIT_CRON")),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
@@ -191,13 +194,13 @@ def store_audit_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest
 
 @dg.schedule(
     job=store_audit_job,
-    cron_schedule="30 4 * * *",
+    cron_schedule=str(settings.get("EA_FULL_AUDIT_CRON")),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 def store_audit_full_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """A full audit daily, after the sweep: every document and every entry."""
-    return audit_request("full", f"audit-full:{context.scheduled_execution_time:%Y-%m-%d}")
+    return audit_request("full", f"audit-full:{context.scheduled_execution_time:%Y-%m-%dT%H:%M}")
 
 
 @dg.sensor(
@@ -205,26 +208,69 @@ def store_audit_full_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRe
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def store_repair_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def store_repair_sensor(
+    context: dg.SensorEvaluationContext, feature_store: FeatureStoreResource
+) -> dg.SensorResult | dg.SkipReason:
     """What the last audit found missing, stale or extra goes through the delta path now (stored
     vectors are reused, nothing unchanged is re-embedded); a sampled audit that found problems
-    asks for a full one, which lists them all."""
+    asks for a full one, which lists them all. A Redis that restarted or evicted keys since the
+    last tick gets a full audit at once, not at the next scheduled one: readers miss entries
+    meanwhile."""
+    cursor = RepairCursor.parse(context.cursor)
+    try:
+        incarnation = feature_store.store().incarnation()
+    except redis.RedisError:  # down: the audit will say what is lost once it is back
+        incarnation = cursor.incarnation
+    requests: list[dg.RunRequest] = []
+    if cursor.incarnation and incarnation != cursor.incarnation:
+        context.log.warning(f"store servers changed ({cursor.incarnation} -> {incarnation}): full audit")
+        requests.append(audit_request("full", f"audit-full:store-changed:{incarnation}"))
     summary = latest(settings.audit_dir())
-    if summary is None or str(summary["at"]) == context.cursor:
-        return dg.SkipReason("no new audit")
+    audited = str(summary["at"]) if summary is not None else cursor.audited
+    if summary is None or audited == cursor.audited:
+        return _repair_result(requests, RepairCursor(audited, incarnation), "no new audit")
     waiting = runs_waiting(context.instance)
     if waiting:  # the list waits; a newer audit may replace it meanwhile
-        return dg.SkipReason(f"{waiting} runs wait to start; repairs follow when they have")
-    position = str(summary["at"])
+        return _repair_result(
+            requests,
+            RepairCursor(cursor.audited, incarnation),
+            f"{waiting} runs wait to start; repairs follow when they have",
+        )
     ids = repairs_of(settings.audit_dir(), summary)[:MAX_REPAIRS]
-    requests = delta_run_requests("repair", position, ids, job_name=embed_documents.name)
+    requests += delta_run_requests("repair", audited, ids, job_name=embed_documents.name)
     wrong = summary["missing"] + summary["mismatched"] + summary["stale"] + summary["extra"]
     if summary["mode"] == "sampled" and (wrong or summary["control_problems"]):
-        requests.append(audit_request("full", f"audit-full:after:{position}"))
-    if not requests:
-        return dg.SensorResult(skip_reason=f"audit at {position}: nothing to repair", cursor=position)
-    context.log.info(f"audit at {position}: {len(ids)} documents to repair in {len(requests)} runs")
-    return dg.SensorResult(run_requests=requests, cursor=position)
+        requests.append(audit_request("full", f"audit-full:after:{audited}"))
+    if ids:
+        context.log.info(f"audit at {audited}: {len(ids)} documents to repair")
+    done = RepairCursor(audited, incarnation)
+    return _repair_result(requests, done, f"audit at {audited}: nothing to repair")
+
+
+@dataclass(frozen=True)
+class RepairCursor:
+    """The last audit acted on, and the store servers' incarnation at the last tick."""
+
+    audited: str | None = None
+    incarnation: str | None = None
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "RepairCursor":
+        if not raw:
+            return cls()
+        if not raw.startswith("{"):  # releases before: the audit's time alone
+            return cls(audited=raw)
+        found = json.loads(raw)
+        return cls(found.get("audited"), found.get("incarnation"))
+
+    def dump(self) -> str:
+        return json.dumps({"audited": self.audited, "incarnation": self.incarnation})
+
+
+def _repair_result(requests: list[dg.RunRequest], cursor: RepairCursor, skip: str) -> dg.SensorResult:
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
+    return dg.SensorResult(skip_reason=skip, cursor=cursor.dump())
 
 
 audit_checks = [store_audit]

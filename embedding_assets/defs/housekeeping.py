@@ -42,10 +42,10 @@ def housekeeping_job() -> None:
 
 @dg.schedule(
     job=housekeeping_job,
-    cron_schedule="15 5 * * *",
+    cron_schedule=str(settings.get("EA_HOUSEKEEPING_CRON")),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 def housekeeping_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Daily, after the sweep and the full audit."""
-    return dg.RunRequest(run_key=f"housekeeping:{context.scheduled_execution_time:%Y-%m-%d}")
+    return dg.RunRequest(run_key=f"housekeeping:{context.scheduled_execution_time:%Y-%m-%dT%H:%M}")

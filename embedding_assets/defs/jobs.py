@@ -6,6 +6,7 @@ sensors can ask for an audit without importing the checks that import them.
 
 import dagster as dg
 
+from embedding_assets import settings
 from embedding_assets.defs.assets import embedding_assets, feature_store_entries
 from embedding_assets.defs.partitions import range_tags
 
@@ -18,7 +19,7 @@ embed_documents = dg.define_asset_job(
 
 @dg.schedule(
     job=embed_documents,
-    cron_schedule="0 3 * * *",
+    cron_schedule=str(settings.get("EA_SWEEP_CRON")),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
@@ -28,7 +29,7 @@ def daily_sweep(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     Unchanged documents are not re-embedded; old entries are restamped with a renewed TTL.
     """
     return dg.RunRequest(
-        run_key=f"sweep:{context.scheduled_execution_time:%Y-%m-%d}",
+        run_key=f"sweep:{context.scheduled_execution_time:%Y-%m-%dT%H:%M}",
         tags={**range_tags(), "embedding_assets/trigger": "sweep"},
     )
 

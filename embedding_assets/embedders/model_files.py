@@ -7,6 +7,7 @@ and the weights costs seconds (and a GPU's memory).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,12 @@ class FastTokenizer:
         }
 
 
+@functools.lru_cache(maxsize=8)
+def _fast_tokenizer(path: Path, mtime: float) -> FastTokenizer:
+    """Once per process and file version: every run of a process builds its resources anew."""
+    return FastTokenizer(path)
+
+
 def tokenizer_json(folder: Path) -> Path | None:
     """The ``tokenizer.json`` of a sentence-transformers folder's Transformer module, if any."""
     modules = _json(folder / "modules.json")
@@ -175,7 +182,7 @@ def load_tokenizer(model: str) -> object:
     folder = local_dir(model)
     found = tokenizer_json(folder) if folder else None
     if found is not None:
-        return FastTokenizer(found)
+        return _fast_tokenizer(found, found.stat().st_mtime)
     settings.models_offline()
     from transformers import AutoTokenizer
 

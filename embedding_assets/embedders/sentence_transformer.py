@@ -8,6 +8,7 @@ the model's document prompt, queries with its query prompt.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -71,6 +72,33 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+_LOADED: dict[tuple[str, str, float], Any] = {}
+_LOADING = threading.Lock()
+
+
+def loaded_model(model_name: str, device: str) -> Any:
+    """The model, loaded once per process (and again only when its folder changes).
+
+    Each run builds its resources anew; a process that executes several runs (a run of many
+    partitions' steps, the test harness, ``execute_in_process``) would otherwise load the same
+    weights each time: seconds of tokenizer and weight loading for one document.
+    """
+    folder = Path(model_name)
+    key = (model_name, device, folder.stat().st_mtime if folder.is_dir() else 0.0)
+    with _LOADING:
+        if key not in _LOADED:
+            settings.models_offline()
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            # what loading prints (a progress bar per load, a report of weights the architecture
+            # does not use, e.g. MiniLM's position_ids) is noise in every run's log: errors show
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+            _LOADED[key] = SentenceTransformer(model_name, device=device)
+        return _LOADED[key]
+
+
 class SentenceTransformerEmbedder(ShapedByModelFiles):
     """``protocols.Embedder`` over sentence-transformers. What makes the version tag is read from
     the model's files; the weights load on the first ``encode``."""
@@ -96,15 +124,7 @@ class SentenceTransformerEmbedder(ShapedByModelFiles):
 
     @cached_property
     def model(self) -> Any:
-        settings.models_offline()
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        # what loading prints (a progress bar per load, a report of weights the architecture does
-        # not use, e.g. MiniLM's position_ids) is noise in every run's log: errors still show
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        return SentenceTransformer(self.model_name, device=self.device)
+        return loaded_model(self.model_name, self.device)
 
     @cached_property
     def _shape(self) -> ModelShape:

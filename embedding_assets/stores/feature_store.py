@@ -75,6 +75,16 @@ class FeatureStore:
         """
         return min((_compact(server, tune) for server in servers(self.client)), key=_ENCODINGS.index)
 
+    def incarnation(self) -> str:
+        """Which lives of the servers hold the store: each master's run id (new at every restart)
+        and its count of evicted keys. When it changes, entries may be gone (a restart without
+        persistence, an eviction) though no document changed: only an audit can say which."""
+        parts = []
+        for server in servers(self.client):
+            info = server.info()
+            parts.append(f"{info.get('run_id', '?')}:{info.get('evicted_keys', 0)}")
+        return ",".join(sorted(parts))
+
     @transient
     def used_memory(self) -> int:
         """Bytes the server uses; on a cluster, the sum over its masters."""
