@@ -131,7 +131,8 @@ class Findings:
             ),
             "staleness": audit.Outcome(
                 self.stale_ratio < STALE_LIMIT,
-                f"{len(self.stale)} of {self.present} entries older than their document or 24 h "
+                f"{len(self.stale)} of {self.present} entries older than their document or "
+                f"{int(settings.get('EA_STALE_SECONDS')) / 3600:g} h "
                 f"({self.stale_ratio:.3%}; limit {STALE_LIMIT:.0%}); age p50 "
                 f"{self.ages.get('p50', 0) / 3600:.1f} h, p99 {self.ages.get('p99', 0) / 3600:.1f} h",
                 {
