@@ -65,6 +65,9 @@ _SETTINGS = [
     Setting("EA_REDIS_TUNE", 1, "raise the server's hash-max-listpack-* limits (0: leave it alone)"),
     Setting("EA_MAX_AGE_SECONDS", 20 * 3600, "entries older than this are restamped by full runs"),
     Setting("EA_STALE_SECONDS", 24 * 3600, "an entry older than this is stale (the freshness SLA)"),
+    Setting(
+        "EA_AUDIT_GRACE_SECONDS", 120, "documents changed this recently are not judged by store-wide audits"
+    ),
     # when the schedules fire (UTC cron); the soak benchmark compresses days with them
     Setting("EA_SWEEP_CRON", "0 3 * * *", "the full sweep over every shard"),
     Setting("EA_AUDIT_CRON", "*/10 * * * *", "the sampled store audit"),

@@ -70,6 +70,7 @@ class Findings:
     invalid_vectors: list[str] = field(default_factory=list)
     control_problems: list[str] = field(default_factory=list)
     bytes_per_entry: float = 0.0
+    in_flight: int = 0  # documents changed within the grace window: not judged yet
 
     # -- ratios, 0..1 ------------------------------------------------------------------------
     @property
@@ -115,7 +116,8 @@ class Findings:
             "coverage": audit.Outcome(
                 wrong == 0 and not self.control_problems,
                 f"{self.covered}/{self.examined} covered, {len(self.missing)} missing, "
-                f"{len(self.mismatched)} mismatched ({how}; store-wide, active version)",
+                f"{len(self.mismatched)} mismatched ({how}; store-wide, active version)"
+                + (f"; {self.in_flight} changed too recently to judge" if self.in_flight else ""),
                 {
                     **scope,
                     "documents": self.population,
@@ -123,6 +125,7 @@ class Findings:
                     "covered": self.covered,
                     "missing": len(self.missing),
                     "mismatched": len(self.mismatched),
+                    "in_flight": self.in_flight,
                     "coverage_ratio": self.coverage_ratio,
                     "uncovered_upper_bound_95": self.bound(wrong, self.examined),
                     "missing_sample": self.missing[:SAMPLE_LIMIT],
@@ -283,10 +286,13 @@ def audit_store(
         if suspects:
             rechecked = _expected_of(source, spec, suspects)
             expected = pl.concat([expected.filter(~pl.col("doc_id").is_in(suspects)), rechecked])
-    present = _classify(findings, expected, entries, tag, spec, now) if buckets else []
+    judged = expected
+    if mode != DOCUMENTS:  # a run's own documents are judged whatever their age
+        judged, findings.in_flight = audit.settled(expected, now, int(settings.get("EA_AUDIT_GRACE_SECONDS")))
+    present = _classify(findings, judged, entries, tag, spec, now) if buckets else []
     if not buckets:
-        findings.examined = expected.filter(pl.col("content_hash").is_not_null()).height
-        findings.missing = sorted(expected.filter(pl.col("content_hash").is_not_null())["doc_id"].to_list())
+        findings.examined = judged.filter(pl.col("content_hash").is_not_null()).height
+        findings.missing = sorted(judged.filter(pl.col("content_hash").is_not_null())["doc_id"].to_list())
 
     live = set(expected.filter(pl.col("content_hash").is_not_null())["doc_id"].to_list())
     if buckets and mode == "full":

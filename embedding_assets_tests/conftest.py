@@ -72,6 +72,8 @@ def pipeline_env(
         "REDIS_URL": redis_url,
         "EA_PARQUET_DIR": str(tmp_path / "parquet"),
         "EA_DEVICE": "cpu",
+        # tests judge the store at once: no change is "in flight" (test_store_audit tests the grace)
+        "EA_AUDIT_GRACE_SECONDS": "0",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -49,3 +49,17 @@ def test_check_rules():
     assert not audit.staleness({"a": (7, 5)}, {"a": _header()}, now=now + 1).passed  # older than 24h
 
     assert audit.orphans([], "all").passed and not audit.orphans(["z"], "all").passed
+
+
+def test_documents_changed_within_the_grace_window_are_not_judged_but_future_ones_are():
+    now = 1_000_000  # seconds
+    rows = pl.DataFrame(
+        {
+            "doc_id": ["old", "recent", "edge", "future", "undated"],
+            "modified_ms": [(now + s) * 1000 for s in (-3600, -30, -120, 600)] + [None],
+        }
+    )
+    judged, left_out = audit.settled(rows, now, 120)
+    assert left_out == 1 and sorted(judged["doc_id"]) == ["edge", "future", "old", "undated"]
+    everything, none = audit.settled(rows, now, 0)  # no grace: everything judged
+    assert everything.equals(rows) and none == 0

@@ -110,6 +110,26 @@ def test_checks_describe_the_store_whatever_run_wrote_last(pipeline_env, filled)
     assert gates.success and all(e.passed for e in gates.get_asset_check_evaluations())
 
 
+def test_changes_younger_than_the_grace_are_in_flight_not_missing(pipeline_env, filled, monkeypatch):
+    """A store-wide audit does not fail a document the change sensor has not had time to take:
+    within EA_AUDIT_GRACE_SECONDS it is counted as in flight; after, it is missing."""
+    import datetime as dt
+
+    _, coll, _store, _version = filled
+    coll.insert_one(
+        {"doc_id": "just-now", "title": "New", "body": "Inserted a moment ago.", "language": "en",
+         "modified_at": dt.datetime.now(dt.UTC)}
+    )
+    monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "600")
+    checks = check_results(audit(run_config={"ops": {"store_audit": {"config": {"mode": "full"}}}}))
+    assert checks["coverage"].passed, checks["coverage"].description
+    assert checks["coverage"].metadata["in_flight"].value == 1
+    assert "1 changed too recently to judge" in checks["coverage"].description
+    monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "0")
+    checks = check_results(audit(run_config={"ops": {"store_audit": {"config": {"mode": "full"}}}}))
+    assert not checks["coverage"].passed and checks["coverage"].metadata["missing"].value == 1
+
+
 def _shard_ids(store: FeatureStore, version: str, key: str) -> set[str]:
     return {d for d in store.entries.scan_ids(version) if shard_of(d, NUM_SHARDS) == shard_index(key)}
 

@@ -209,3 +209,16 @@ def expected_rows(docs: Iterable[dict], spec: EmbeddingSpec) -> pl.DataFrame:
 EXPECTED_SCHEMA = pl.Schema(
     {"doc_id": pl.String, "modified_ms": pl.Int64, "source_id": pl.String, "content_hash": pl.UInt64}
 )
+
+
+def settled(expected: pl.DataFrame, now: int, grace_seconds: int) -> tuple[pl.DataFrame, int]:
+    """The rows to judge, and how many were left out: documents modified within the last
+    ``grace_seconds`` (by the store's clock) are still on their way through the change sensor, so
+    a missing or older entry for them is not yet a fault. Documents dated in the future are judged:
+    they would otherwise stay out for as long as their date is ahead."""
+    if grace_seconds <= 0:
+        return expected, 0
+    now_ms = now * 1000
+    since = now_ms - grace_seconds * 1000
+    recent = pl.col("modified_ms").is_between(since, now_ms, closed="right").fill_null(False)
+    return expected.filter(~recent), expected.filter(recent).height
