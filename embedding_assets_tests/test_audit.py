@@ -55,11 +55,11 @@ def test_documents_changed_within_the_grace_window_are_not_judged_but_future_one
     now = 1_000_000  # seconds
     rows = pl.DataFrame(
         {
-            "doc_id": ["old", "recent", "edge", "future", "undated"],
-            "modified_ms": [(now + s) * 1000 for s in (-3600, -30, -120, 600)] + [None],
+            "doc_id": ["old", "recent", "edge", "future", "undated", "this-second"],
+            "modified_ms": [(now + s) * 1000 for s in (-3600, -30, -120, 600)] + [None, now * 1000 + 400],
         }
     )
     judged, left_out = audit.settled(rows, now, 120)
-    assert left_out == 1 and sorted(judged["doc_id"]) == ["edge", "future", "old", "undated"]
+    assert left_out == 2 and sorted(judged["doc_id"]) == ["edge", "future", "old", "undated"]
     everything, none = audit.settled(rows, now, 0)  # no grace: everything judged
     assert everything.equals(rows) and none == 0
