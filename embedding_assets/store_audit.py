@@ -71,6 +71,7 @@ class Findings:
     control_problems: list[str] = field(default_factory=list)
     bytes_per_entry: float = 0.0
     in_flight: int = 0  # documents changed within the grace window: not judged yet
+    extra_in_flight: int = 0  # entries whose document was found gone less than the grace ago
 
     # -- ratios, 0..1 ------------------------------------------------------------------------
     @property
@@ -152,12 +153,18 @@ class Findings:
             ),
             "orphans": audit.Outcome(
                 not self.extra,
-                f"{len(self.extra)} of {self.entries_examined} entries examined belong to no live document",
+                f"{len(self.extra)} of {self.entries_examined} entries examined belong to no live document"
+                + (
+                    f"; {self.extra_in_flight} more of documents deleted too recently to judge"
+                    if self.extra_in_flight
+                    else ""
+                ),
                 {
                     **scope,
                     "entries": self.entries_total,
                     "examined": self.entries_examined,
                     "orphans": len(self.extra),
+                    "deletions_in_flight": self.extra_in_flight,
                     "orphan_upper_bound_95": self.bound(len(self.extra), self.entries_examined),
                     "sample": self.extra[:SAMPLE_LIMIT],
                 },
@@ -240,11 +247,15 @@ def audit_store(
     copy_of: dict[str, VersionCopy] | None = None,
     seed: int | None = None,
     doc_ids: list[str] | None = None,
+    gone_since: dict[str, int] | None = None,
 ) -> Findings:
     """Audit the active version (or, with none, ``configured``) against the collection.
 
     ``copy_of``: the versions' control-key copies (control_plane.VersionCopy) by tag, so that a
     store that lost its control keys is still read (and the loss reported), never guessed.
+    ``gone_since``: entries found without a live document, and when first (store clock), from the
+    audits before; updated in place. With it, an entry is an orphan only once its document has
+    been gone for EA_AUDIT_GRACE_SECONDS (a younger deletion is the deletions sensor's to apply).
     """
     if mode not in MODES and not (mode == DOCUMENTS and doc_ids is not None):
         raise ValueError(f"audit mode must be one of {MODES}, got {mode!r}")
@@ -310,6 +321,12 @@ def audit_store(
         findings.extra = sorted(d for d in sampled if d not in alive)
         findings.entries_total = _estimate_entries(store, tag, buckets, rng)
 
+    if gone_since is not None and buckets and mode != DOCUMENTS:
+        grace = int(settings.get("EA_AUDIT_GRACE_SECONDS"))
+        findings.extra, findings.extra_in_flight = _confirm_gone(
+            findings.extra, gone_since, source, entries, tag, now, grace
+        )
+
     failed = {d.doc_id for d in store.control.dead_letters(tag).all() if d.kind == FAILED}
     if mode == "full":
         findings.failed, findings.with_text = len(failed & live), len(live)
@@ -324,6 +341,42 @@ def audit_store(
     findings.stale.sort()
     findings.seconds = round(time.perf_counter() - started, 3)
     return findings
+
+
+def _confirm_gone(
+    found: list[str],
+    gone_since: dict[str, int],
+    source: MongoDocumentSource,
+    entries: RedisEntryStore,
+    tag: str,
+    now: int,
+    grace: int,
+) -> tuple[list[str], int]:
+    """``(orphans, in flight)``: of the entries found without a document now and those found
+    before (looked at again: still an entry, still no document), the ones first found at least
+    ``grace`` seconds ago are orphans."""
+    gone = set(found)
+    earlier = [d for d in gone_since if d not in gone][:RECHECK_LIMIT]
+    if earlier:
+        alive = source.live_ids(earlier)
+        headers = entries.read_headers(tag, earlier)
+        gone |= {d for d, h in zip(earlier, headers, strict=True) if h is not None and d not in alive}
+    kept = {d: gone_since.get(d, now) for d in gone}
+    gone_since.clear()
+    gone_since.update(kept)
+    orphans = sorted(d for d, first in kept.items() if now - first >= grace)
+    return orphans, len(kept) - len(orphans)
+
+
+def load_gone_since(folder: str | UPath) -> dict[str, int]:
+    path = UPath(folder) / "gone-since.json"
+    return {str(k): int(v) for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+
+
+def save_gone_since(folder: str | UPath, gone_since: dict[str, int]) -> None:
+    base = UPath(folder)
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "gone-since.json").write_text(json.dumps(gone_since))
 
 
 def _control(

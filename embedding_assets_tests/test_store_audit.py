@@ -130,6 +130,20 @@ def test_changes_younger_than_the_grace_are_in_flight_not_missing(pipeline_env, 
     assert not checks["coverage"].passed and checks["coverage"].metadata["missing"].value == 1
 
 
+def test_an_entry_is_an_orphan_once_its_document_has_been_gone_for_the_grace(filled, monkeypatch):
+    """A deletion the deletions sensor has not applied yet is in flight; the same entry found
+    still there by an audit at least EA_AUDIT_GRACE_SECONDS later is an orphan."""
+    _, coll, _store, _version = filled
+    coll.delete_one({"doc_id": "doc-000003"})
+    monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "3")
+    full = {"ops": {"store_audit": {"config": {"mode": "full"}}}}
+    first = check_results(audit(run_config=full))["orphans"]
+    assert first.passed and first.metadata["deletions_in_flight"].value == 1, first.description
+    time.sleep(4)
+    second = check_results(audit())["orphans"]  # sampled: the earlier finding is looked at again
+    assert not second.passed and "doc-000003" in second.metadata["sample"].value, second.description
+
+
 def _shard_ids(store: FeatureStore, version: str, key: str) -> set[str]:
     return {d for d in store.entries.scan_ids(version) if shard_of(d, NUM_SHARDS) == shard_index(key)}
 

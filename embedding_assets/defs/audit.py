@@ -27,7 +27,16 @@ from embedding_assets.defs.resources import (
 from embedding_assets.defs.sensors import delta_run_requests, runs_waiting
 from embedding_assets.lib.audit import Outcome
 from embedding_assets.lib.versioning import EmbeddingSpec
-from embedding_assets.store_audit import DOCUMENTS, MODES, Findings, audit_store, latest, repairs_of
+from embedding_assets.store_audit import (
+    DOCUMENTS,
+    MODES,
+    Findings,
+    audit_store,
+    latest,
+    load_gone_since,
+    repairs_of,
+    save_gone_since,
+)
 from embedding_assets.stores.control_plane import VersionCopy
 
 MAX_ERROR_RATE = float(settings.get("EA_MAX_ERROR_RATE"))
@@ -87,6 +96,7 @@ def store_audit(
     delta = delta_doc_ids(context.op_execution_context.run.run_config)
     selected = {key.name for key in context.selected_asset_check_keys}
     copies = shard_state.store().version_copies()
+    gone = load_gone_since(settings.audit_dir()) if delta is None else None
     try:
         findings = audit_store(
             source.source(),
@@ -96,6 +106,7 @@ def store_audit(
             configured=_configured(embedding_model, context),
             copy_of={t: VersionCopy.from_json(raw) for t, raw in copies.items()},
             doc_ids=delta,
+            gone_since=gone,
         )
     except Exception as err:
         if delta is None:  # an audit run: its failure is the alert
@@ -114,6 +125,7 @@ def store_audit(
         return
     if delta is None:
         findings.save(settings.audit_dir(), MAX_ERROR_RATE)
+        save_gone_since(settings.audit_dir(), gone or {})
         outcomes = findings.outcomes(MAX_ERROR_RATE)
     else:
         outcomes = carried(findings, latest(settings.audit_dir()))
