@@ -95,7 +95,7 @@ def test_the_housekeeping_job_runs_daily_on_the_code_location(tmp_path, monkeypa
     assert defs.resolve_schedule_def("housekeeping_schedule").cron_schedule == "15 5 * * *"
     when = dt.datetime(2026, 6, 2, 5, 15, tzinfo=dt.UTC)
     context = dg.build_schedule_context(scheduled_execution_time=when)
-    assert housekeeping_schedule(context).run_key == "housekeeping:2026-06-02"
+    assert housekeeping_schedule(context).run_key == "housekeeping:2026-06-02T05:15"  # one per firing
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def(housekeeping_job.name).execute_in_process(instance=instance)
         assert result.success
