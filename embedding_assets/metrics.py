@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -61,17 +62,35 @@ class StoreCollector(Collector):
         self.probes = probes or {}
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        down = self._down()
         yield from self._audit()
-        yield from self._probes()
+        yield from self._up(down)
         instance = self.instance() if self.instance else None
         if instance is not None:
             yield from self._runs(instance)
             yield from self._daemon(instance)
             yield from self._ticks(instance)
         if self.change_cursor is not None:
-            yield from self._sensor(ChangeCursor.parse(self.change_cursor()))
+            yield from self._sensor(ChangeCursor.parse(self.change_cursor()), "mongodb" not in down)
 
-    def _probes(self) -> Iterator[GaugeMetricFamily]:
+    def _down(self) -> set[str]:
+        """The components whose probe failed, probed at once: a scrape must answer inside
+        Prometheus' timeout (5 s at a 5 s interval) while any of them is down."""
+        if not self.probes:
+            return set()
+
+        def fails(probe: Callable[[], object]) -> bool:
+            try:
+                probe()
+                return False
+            except Exception:  # down, refusing, timing out: all mean "not serving"
+                return True
+
+        with ThreadPoolExecutor(len(self.probes)) as pool:
+            failed = dict(zip(self.probes, pool.map(fails, self.probes.values()), strict=True))
+        return {component for component, fail in failed.items() if fail}
+
+    def _up(self, down: set[str]) -> Iterator[GaugeMetricFamily]:
         if not self.probes:
             return
         up = GaugeMetricFamily(
@@ -79,12 +98,8 @@ class StoreCollector(Collector):
             "1 when the component answered this scrape, 0 when it did not.",
             labels=["component"],
         )
-        for component, probe in self.probes.items():
-            try:
-                probe()
-                up.add_metric([component], 1)
-            except Exception:  # down, refusing, timing out: all mean "not serving"
-                up.add_metric([component], 0)
+        for component in self.probes:
+            up.add_metric([component], 0 if component in down else 1)
         yield up
 
     def _daemon(self, instance: Any) -> Iterator[GaugeMetricFamily]:
@@ -210,7 +225,7 @@ class StoreCollector(Collector):
                 "last_success_timestamp_seconds", "When the last successful pipeline run ended.", max(ends)
             )
 
-    def _sensor(self, cursor: ChangeCursor | None) -> Iterator[GaugeMetricFamily]:
+    def _sensor(self, cursor: ChangeCursor | None, source_up: bool = True) -> Iterator[GaugeMetricFamily]:
         if cursor is None:
             return
         yield _gauge(
@@ -218,7 +233,7 @@ class StoreCollector(Collector):
             "The change sensor's position: documents modified up to here are taken.",
             cursor.modified_at.timestamp(),
         )
-        if self.oldest_change_after is None:
+        if self.oldest_change_after is None or not source_up:  # no lag to report: `up` says why
             return
         try:
             pending = self.oldest_change_after(cursor.modified_at)

@@ -93,3 +93,20 @@ def test_vectors_are_reused_by_content_hash():
     again = vector_frame(_chunked(10), embedder, retry_seconds=1, previous=first.frame)
     assert again.embedded == 0 and embedder.calls == calls
     assert again.frame["vector"].to_list() == first.frame["vector"].to_list()
+
+
+def test_the_model_is_prepared_only_when_a_document_needs_it():
+    """Deletions and metadata-only edits embed nothing: their runs must not pay a model load."""
+    embedder, prepared = HashEmbedder(), []
+    first = vector_frame(_chunked(10), embedder, retry_seconds=1, before_embedding=lambda: prepared.append(1))
+    assert prepared == [1] and first.embedded == 10
+    reused = vector_frame(
+        _chunked(10),
+        embedder,
+        retry_seconds=1,
+        previous=first.frame,
+        before_embedding=lambda: prepared.append(2),
+    )
+    assert prepared == [1] and reused.embedded == 0
+    empty = vector_frame(_chunked(0), embedder, retry_seconds=1, before_embedding=lambda: prepared.append(3))
+    assert prepared == [1] and empty.frame.height == 0

@@ -151,6 +151,7 @@ def test_rerunning_unchanged_shards_embeds_and_writes_nothing_but_restamps_old_e
     again = daemon.results[-1]
     assert metadata(again, "chunked_text")["chunked"] == 0
     assert metadata(again, "document_vectors")["embedded"] == 0
+    assert metadata(again, "document_vectors")["model_loaded"] is False  # nothing to embed
     assert metadata(again, "feature_store_entries")["written"] == 0
     assert metadata(again, "feature_store_entries")["entries_current"] == 30
     assert store.entries.read(version, sorted(store.entries.scan_ids(version))) == before
@@ -231,6 +232,22 @@ def test_while_runs_wait_to_start_the_sensors_hold_their_cursors_and_then_take_e
     assert daemon.cursors[document_changes_sensor.name] == before  # nothing taken, nothing lost
 
     daemon.instance.delete_run("waiting")  # it started and ended
+    # delta runs executing up to the limit hold the sensors back too (each loads a model); a
+    # sweep executing does not
+    delta = {"embedding_assets/trigger": "deletions"}
+    for n in range(sensors.MAX_DELTA_RUNS_IN_FLIGHT):
+        running = DagsterRun(
+            job_name="embed_documents", run_id=f"delta-{n}", status=dg.DagsterRunStatus.STARTED, tags=delta
+        )
+        daemon.instance.add_run(running)
+    sweep = DagsterRun(
+        job_name="embed_documents", run_id="sweep", status=dg.DagsterRunStatus.STARTED,
+        tags={"embedding_assets/trigger": "sweep"},
+    )  # fmt: skip
+    daemon.instance.add_run(sweep)
+    assert daemon.tick(document_changes_sensor) == []
+    assert daemon.cursors[document_changes_sensor.name] == before
+    daemon.instance.delete_run("delta-0")  # one ended: below the limit
     requests = daemon.tick(document_changes_sensor)
     asked = [d for r in requests for d in r.run_config["ops"]["document_snapshots"]["config"]["doc_ids"]]
     assert sorted(asked) == sorted(edited)

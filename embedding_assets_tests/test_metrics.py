@@ -109,6 +109,46 @@ def test_metrics_describe_the_store_the_runs_and_the_sensor(pipeline_env):
     assert value("embedding_assets_last_audit_timestamp_seconds", mode="full") > behind.timestamp()
 
 
+def test_a_source_that_does_not_answer_is_reported_down_and_not_queried_again(tmp_path):
+    """Prometheus drops a scrape that outlasts its timeout (5 s at a 5 s interval), and with it
+    the `up` gauge the EmbeddingSourceDown alert reads (the soak saw it never fire): a stopped
+    MongoDB costs the scrape one probe timeout, the probes run at once, and the lag query is not
+    tried behind a failed probe."""
+    from embedding_assets.dev.servers import free_port
+
+    source = MongoDocumentSource(f"mongodb://127.0.0.1:{free_port()}", "db", "documents", timeout_ms=1500)
+    asked: list[dt.datetime] = []
+
+    def oldest_change_after(after: dt.datetime) -> dt.datetime | None:
+        asked.append(after)
+        return source.oldest_change_after(after)
+
+    import threading
+
+    together = threading.Barrier(2, timeout=10)  # answers only while the other probe runs too
+
+    def answers_beside_the_other() -> None:
+        together.wait()
+
+    cursor = ChangeCursor(dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), "doc-1").dump()
+    collector = StoreCollector(
+        str(tmp_path),
+        change_cursor=lambda: cursor,
+        oldest_change_after=oldest_change_after,
+        probes={
+            "mongodb": lambda: source.client.admin.command("ping"),
+            "redis": answers_beside_the_other,
+            "code_server": answers_beside_the_other,
+        },
+    )
+    families = {f.name: f for f in collector.collect()}
+    up = {s.labels["component"]: s.value for s in families["embedding_assets_up"].samples}
+    # probed one after the other, the first barrier wait would break: both would read 0
+    assert up == {"mongodb": 0, "redis": 1, "code_server": 1}
+    assert asked == [] and "embedding_assets_sensor_lag_seconds" not in families
+    assert "embedding_assets_change_cursor_timestamp_seconds" in families  # from Dagster, not MongoDB
+
+
 def test_promtool_checks_and_unit_tests_the_alert_rules():
     promtool = shutil.which("promtool")
     if promtool is None:

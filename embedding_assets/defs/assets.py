@@ -203,9 +203,19 @@ def document_vectors(
     """Chunk vectors from the embedder, pooled into one unit vector per document."""
     spec = _run_spec(context, embedding_model)
     embedder = embedding_model.embedder()
-    embedder.encode(["warm up"])  # loads the model before timing
     state = shard_state.store()
     started = time.perf_counter()
+    loaded = {"model": False}
+
+    def load_model() -> None:
+        """The weights, once and only when a document needs them: deletions and metadata-only
+        edits (most sensor runs) never import torch. The rate counts from after the load."""
+        nonlocal started
+        if not loaded["model"]:
+            load_started = time.perf_counter()
+            embedder.encode(["warm up"])
+            started += time.perf_counter() - load_started
+            loaded["model"] = True
     total = sum(
         _upstream(state, "chunked_text", k, ["skip_reason"])["skip_reason"].null_count()
         for k in work_keys(context)
@@ -237,6 +247,7 @@ def document_vectors(
             docs_per_batch=embedding_model.checkpoint_docs,
             progress=progress,
             checkpoint=lambda part, key=key: state.save_checkpoint("document_vectors", key, part),
+            before_embedding=load_model,
         )
         valid, bad = split_invalid(result.frame)
         written.save_derived(key, valid)
@@ -264,6 +275,7 @@ def document_vectors(
         documents_per_second=_rate(embedded, started),
         model=embedder.model_name,
         device=embedder.device,
+        model_loaded=loaded["model"],
         precision=embedder.precision,
         version=spec.tag,
     )

@@ -246,7 +246,7 @@ def store_repair_sensor(
         return _repair_result(
             requests,
             RepairCursor(cursor.audited, incarnation),
-            f"{waiting} runs wait to start; repairs follow when they have",
+            f"{waiting} runs wait or run; repairs follow when they have",
         )
     ids = repairs_of(settings.audit_dir(), summary)[:MAX_REPAIRS]
     requests += delta_run_requests("repair", audited, ids, job_name=embed_documents.name)

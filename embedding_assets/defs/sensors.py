@@ -47,15 +47,33 @@ DELTA_MAX_RUNTIME_SECONDS = 1800
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
+DELTA_TRIGGERS = ("changes", "deletions", "repair")
+# Delta runs executing at once before the sensors hold back: each loads a model and its
+# libraries; more of them than cores only slows every one (the soak measured 4 at once on 2 cores
+# taking 30 to 100 s each for a few documents).
+MAX_DELTA_RUNS_IN_FLIGHT = 2
+
+
 def runs_waiting(instance: dg.DagsterInstance) -> int:
-    """Pipeline runs queued or starting: while there are any, sensors launch nothing more.
+    """Pipeline runs queued or starting, or delta runs beyond MAX_DELTA_RUNS_IN_FLIGHT executing:
+    while there are any, sensors launch nothing more.
 
     Backpressure: a run costs a process start and a model load whatever its size, so when runs
     queue up, more small runs only lengthen the queue. The cursors stay where they are and the
     next tick after the queue drains takes every change since, in one larger run.
     """
     waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
-    return instance.get_runs_count(dg.RunsFilter(job_name=embed_documents.name, statuses=waiting))
+    queued = instance.get_runs_count(dg.RunsFilter(job_name=embed_documents.name, statuses=waiting))
+    if queued:
+        return queued
+    executing = instance.get_runs_count(
+        dg.RunsFilter(
+            job_name=embed_documents.name,
+            statuses=[dg.DagsterRunStatus.STARTED],
+            tags={"embedding_assets/trigger": list(DELTA_TRIGGERS)},
+        )
+    )
+    return executing if executing >= MAX_DELTA_RUNS_IN_FLIGHT else 0
 
 
 def delta_run_requests(
@@ -115,7 +133,7 @@ def document_changes_sensor(
         return dg.SkipReason(NO_SOURCE)
     waiting = runs_waiting(context.instance)
     if waiting:
-        return dg.SkipReason(f"{waiting} runs wait to start; changes gather for the next run")
+        return dg.SkipReason(f"{waiting} runs wait or run; changes gather for the next run")
     docs = source.source()
     now = dt.datetime.now(dt.UTC)
     until = now - dt.timedelta(seconds=SETTLE_SECONDS)
@@ -187,7 +205,7 @@ def document_deletions_sensor(
     token = json_util.loads(context.cursor) if context.cursor else None
     waiting = runs_waiting(context.instance)
     if waiting and token is not None:  # the stream keeps its place (its history covers minutes)
-        return dg.SkipReason(f"{waiting} runs wait to start; deletions gather for the next run")
+        return dg.SkipReason(f"{waiting} runs wait or run; deletions gather for the next run")
     try:
         deleted, new_token = source.source().deletions_after(
             token, max_events=10_000, max_seconds=TICK_BUDGET_SECONDS

@@ -39,13 +39,15 @@ def vector_frame(
     docs_per_batch: int = 512,
     progress: Progress | None = None,
     checkpoint: Callable[[pl.DataFrame], None] | None = None,
+    before_embedding: Callable[[], None] | None = None,
 ) -> VectorResult:
     """Embed every chunk and pool each document's chunks (token-weighted mean, unit length).
 
     Documents whose ``(doc_id, content_hash)`` is in ``previous`` keep their vectors: nothing
     is embedded twice. A batch the model fails on is split until the failing documents are
     isolated; the others go on. Each finished batch is handed to ``checkpoint`` so that a
-    killed run loses at most the batch in flight.
+    killed run loses at most the batch in flight. ``before_embedding`` is called only when there
+    is something to embed (loading a model costs more than most deltas).
     """
     schema = vector_schema(embedder.dimension)
     todo = conform(chunked, CHUNK_SCHEMA).filter(pl.col("skip_reason").is_null())
@@ -62,6 +64,8 @@ def vector_frame(
         todo = todo.join(previous.select(keys), on=keys, how="anti")
     failures: list[tuple[str, str]] = []
     embedded = 0
+    if todo.height and before_embedding:
+        before_embedding()
     for offset in range(0, todo.height, docs_per_batch):
         part, failed = _embed_isolating(todo.slice(offset, docs_per_batch), encode, embedder, schema)
         failures += failed
