@@ -10,6 +10,7 @@ import pytest
 from embedding_assets.client import EmbeddingClient
 from embedding_assets.defs import sensors
 from embedding_assets.defs.jobs import daily_sweep
+from embedding_assets.defs.partitions import NUM_SHARDS
 from embedding_assets.defs.sensors import document_changes_sensor, document_deletions_sensor
 from embedding_assets.dev.harness import (
     Daemon,
@@ -19,6 +20,7 @@ from embedding_assets.dev.harness import (
     metadata,
     store_state,
 )
+from embedding_assets.lib.change_tracking import group_by_shard
 from embedding_assets.lib.chunking import chunk_texts
 from embedding_assets.lib.text import embeddable_text
 from embedding_assets.stores.feature_store import FeatureStore
@@ -177,6 +179,14 @@ def test_change_stream_sensor_starts_then_follows_deletes(pipeline_env):
     assert len(requests) == 1
     assert requests[0].run_config["ops"]["document_snapshots"]["config"]["doc_ids"] == [docs[0]["doc_id"]]
     assert daemon.tick(document_deletions_sensor) == []
+    # deletions scattered over many shards: a few key deletes, in MAX_DELTA_RUNS runs at most
+    scattered = [d["doc_id"] for d in docs[1:]]
+    assert len(group_by_shard(scattered, NUM_SHARDS)) > sensors.MAX_DELTA_RUNS + 1
+    collection(pipeline_env).delete_many({"doc_id": {"$in": scattered}})
+    requests = daemon.tick(document_deletions_sensor)
+    assert len(requests) == sensors.MAX_DELTA_RUNS
+    asked = [d for r in requests for d in r.run_config["ops"]["document_snapshots"]["config"]["doc_ids"]]
+    assert sorted(asked) == sorted(scattered)
 
 
 def test_hard_deletes_after_the_state_folder_is_lost_leave_nothing_served(pipeline_env, measure):
@@ -232,22 +242,24 @@ def test_while_runs_wait_to_start_the_sensors_hold_their_cursors_and_then_take_e
     assert daemon.cursors[document_changes_sensor.name] == before  # nothing taken, nothing lost
 
     daemon.instance.delete_run("waiting")  # it started and ended
-    # delta runs executing up to the limit hold the sensors back too (each loads a model); a
-    # sweep executing does not
-    delta = {"embedding_assets/trigger": "deletions"}
-    for n in range(sensors.MAX_DELTA_RUNS_IN_FLIGHT):
-        running = DagsterRun(
-            job_name="embed_documents", run_id=f"delta-{n}", status=dg.DagsterRunStatus.STARTED, tags=delta
+    # its own runs executing up to the limit hold the sensor back too (each loads a model); a
+    # sweep or the deletion sensor's runs executing do not (they never starve the changes)
+    def executing(run_id: str, trigger: str) -> None:
+        run = DagsterRun(
+            job_name="embed_documents",
+            run_id=run_id,
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"embedding_assets/trigger": trigger},
         )
-        daemon.instance.add_run(running)
-    sweep = DagsterRun(
-        job_name="embed_documents", run_id="sweep", status=dg.DagsterRunStatus.STARTED,
-        tags={"embedding_assets/trigger": "sweep"},
-    )  # fmt: skip
-    daemon.instance.add_run(sweep)
+        daemon.instance.add_run(run)
+
+    for n in range(sensors.MAX_DELTA_RUNS_IN_FLIGHT):
+        executing(f"changes-{n}", "changes")
+        executing(f"deletions-{n}", "deletions")
+    executing("sweep", "sweep")
     assert daemon.tick(document_changes_sensor) == []
     assert daemon.cursors[document_changes_sensor.name] == before
-    daemon.instance.delete_run("delta-0")  # one ended: below the limit
+    daemon.instance.delete_run("changes-0")  # one ended: below the limit
     requests = daemon.tick(document_changes_sensor)
     asked = [d for r in requests for d in r.run_config["ops"]["document_snapshots"]["config"]["doc_ids"]]
     assert sorted(asked) == sorted(edited)

@@ -241,7 +241,7 @@ def store_repair_sensor(
     audited = str(summary["at"]) if summary is not None else cursor.audited
     if summary is None or audited == cursor.audited:
         return _repair_result(requests, RepairCursor(audited, incarnation), "no new audit")
-    waiting = runs_waiting(context.instance)
+    waiting = runs_waiting(context.instance, "repair")
     if waiting:  # the list waits; a newer audit may replace it meanwhile
         return _repair_result(
             requests,

@@ -41,22 +41,25 @@ FUTURE_LIMIT = 1000  # future-dated documents followed per tick (data errors: a 
 # Dated less than this ahead is writers' clock skew, not an error: such documents wait for the
 # cursor (seconds), and are not requested twice, once as future-dated and again by the cursor.
 SKEW_SECONDS = 120
-# Runs per tick at most (lib/change_tracking.shard_runs): beyond it, nearby ranges are joined.
-MAX_DELTA_RUNS = 4
+# Runs per tick at most (lib/change_tracking.shard_runs): beyond it, nearby ranges are joined, and
+# the unchanged shards between them are recorded with zero figures. Each run pays a process start
+# and often a model load (seconds of CPU): two, so that a tick never asks for more than the cores.
+MAX_DELTA_RUNS = 2
 DELTA_MAX_RUNTIME_SECONDS = 1800
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
 DELTA_TRIGGERS = ("changes", "deletions", "repair")
-# Delta runs executing at once before the sensors hold back: each loads a model and its
-# libraries; more of them than cores only slows every one (the soak measured 4 at once on 2 cores
-# taking 30 to 100 s each for a few documents).
+# Runs of one sensor executing at once before it holds back: each pays a process start, and a
+# change or repair run a model load; more of them than cores only slows every one (the soak
+# measured 4 at once on 2 cores taking 30 to 100 s each for a few documents). Counted per sensor,
+# so that a stream of deletions never starves the changes.
 MAX_DELTA_RUNS_IN_FLIGHT = 2
 
 
-def runs_waiting(instance: dg.DagsterInstance) -> int:
-    """Pipeline runs queued or starting, or delta runs beyond MAX_DELTA_RUNS_IN_FLIGHT executing:
-    while there are any, sensors launch nothing more.
+def runs_waiting(instance: dg.DagsterInstance, trigger: str | None = None) -> int:
+    """Pipeline runs queued or starting, or this trigger's delta runs executing at the limit
+    (MAX_DELTA_RUNS_IN_FLIGHT): while there are any, the sensor launches nothing more.
 
     Backpressure: a run costs a process start and a model load whatever its size, so when runs
     queue up, more small runs only lengthen the queue. The cursors stay where they are and the
@@ -64,13 +67,13 @@ def runs_waiting(instance: dg.DagsterInstance) -> int:
     """
     waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
     queued = instance.get_runs_count(dg.RunsFilter(job_name=embed_documents.name, statuses=waiting))
-    if queued:
+    if queued or trigger is None:
         return queued
     executing = instance.get_runs_count(
         dg.RunsFilter(
             job_name=embed_documents.name,
             statuses=[dg.DagsterRunStatus.STARTED],
-            tags={"embedding_assets/trigger": list(DELTA_TRIGGERS)},
+            tags={"embedding_assets/trigger": trigger},
         )
     )
     return executing if executing >= MAX_DELTA_RUNS_IN_FLIGHT else 0
@@ -84,7 +87,8 @@ def delta_run_requests(
     Few runs, not one per shard: each run pays a process start and a model load, which is most of
     a small delta's time (its steps execute in that one process, the in-process executor). But a
     run records a materialization for every shard of its range, so changes in shards 00 and 13
-    are two runs (lib/change_tracking.shard_runs), never one over 00-13.
+    are two runs (lib/change_tracking.shard_runs), never one over 00-13; only beyond
+    MAX_DELTA_RUNS ranges are the nearest joined.
     """
     if not doc_ids:
         return []
@@ -131,7 +135,7 @@ def document_changes_sensor(
     never passes the present; documents dated in the future are followed apart."""
     if not source.uri:
         return dg.SkipReason(NO_SOURCE)
-    waiting = runs_waiting(context.instance)
+    waiting = runs_waiting(context.instance, "changes")
     if waiting:
         return dg.SkipReason(f"{waiting} runs wait or run; changes gather for the next run")
     docs = source.source()
@@ -203,7 +207,7 @@ def document_deletions_sensor(
     if not source.uri:
         return dg.SkipReason(NO_SOURCE)
     token = json_util.loads(context.cursor) if context.cursor else None
-    waiting = runs_waiting(context.instance)
+    waiting = runs_waiting(context.instance, "deletions")
     if waiting and token is not None:  # the stream keeps its place (its history covers minutes)
         return dg.SkipReason(f"{waiting} runs wait or run; deletions gather for the next run")
     try:
