@@ -72,6 +72,9 @@ class Findings:
     bytes_per_entry: float = 0.0
     in_flight: int = 0  # documents changed within the grace window: not judged yet
     extra_in_flight: int = 0  # entries whose document was found gone less than the grace ago
+    # those entries: not judged yet, but repaired at once (the repair run reads the source, so
+    # it removes them only if their documents are still gone; a deletion in flight is harmless)
+    extra_pending: list[str] = field(default_factory=list)
 
     # -- ratios, 0..1 ------------------------------------------------------------------------
     @property
@@ -106,7 +109,8 @@ class Findings:
 
     def repairs(self) -> list[str]:
         """Documents whose entry must be rewritten or removed: what the repair sensor sends."""
-        return sorted(set(self.missing) | set(self.mismatched) | set(self.stale) | set(self.extra))
+        wrong = set(self.missing) | set(self.mismatched) | set(self.stale) | set(self.extra)
+        return sorted(wrong | set(self.extra_pending))
 
     # -- as checks -----------------------------------------------------------------------------
     def outcomes(self, max_error_rate: float) -> dict[str, audit.Outcome]:
@@ -323,9 +327,10 @@ def audit_store(
 
     if gone_since is not None and buckets and mode != DOCUMENTS:
         grace = int(settings.get("EA_AUDIT_GRACE_SECONDS"))
-        findings.extra, findings.extra_in_flight = _confirm_gone(
+        findings.extra, findings.extra_pending = _confirm_gone(
             findings.extra, gone_since, source, entries, tag, now, grace
         )
+        findings.extra_in_flight = len(findings.extra_pending)
 
     failed = {d.doc_id for d in store.control.dead_letters(tag).all() if d.kind == FAILED}
     if mode == "full":
@@ -351,10 +356,10 @@ def _confirm_gone(
     tag: str,
     now: int,
     grace: int,
-) -> tuple[list[str], int]:
+) -> tuple[list[str], list[str]]:
     """``(orphans, in flight)``: of the entries found without a document now and those found
     before (looked at again: still an entry, still no document), the ones first found at least
-    ``grace`` seconds ago are orphans."""
+    ``grace`` seconds ago are orphans; the others are in flight."""
     gone = set(found)
     earlier = [d for d in gone_since if d not in gone][:RECHECK_LIMIT]
     if earlier:
@@ -365,7 +370,7 @@ def _confirm_gone(
     gone_since.clear()
     gone_since.update(kept)
     orphans = sorted(d for d, first in kept.items() if now - first >= grace)
-    return orphans, len(kept) - len(orphans)
+    return orphans, sorted(set(kept) - set(orphans))
 
 
 def load_gone_since(folder: str | UPath) -> dict[str, int]:

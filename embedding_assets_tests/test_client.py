@@ -82,3 +82,28 @@ def test_binary_version_reads_sign_vectors(redis_url):
 def test_empty_store_says_materialize_first(redis_url):
     with pytest.raises(LookupError, match="materialize"):
         EmbeddingClient.from_url(redis_url)
+
+
+def test_lost_entries_of_documents_gone_from_the_source_are_not_restored(redis_url):
+    """A delta run publishes its whole shard from the shard state; after the store lost its
+    entries, the rows of documents deleted meanwhile must not come back as orphans."""
+    store = FeatureStore.from_url(redis_url)
+    frame, _ = _publish(store, SPEC)
+    calibration = store.control.calibration(SPEC.tag)
+    store.client.flushdb()  # a Redis restarted without persistence
+    store.control.register_version(SPEC)
+    store.control.ensure_calibration(SPEC.tag, calibration)
+    asked: list[list[str]] = []
+
+    def still_live(ids: list[str]) -> set[str]:
+        asked.append(sorted(ids))
+        return set(ids) - {"d3", "d7"}  # deleted while the store was down
+
+    when = {"now": 1_800_000_000, "max_age_seconds": 3600}
+    stats = publish.publish(store.entries, SPEC, frame, calibration, **when, still_live=still_live)
+    assert asked == [sorted(frame["doc_id"].to_list())]  # only the ones without an entry, once
+    assert stats.written == 8 and stats.not_restored == 2
+    assert set(store.entries.scan_ids(SPEC.tag)) == {f"d{i}" for i in range(10)} - {"d3", "d7"}
+    # again: only the two without an entry are looked up, and stay gone
+    again = publish.publish(store.entries, SPEC, frame, calibration, **when, still_live=still_live)
+    assert len(asked) == 2 and asked[1] == ["d3", "d7"] and again.written == 0

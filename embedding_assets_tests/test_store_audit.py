@@ -139,6 +139,11 @@ def test_an_entry_is_an_orphan_once_its_document_has_been_gone_for_the_grace(fil
     full = {"ops": {"store_audit": {"config": {"mode": "full"}}}}
     first = check_results(audit(run_config=full))["orphans"]
     assert first.passed and first.metadata["deletions_in_flight"].value == 1, first.description
+    # not judged yet, but repaired at once: the repair run reads the source, so it removes the
+    # entry only while the document is still gone (a Redis restored from older state, say)
+    from embedding_assets.store_audit import latest, repairs_of
+
+    assert "doc-000003" in repairs_of(settings.audit_dir(), latest(settings.audit_dir()))
     time.sleep(4)
     second = check_results(audit())["orphans"]  # sampled: the earlier finding is looked at again
     assert not second.passed and "doc-000003" in second.metadata["sample"].value, second.description
@@ -178,6 +183,32 @@ def test_a_flushed_store_heals_from_the_audit_without_re_embedding(pipeline_env,
     assert before.keys() == after.keys() and all(np.array_equal(before[d], after[d]) for d in before)
     final = latest(settings.audit_dir())
     assert final is not None and final["missing"] == 0 and not final["control_problems"]
+
+
+def test_a_delta_run_restores_a_lost_shard_but_not_documents_deleted_meanwhile(pipeline_env, filled):
+    """Redis restarted without persistence while a deletion's run failed (the soak's Redis
+    fault): the next edit's run publishes its shard again from the shard state, which still
+    holds the deleted document; that one must stay gone, the others come back at once."""
+    import datetime as dt
+
+    _, coll, store, version = filled
+    redis.Redis.from_url(pipeline_env["REDIS_URL"]).flushall()
+    ids = sorted(d["doc_id"] for d in coll.find({}, {"doc_id": 1}))
+    by_shard: dict[int, list[str]] = {}
+    for doc_id in ids:
+        by_shard.setdefault(shard_of(doc_id, NUM_SHARDS), []).append(doc_id)
+    edited, deleted = next(docs[:2] for docs in by_shard.values() if len(docs) >= 3)
+    coll.delete_one({"doc_id": deleted})  # its deletion run never happened
+    now = dt.datetime.now(dt.UTC)
+    coll.update_one({"doc_id": edited}, {"$set": {"body": "Edited after the restart.", "modified_at": now}})
+    daemon = Daemon()
+    daemon.run(delta_run_requests("changes", "after-restart", [edited]))
+    figures = daemon.results[-1]
+    assert figures.success
+    shard = {d for d in ids if shard_of(d, NUM_SHARDS) == shard_of(edited, NUM_SHARDS)}
+    stored = set(store.entries.scan_ids(version))
+    assert shard - {deleted} <= stored and deleted not in stored
+    assert metadata(figures, "feature_store_entries")["not_restored"] == 1
 
 
 def test_a_store_restarted_without_persistence_gets_a_full_audit_at_the_next_tick(

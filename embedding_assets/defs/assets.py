@@ -288,6 +288,7 @@ def feature_store_entries(
     embedding_model: EmbeddingModelResource,
     feature_store: FeatureStoreResource,
     shard_state: ShardStateResource,
+    source: DocumentSourceResource,
 ) -> dg.MaterializeResult:
     """One compact binary record per document in Redis; gone documents leave it."""
     started = time.perf_counter()
@@ -316,6 +317,13 @@ def feature_store_entries(
         state.save_version_copy(spec.tag, latest.to_json())
     now = store.entries.server_time()
     stats = publish.PublishStats()
+    # a delta run read only its own documents: the rest of its shards' rows, published again
+    # where the store lost their entries, are looked up first (see publish.publish)
+    changed = set(config.doc_ids or [])
+
+    def still_live(ids: list[str]) -> set[str]:
+        return changed | source.source().live_ids([d for d in ids if d not in changed])
+
     live: set[str] = set()
     rows = 0
     per_shard: dict[str, dict[str, object]] = {}
@@ -328,6 +336,7 @@ def feature_store_entries(
             calibration,
             now=now,
             max_age_seconds=feature_store.max_age_seconds,
+            still_live=still_live if changed else None,
         )
         stats.add(shard_stats)
         per_shard[key] = {"rows": frame.height, "written": shard_stats.written, "gone": 0}
@@ -366,6 +375,7 @@ def feature_store_entries(
         "bucket_encoding": encoding,
         "maxmemory_policy": policy or "unknown",
         "control_keys_restored": len(restored),
+        "not_restored": stats.not_restored,
         "mode": "delta" if config.doc_ids else "full",
         **({"labeled_set_score": labeled_score["score"]} if labeled_score else {}),
     }

@@ -7,7 +7,7 @@ replace an entry of a later source state, deletes never remove one rewritten sin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,6 +78,7 @@ class PublishStats:
     bytes_written: int = 0
     deleted: int = 0
     failures: int = 0
+    not_restored: int = 0  # lost entries of documents gone from the source: left gone
 
     def add(self, other: PublishStats) -> None:
         for state, n in other.states.items():
@@ -85,6 +86,7 @@ class PublishStats:
         self.written += other.written
         self.superseded += other.superseded
         self.bytes_written += other.bytes_written
+        self.not_restored += other.not_restored
         self.deleted += other.deleted
         self.failures += other.failures
 
@@ -116,8 +118,15 @@ def publish(
     *,
     now: int,
     max_age_seconds: int,
+    still_live: Callable[[list[str]], set[str]] | None = None,
 ) -> PublishStats:
-    """Write what the staleness rules ask for, and only that, never over a newer entry."""
+    """Write what the staleness rules ask for, and only that, never over a newer entry.
+
+    ``still_live``: asked which of the documents that have no entry still exist (None: all do,
+    their rows were just read). A delta run publishes its whole shard from the shard state, so
+    that entries a store lost come back at once; a row there may be of a document deleted while
+    that run's deletion failed, which must not come back as an orphan.
+    """
     stats = PublishStats()
     if frame.height == 0:
         return stats
@@ -140,6 +149,14 @@ def publish(
     for state in states:
         stats.states[state.value] = stats.states.get(state.value, 0) + 1
     needed = [s in NEEDS_WRITE for s in states]
+    if still_live is not None:
+        ids_all = frame["doc_id"].to_list()
+        absent = [d for d, h, n in zip(ids_all, headers, needed, strict=True) if n and h is None]
+        if absent:
+            live = still_live(absent)
+            stats.not_restored = len(set(absent) - live)
+            kept = zip(ids_all, headers, needed, strict=True)
+            needed = [n and (h is not None or d in live) for d, h, n in kept]
     todo = frame.filter(pl.Series(needed))
     todo_reads = [r for r, n in zip(reads, needed, strict=True) if n]
     values = encode_entries(todo, spec, calibration, [r or now for r in todo_reads])
