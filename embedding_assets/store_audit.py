@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -203,8 +204,11 @@ class Findings:
         """The summary (with each check's outcome, which delta runs carry), and the repairs."""
         base = UPath(folder)
         base.mkdir(parents=True, exist_ok=True)
+        # two audits can end in the same second (a scheduled one and one a restart asked for):
+        # each has its own id and repairs, or the repair sensor takes the second for the first
+        audit_id = f"{self.at}-{uuid.uuid4().hex[:8]}"
         pl.DataFrame({"doc_id": self.repairs()}, schema={"doc_id": pl.String}).write_parquet(
-            str(base / f"repairs-{self.at}.parquet")
+            str(base / f"repairs-{audit_id}.parquet")
         )
         summary = {k: v for k, v in asdict(self).items() if not isinstance(v, list)}
         summary |= {k: len(v) for k, v in asdict(self).items() if isinstance(v, list)}
@@ -215,7 +219,8 @@ class Findings:
             "stale_ratio": self.stale_ratio,
             "extra_ratio": self.extra_ratio,
             "failed_ratio": self.failed_ratio,
-            "repairs_file": f"repairs-{self.at}.parquet",
+            "id": audit_id,
+            "repairs_file": f"repairs-{audit_id}.parquet",
             "checks": {
                 name: {"passed": o.passed, "description": o.description}
                 for name, o in self.outcomes(max_error_rate).items()

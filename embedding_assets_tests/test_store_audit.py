@@ -306,3 +306,18 @@ def test_a_delta_over_distant_shards_materializes_those_shards_alone_with_their_
         assert next(iter(shards.values()))["written"] == 1
 
 
+
+
+def test_two_audits_ending_in_the_same_second_keep_their_own_repairs(tmp_path):
+    """A scheduled audit and the full one a restart asked for can end in the same second: the
+    second must not read as the first (the repair sensor would skip it) nor overwrite its list."""
+    from embedding_assets.store_audit import Findings, latest, repairs_of
+
+    first = Findings("v", "sampled", at=1_800_000_000, examined=1, missing=["a"])
+    first.save(str(tmp_path), 0.001)
+    one = latest(str(tmp_path))
+    second = Findings("v", "full", at=1_800_000_000, examined=2, missing=["b", "c"])
+    second.save(str(tmp_path), 0.001)
+    two = latest(str(tmp_path))
+    assert one["at"] == two["at"] and one["id"] != two["id"]
+    assert repairs_of(str(tmp_path), one) == ["a"] and repairs_of(str(tmp_path), two) == ["b", "c"]

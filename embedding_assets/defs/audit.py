@@ -238,7 +238,7 @@ def store_repair_sensor(
         context.log.warning(f"store servers changed ({cursor.incarnation} -> {incarnation}): full audit")
         requests.append(audit_request("full", f"audit-full:store-changed:{incarnation}"))
     summary = latest(settings.audit_dir())
-    audited = str(summary["at"]) if summary is not None else cursor.audited
+    audited = str(summary.get("id", summary["at"])) if summary is not None else cursor.audited
     if summary is None or audited == cursor.audited:
         return _repair_result(requests, RepairCursor(audited, incarnation), "no new audit")
     waiting = runs_waiting(context.instance, "repair")
