@@ -156,11 +156,14 @@ def _machine_redis(default: str) -> str:
 
 @pytest.mark.slow
 def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
-    postgres_home, pipeline_env, tmp_path, monkeypatch, measure
+    postgres_home, pipeline_env, tmp_path, monkeypatch, measure, static_dir
 ):
     """Webserver, daemon and a gRPC code server as separate processes, on PostgreSQL: a backfill
     of every shard launched through GraphQL runs as 4 runs of 4 shards, at once, each reading its
-    own shards; its runs are in PostgreSQL and the store equals the collection."""
+    own shards; its runs are in PostgreSQL and the store equals the collection.
+
+    On the static tier: what is tested is the orchestration, and four runs each loading the
+    transformer on two cores took six minutes of the suite (the tiers' own tests are elsewhere)."""
     import psycopg2
     from dagster._core.execution.backfill import BulkActionStatus
 
@@ -173,6 +176,8 @@ def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
     redis_url = _machine_redis(pipeline_env["REDIS_URL"])
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("EA_SHARDS_PER_RUN", "4")
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
     monkeypatch.setenv("DAGSTER_HOME", postgres_home)
     docs = load_sample(pipeline_env, 160)
     grpc_port, web_port = free_port(), free_port()
@@ -261,7 +266,7 @@ def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
             time.sleep(2)
         assert "labeled set" in quality["description"], quality
         assert latest["status"] == "SUCCEEDED" and latest["evaluation"]["success"], quality
-        assert latest["evaluation"]["description"].startswith("labeled set: 0.9"), quality
+        assert latest["evaluation"]["description"].startswith("labeled set: 0."), quality
         ui = _what_the_ui_shows(web_port, pipeline_env, postgres_home, docs)
     finally:
         stop_groups(*processes.values())

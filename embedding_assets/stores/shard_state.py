@@ -95,10 +95,7 @@ class ShardStateStore:
             self._seen[(asset, partition_key)] = _version(path)
         if not path.exists():
             return None
-        if columns is not None:
-            present = pl.read_parquet_schema(str(path))
-            columns = [c for c in columns if c in present]
-        return pl.read_parquet(str(path), columns=columns)
+        return read_parquet(path, columns)
 
     def save(self, asset: str, partition_key: str, frame: pl.DataFrame) -> int:
         """Atomic write (temporary file, then rename); returns the file's size.
@@ -114,7 +111,7 @@ class ShardStateStore:
     def load_deleted(self, asset: str, partition_key: str) -> pl.DataFrame | None:
         """The shard's tombstones: doc_ids seen deleted, and when (lib/merge.py)."""
         path = self._deleted_path(asset, partition_key)
-        return pl.read_parquet(str(path)) if path.exists() else None
+        return read_parquet(path) if path.exists() else None
 
     def save_snapshot(
         self,
@@ -192,7 +189,7 @@ class ShardStateStore:
     def load_checkpoints(self, asset: str, partition_key: str) -> pl.DataFrame | None:
         folder = self._checkpoint_dir(asset, partition_key)
         files = sorted(folder.glob("*.parquet")) if folder.exists() else []
-        return pl.concat([pl.read_parquet(str(f)) for f in files]) if files else None
+        return pl.concat([read_parquet(f) for f in files]) if files else None
 
     def clear_checkpoints(self, asset: str, partition_key: str) -> None:
         """Remove the shard's checkpoints; another run's, written meanwhile, may stay."""
@@ -249,11 +246,24 @@ class ShardStateStore:
     def find(self, asset: str, column: str, values: list[str], columns: list[str]) -> pl.DataFrame:
         """``columns`` of the rows of every shard whose ``column`` is one of ``values``."""
         folder = self.base / asset
-        parts = [
-            pl.scan_parquet(str(f)).filter(pl.col(column).is_in(values)).select(columns).collect()
-            for f in (sorted(folder.glob("shard-*.parquet")) if folder.exists() else [])
-        ]
+        parts = []
+        for f in sorted(folder.glob("shard-*.parquet")) if folder.exists() else []:
+            frame = read_parquet(f, list(dict.fromkeys([column, *columns])))
+            parts.append(frame.filter(pl.col(column).is_in(values)).select(columns))
         return pl.concat(parts) if parts else pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
+
+
+def read_parquet(path: UPath, columns: list[str] | None = None) -> pl.DataFrame:
+    """The file as of one open handle (only ``columns``, those it has: an older release may not
+    have written them all). Read by path, polars opens a file more than once; a write renamed
+    into place in between gives it the old footer and the new pages (a sensor tick failed so
+    in the soak)."""
+    with path.open("rb") as handle:
+        if columns is not None:
+            present = pl.read_parquet_schema(handle)
+            columns = [c for c in columns if c in present]
+            handle.seek(0)
+        return pl.read_parquet(handle, columns=columns)
 
 
 def _version(path: UPath) -> tuple | None:
