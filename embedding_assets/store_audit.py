@@ -72,10 +72,10 @@ class Findings:
     control_problems: list[str] = field(default_factory=list)
     bytes_per_entry: float = 0.0
     in_flight: int = 0  # documents changed within the grace window: not judged yet
-    extra_in_flight: int = 0  # entries whose document was found gone less than the grace ago
-    # those entries: not judged yet, but repaired at once (the repair run reads the source, so
-    # it removes them only if their documents are still gone; a deletion in flight is harmless)
-    extra_pending: list[str] = field(default_factory=list)
+    # entries whose document was found gone less than the grace ago: not judged yet, but
+    # repaired at once (the repair run reads the source, so it removes them only if their
+    # documents are still gone; a deletion in flight is harmless)
+    extra_in_flight: list[str] = field(default_factory=list)
 
     # -- ratios, 0..1 ------------------------------------------------------------------------
     @property
@@ -111,7 +111,7 @@ class Findings:
     def repairs(self) -> list[str]:
         """Documents whose entry must be rewritten or removed: what the repair sensor sends."""
         wrong = set(self.missing) | set(self.mismatched) | set(self.stale) | set(self.extra)
-        return sorted(wrong | set(self.extra_pending))
+        return sorted(wrong | set(self.extra_in_flight))
 
     # -- as checks -----------------------------------------------------------------------------
     def outcomes(self, max_error_rate: float) -> dict[str, audit.Outcome]:
@@ -160,7 +160,7 @@ class Findings:
                 not self.extra,
                 f"{len(self.extra)} of {self.entries_examined} entries examined belong to no live document"
                 + (
-                    f"; {self.extra_in_flight} more of documents deleted too recently to judge"
+                    f"; {len(self.extra_in_flight)} more of documents deleted too recently to judge"
                     if self.extra_in_flight
                     else ""
                 ),
@@ -169,7 +169,7 @@ class Findings:
                     "entries": self.entries_total,
                     "examined": self.entries_examined,
                     "orphans": len(self.extra),
-                    "deletions_in_flight": self.extra_in_flight,
+                    "deletions_in_flight": len(self.extra_in_flight),
                     "orphan_upper_bound_95": self.bound(len(self.extra), self.entries_examined),
                     "sample": self.extra[:SAMPLE_LIMIT],
                 },
@@ -332,10 +332,9 @@ def audit_store(
 
     if gone_since is not None and buckets and mode != DOCUMENTS:
         grace = int(settings.get("EA_AUDIT_GRACE_SECONDS"))
-        findings.extra, findings.extra_pending = _confirm_gone(
+        findings.extra, findings.extra_in_flight = _confirm_gone(
             findings.extra, gone_since, source, entries, tag, now, grace
         )
-        findings.extra_in_flight = len(findings.extra_pending)
 
     failed = {d.doc_id for d in store.control.dead_letters(tag).all() if d.kind == FAILED}
     if mode == "full":

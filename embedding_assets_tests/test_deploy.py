@@ -325,6 +325,9 @@ mutation($params: ExecutionParams!) {
 """
 RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status jobName tags { key value }
   assetMaterializations { assetKey { path } partition } } } }"""
+MATERIALIZED = """query($id: ID!) { runOrError(runId: $id) { ... on Run { assetMaterializations {
+  assetKey { path } partition metadataEntries { label ... on BoolMetadataEntry { boolValue }
+  ... on IntMetadataEntry { intValue } } } } } }"""
 RUNS = """{ runsOrError(limit: 50) { ... on Runs { results { runId status tags { key value } } } } }"""
 
 
@@ -410,6 +413,33 @@ def _what_the_ui_shows(port: int, env: dict, home: str, docs: list[dict]) -> dic
         assert latest["status"] == "SUCCEEDED", (name, latest)
         assert latest["evaluation"]["description"].startswith("this run's documents: "), latest
         assert "store-wide (" in latest["evaluation"]["description"], latest
+
+    # edits in three scattered shards: two runs a tick at most, so the two ranges closest together
+    # are one run, and the unchanged shard between them says so on its partition
+    by_shard: dict[int, str] = {}
+    for d in docs:
+        by_shard.setdefault(shard_of(doc_key(d["doc_id"]), NUM_SHARDS), d["doc_id"])
+    picked = [0, 13, 15]
+    assert set(picked) <= set(by_shard), sorted(by_shard)  # 160 documents fill every shard
+    earlier = {r["runId"] for r in _graphql(port, RUNS)["data"]["runsOrError"]["results"]}
+    now = dt.datetime.now(dt.UTC)
+    for s in picked:
+        collection(env).update_one(
+            {"doc_id": by_shard[s]}, {"$set": {"body": f"Scattered {s}.", "modified_at": now}}
+        )
+    gap = shard_key(14, NUM_SHARDS)
+    deadline, seen = time.monotonic() + 300, None
+    while seen is None and time.monotonic() < deadline:
+        for run in _graphql(port, RUNS)["data"]["runsOrError"]["results"]:
+            if run["runId"] in earlier or run["status"] not in ("SUCCESS", "FAILURE"):
+                continue
+            found = _graphql(port, MATERIALIZED, {"id": run["runId"]})["data"]["runOrError"]
+            for m in found["assetMaterializations"]:
+                if m["assetKey"]["path"] == ["feature_store_entries"] and m["partition"] == gap:
+                    seen = {e["label"]: e.get("boolValue", e.get("intValue")) for e in m["metadataEntries"]}
+        time.sleep(2)
+    assert seen is not None, "no run recorded the shard between the joined ranges"
+    assert seen["shard_changed"] is False and seen["written"] == 0, seen
 
     import redis
 

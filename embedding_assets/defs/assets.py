@@ -205,17 +205,17 @@ def document_vectors(
     embedder = embedding_model.embedder()
     state = shard_state.store()
     started = time.perf_counter()
-    loaded = {"model": False}
+    model_loaded = False
 
     def load_model() -> None:
         """The weights, once and only when a document needs them: deletions and metadata-only
         edits (most sensor runs) never import torch. The rate counts from after the load."""
-        nonlocal started
-        if not loaded["model"]:
+        nonlocal started, model_loaded
+        if not model_loaded:
             load_started = time.perf_counter()
             embedder.encode(["warm up"])
             started += time.perf_counter() - load_started
-            loaded["model"] = True
+            model_loaded = True
     total = sum(
         _upstream(state, "chunked_text", k, ["skip_reason"])["skip_reason"].null_count()
         for k in work_keys(context)
@@ -275,7 +275,7 @@ def document_vectors(
         documents_per_second=_rate(embedded, started),
         model=embedder.model_name,
         device=embedder.device,
-        model_loaded=loaded["model"],
+        model_loaded=model_loaded,
         precision=embedder.precision,
         version=spec.tag,
     )

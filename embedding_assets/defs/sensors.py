@@ -49,7 +49,6 @@ DELTA_MAX_RUNTIME_SECONDS = 1800
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
 
-DELTA_TRIGGERS = ("changes", "deletions", "repair")
 # Runs of one sensor executing at once before it holds back: each pays a process start, and a
 # change or repair run a model load; more of them than cores only slows every one (the soak
 # measured 4 at once on 2 cores taking 30 to 100 s each for a few documents). Counted per sensor,
@@ -57,7 +56,7 @@ DELTA_TRIGGERS = ("changes", "deletions", "repair")
 MAX_DELTA_RUNS_IN_FLIGHT = 2
 
 
-def runs_waiting(instance: dg.DagsterInstance, trigger: str | None = None) -> int:
+def runs_waiting(instance: dg.DagsterInstance, trigger: str) -> int:
     """Pipeline runs queued or starting, or this trigger's delta runs executing at the limit
     (MAX_DELTA_RUNS_IN_FLIGHT): while there are any, the sensor launches nothing more.
 
@@ -67,7 +66,7 @@ def runs_waiting(instance: dg.DagsterInstance, trigger: str | None = None) -> in
     """
     waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
     queued = instance.get_runs_count(dg.RunsFilter(job_name=embed_documents.name, statuses=waiting))
-    if queued or trigger is None:
+    if queued:
         return queued
     executing = instance.get_runs_count(
         dg.RunsFilter(
