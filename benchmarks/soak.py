@@ -175,7 +175,12 @@ class Deployment:
         home = self.state / "dagster_home"
         home.mkdir(exist_ok=True)
         shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-        self.mongo = SecantusProcess(self.state / "mongo")
+        # The source stands in for a production MongoDB sized to its data: a WiredTiger cache for
+        # this collection (1G by default, filled over hours) and an oplog that keeps 15 minutes,
+        # well beyond a fault's downtime, for the change stream to resume from.
+        self.mongo = SecantusProcess(
+            self.state / "mongo", options=["--cache-size", "256M", "--oplog-retention-seconds", "900"]
+        )
         self.mongo.start()
         self.redis_port = free_port()
         self.redis = ValkeyServer(port=self.redis_port, data_dir=self.state / "valkey", persist=False)

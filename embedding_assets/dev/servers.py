@@ -40,9 +40,10 @@ def stop_groups(*processes: subprocess.Popen) -> None:
 
 
 class SecantusProcess:
-    def __init__(self, storage: Path, port: int | None = None) -> None:
+    def __init__(self, storage: Path, port: int | None = None, options: list[str] | None = None) -> None:
         self.storage = storage
         self.port = port or free_port()
+        self.options = options or []  # more command-line flags, e.g. ["--cache-size", "256M"]
         self.process: subprocess.Popen | None = None
 
     @property
@@ -52,7 +53,7 @@ class SecantusProcess:
     def start(self, timeout: float = 60.0) -> None:
         self.storage.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port)]
-        command += ["--storage-path", str(self.storage)]
+        command += ["--storage-path", str(self.storage), *self.options]
         with open(self.storage / "secantus.log", "ab") as log:  # the child keeps its own handle
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
