@@ -300,9 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--queries", type=int, default=0, help="a seeded sample of queries (0: all)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "embedding-assets" / "quality"))
-    parser.add_argument(
-        "--infinity-venv", default=os.environ.get("EA_INFINITY_VENV", str(Path(".venv-infinity").resolve()))
-    )
+    parser.add_argument("--infinity-venv", default="", help="default: EA_INFINITY_VENV or the machine's")
     args = parser.parse_args(argv)
     tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
 
@@ -334,13 +332,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for tier in tiers:
             env = {"EA_BACKEND": "transformer" if tier == "transformer" else tier}
             if tier == "remote":
-                from embedding_assets.dev.infinity import InfinityServer
+                from embedding_assets.dev.infinity import InfinityServer, default_venv
                 from embedding_assets.embedders.packaged import resolve
 
                 folder = resolve(os.environ.get("EA_MODEL") or None)
-                with InfinityServer(
-                    Path(args.infinity_venv), log=state / "infinity.log", model=folder
-                ) as infinity:
+                venv = Path(args.infinity_venv) if args.infinity_venv else default_venv()
+                with InfinityServer(venv, log=state / "infinity.log", model=folder) as infinity:
                     env |= {"EA_EMBED_URLS": infinity.url, "EA_EMBED_MODEL": infinity.served_model}
                     results.append(run_tier(tier, state, servers.redis_url, env, dataset, bm25, queries))  # type: ignore[arg-type]
             else:

@@ -48,7 +48,7 @@ def main() -> None:
     os.environ.update(
         {"EA_PARQUET_DIR": str(state / "parquet"), "MONGO_DB": "ea_remote", "HF_HUB_OFFLINE": "1"}
     )
-    from embedding_assets.dev.infinity import InfinityServer
+    from embedding_assets.dev.infinity import InfinityServer, default_venv
     from embedding_assets.dev.servers import EmbeddedServers
 
     with ExitStack() as stack:
@@ -56,7 +56,7 @@ def main() -> None:
         os.environ.update(servers.env)
         urls, served = args.urls, args.served_model
         if not urls:
-            venv = Path(os.environ.get("EA_INFINITY_VENV", ".venv-infinity")).resolve()
+            venv = default_venv()
             infinity = stack.enter_context(InfinityServer(venv, log=state / "infinity.log"))
             urls, served = infinity.url, infinity.served_model
         os.environ.update({"EA_BACKEND": "remote", "EA_EMBED_URLS": urls, "EA_EMBED_MODEL": served})

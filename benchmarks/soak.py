@@ -669,8 +669,10 @@ class Deployment:
             out = {status.lower(): int(n) for status, n in cursor.fetchall()}
             cursor.execute("SELECT count(*) FROM run_tags WHERE key = 'dagster/parent_run_id'")
             out["retried"] = int(cursor.fetchone()[0])
-            cursor.execute("SELECT count(*) FROM job_ticks WHERE status = 'FAILURE'")
-            out["failed_ticks"] = int(cursor.fetchone()[0])
+            cursor.execute("SELECT extract(epoch FROM timestamp) FROM job_ticks WHERE status = 'FAILURE'")
+            failed = [float(t) for (t,) in cursor.fetchall()]
+            out["failed_ticks"] = len(failed)
+            out["failed_ticks_outside_faults"] = sum(1 for t in failed if not self.timeline.in_fault(t))
         return out
 
 

@@ -44,6 +44,12 @@ _SETTINGS = [
         "where packaged models are built once (empty: $XDG_CACHE_HOME or ~/.cache, /embedding-assets)",
     ),
     Setting(
+        "EA_INFINITY_VENV",
+        "",
+        "the venv of Infinity, the embedding service tests and benchmarks start (empty: one per "
+        "machine in the model cache)",
+    ),
+    Setting(
         "EA_BACKEND",
         "transformer",
         "`transformer`, `static` (distilled token embeddings) or `remote` (an OpenAI-compatible service)",

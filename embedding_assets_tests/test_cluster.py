@@ -28,7 +28,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def cluster_env(pipeline_env: dict[str, str], cluster: ValkeyCluster, monkeypatch: pytest.MonkeyPatch):
+def cluster_env(
+    pipeline_env: dict[str, str], cluster: ValkeyCluster, monkeypatch: pytest.MonkeyPatch, static_dir: str
+):
+    # the store's layout on a cluster is what is tested, not the vectors: the static tier
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
     client = connect(cluster.url)
     client.flushall()  # every master
     client.close()

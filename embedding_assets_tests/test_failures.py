@@ -1,6 +1,7 @@
 """Bad input, failing models, checks and alerts."""
 
 import datetime as dt
+from pathlib import Path
 
 import bson
 import pymongo.errors
@@ -11,6 +12,7 @@ from embedding_assets.client import EmbeddingClient
 from embedding_assets.defs.resources import EmbeddingModelResource
 from embedding_assets.dev.harness import check_results, collection, load_sample, materialize, metadata
 from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder
+from embedding_assets.embedders.static import StaticEmbedder
 from embedding_assets.stores.dead_letters import FAILED, REJECTED, WARNING
 from embedding_assets.stores.feature_store import FeatureStore
 
@@ -26,10 +28,22 @@ class PoisonAwareEmbedder(SentenceTransformerEmbedder):
         return super().encode(texts, n_tokens)
 
 
+class PoisonAwareStaticEmbedder(StaticEmbedder):
+    """The fast tier, raising as ``PoisonAwareEmbedder`` does: a thousand documents in seconds."""
+
+    def encode(self, texts, n_tokens=None):
+        if any(POISON_MARK in t for t in texts):
+            raise RuntimeError("model blew up on this input")
+        return super().encode(texts, n_tokens)
+
+
 class PoisonAwareModel(EmbeddingModelResource):
     def embedder(self):
         if self._embedder is None:
-            self._embedder = PoisonAwareEmbedder(device="cpu", batch_size=self.batch_size)
+            if self.backend == "static":
+                self._embedder = PoisonAwareStaticEmbedder(None, cache_dir=Path(self.static_dir))
+            else:
+                self._embedder = PoisonAwareEmbedder(device="cpu", batch_size=self.batch_size)
         return self._embedder
 
 
@@ -50,7 +64,7 @@ def _raw_with_bad_bytes(doc_id: str, bad: bytes) -> RawBSONDocument:
 
 @pytest.mark.servers
 @pytest.mark.slow
-def test_poison_documents_among_a_thousand_good_ones(pipeline_env):
+def test_poison_documents_among_a_thousand_good_ones(pipeline_env, static_dir):
     good = load_sample(pipeline_env, 1000)
     coll = collection(pipeline_env)
     when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
@@ -110,7 +124,7 @@ def test_poison_documents_among_a_thousand_good_ones(pipeline_env):
                 }
             )
 
-    model = PoisonAwareModel(device="cpu", oversize="reject", max_chars=50_000)
+    model = PoisonAwareModel(backend="static", static_dir=static_dir, oversize="reject", max_chars=50_000)
     result = materialize(resources={"embedding_model": model})
     assert result.success
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])

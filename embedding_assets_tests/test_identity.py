@@ -38,7 +38,9 @@ def test_types_after_follow_bson_order():
 
 @pytest.mark.servers
 @pytest.mark.slow
-def test_documents_with_non_string_ids_survive_sensor_runs(pipeline_env, monkeypatch, measure):
+def test_documents_with_non_string_ids_survive_sensor_runs(pipeline_env, monkeypatch, measure, static_dir):
+    monkeypatch.setenv("EA_BACKEND", "static")  # ids are what is tested: the fast tier
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
     when = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     typed = [
         {"doc_id": 7, "title": "Seven", "body": "An integer id.", "modified_at": when},
@@ -89,10 +91,14 @@ def test_the_store_never_writes_a_doc_id_in_the_deletion_marker_namespace(pipeli
 
 @pytest.mark.servers
 @pytest.mark.slow
-def test_refused_ids_get_no_entry_from_any_run_and_a_dead_letter_that_says_why(pipeline_env, measure):
+def test_refused_ids_get_no_entry_from_any_run_and_a_dead_letter_that_says_why(
+    pipeline_env, measure, monkeypatch, static_dir
+):
     """An array, an embedded document and a string in the deletion-marker namespace: the backfill
     records why and writes nothing; their edits start no run that deletes another entry; an id
     renamed to an array loses its old entry; every entry stays visible to scans."""
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
     when = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     odd = [
         {"doc_id": [1, 2], "title": "Array", "body": "An array id.", "modified_at": when},

@@ -21,7 +21,7 @@ WORDS = ["bread", "oven", "flour", "cache", "index", "storm", "goal", "sea", "ye
 texts = st.lists(st.sampled_from(WORDS), min_size=0, max_size=8).map(" ".join)
 
 
-def make_machine(mongo_uri: str, redis_url: str, parquet_dir: str) -> type:
+def make_machine(mongo_uri: str, redis_url: str, parquet_dir: str, static_dir: str) -> type:
     class SourceFollowsStore(RuleBasedStateMachine):
         @initialize()
         def start(self) -> None:
@@ -33,6 +33,9 @@ def make_machine(mongo_uri: str, redis_url: str, parquet_dir: str) -> type:
                     "MONGO_COLLECTION": "documents",
                     "REDIS_URL": redis_url,
                     "EA_PARQUET_DIR": f"{parquet_dir}/{self.db}",
+                    # which documents the store holds is what is tested: the fast tier
+                    "EA_BACKEND": "static",
+                    "EA_STATIC_DIR": static_dir,
                 }
             )
             redis.Redis.from_url(redis_url).flushdb()
@@ -140,10 +143,10 @@ def make_machine(mongo_uri: str, redis_url: str, parquet_dir: str) -> type:
     return SourceFollowsStore
 
 
-def test_store_follows_any_sequence_of_changes(servers, redis_url, tmp_path):
+def test_store_follows_any_sequence_of_changes(servers, redis_url, tmp_path, static_dir):
     saved = dict(os.environ)
     try:
-        machine = make_machine(servers.mongo_uri, redis_url, str(tmp_path))
+        machine = make_machine(servers.mongo_uri, redis_url, str(tmp_path), static_dir)
         run_state_machine_as_test(
             machine,
             settings=settings(

@@ -1,23 +1,21 @@
 """The remote backend against a real Infinity server (embedders/remote.py).
 
-Infinity runs in a venv of its own (dev/infinity.py; EA_INFINITY_VENV, default .venv-infinity,
-installed on first use). Misbehaving services are Infinity behind a small proxy that answers
+Infinity runs in a venv of its own (dev/infinity.py; EA_INFINITY_VENV, default one per machine in
+the model cache, installed on first use). Misbehaving services are Infinity behind a small proxy that answers
 429 or 503, rejects one input, or alters vectors as another model would.
 """
 
 import http.server
 import json
-import os
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from embedding_assets.dev.harness import collection, load_sample, materialize, metadata
-from embedding_assets.dev.infinity import InfinityServer
+from embedding_assets.dev.infinity import InfinityServer, default_venv
 from embedding_assets.embedders.remote import (
     CANARY_TEXTS,
     InputRejected,
@@ -28,8 +26,6 @@ from embedding_assets.embedders.remote import (
 )
 from embedding_assets.embedders.sentence_transformer import default_model_path
 from embedding_assets.stores.feature_store import FeatureStore
-
-ROOT = Path(__file__).parents[1]
 
 
 def test_requests_are_packed_by_tokens_within_both_limits():
@@ -43,7 +39,7 @@ def test_requests_are_packed_by_tokens_within_both_limits():
 
 @pytest.fixture(scope="session")
 def infinity(tmp_path_factory):
-    venv = Path(os.environ.get("EA_INFINITY_VENV", ROOT / ".venv-infinity"))
+    venv = default_venv()
     log = tmp_path_factory.mktemp("infinity") / "infinity.log"
     with InfinityServer(venv, log=log, model=default_model_path()) as server:  # the default model
         yield server

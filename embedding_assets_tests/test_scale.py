@@ -28,9 +28,12 @@ def test_a_hundred_thousand_documents_on_the_static_tier(pipeline_env, monkeypat
     monkeypatch.setenv("EA_BACKEND", "static")
     monkeypatch.setenv("EA_STATIC_DIR", static_dir)
     coll = collection(pipeline_env)
-    docs = corpus.generate_documents(N, mean_sentences=20)
+    sample = sorted(random.Random(5).sample(range(N), 200))
+    wanted, by_index = set(sample), {}
+    docs = enumerate(corpus.generate_documents(N, mean_sentences=20))
     while batch := list(itertools.islice(docs, 10_000)):
-        coll.insert_many(batch, ordered=False)
+        by_index |= {i: dict(d) for i, d in batch if i in wanted}  # before insert_many adds _id
+        coll.insert_many([d for _, d in batch], ordered=False)
     coll.create_index("doc_id")
 
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
@@ -47,9 +50,6 @@ def test_a_hundred_thousand_documents_on_the_static_tier(pipeline_env, monkeypat
 
     client = EmbeddingClient(store)
     assert len(set(store.entries.scan_ids(client.version))) == N
-    sample = sorted(random.Random(5).sample(range(N), 200))
-    wanted = set(sample)
-    by_index = {i: d for i, d in enumerate(corpus.generate_documents(N, mean_sentences=20)) if i in wanted}
     texts = [
         embeddable_text(by_index[i]["title"], by_index[i]["body"], title_repeat=2, max_chars=200_000).text
         for i in sample

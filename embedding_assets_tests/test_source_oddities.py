@@ -22,6 +22,13 @@ pytestmark = [pytest.mark.servers, pytest.mark.slow]
 SENSORS = (document_changes_sensor, document_deletions_sensor)
 
 
+@pytest.fixture(autouse=True)
+def fast_tier(monkeypatch, static_dir):
+    """What is tested is which documents reach the store, not their vectors: the static tier."""
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
+
+
 class Filled:
     def __init__(self, env: dict[str, str], measure, extra: list[dict] | None = None) -> None:
         load_sample(env, 24, extra or [])

@@ -38,6 +38,14 @@ pytestmark = [pytest.mark.servers, pytest.mark.slow]
 N = 40
 
 
+@pytest.fixture(autouse=True)
+def fast_tier(monkeypatch, static_dir):
+    """The audit judges entries whatever model made them: the static tier keeps these scenarios
+    quick (the transformer's own pipeline tests are elsewhere)."""
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
+
+
 @pytest.fixture
 def filled(pipeline_env):
     load_sample(pipeline_env, N)
@@ -233,6 +241,9 @@ def test_a_store_restarted_without_persistence_gets_a_full_audit_at_the_next_tic
         assert daemon.tick(store_repair_sensor) == []  # a healthy store: nothing asked
         assert daemon.tick(store_repair_sensor) == []
         server.stop()
+        asking = time.monotonic()  # down: the tick asks Redis once, not for EA_RETRY_SECONDS
+        assert daemon.tick(store_repair_sensor) == []  # (a sensor tick has 60 s in all)
+        assert time.monotonic() - asking < 30
         server.start(timeout=30)  # the same port, nothing kept
         [asked] = daemon.tick(store_repair_sensor)
         assert asked.job_name == AUDIT_JOB

@@ -230,7 +230,7 @@ def store_repair_sensor(
     meanwhile."""
     cursor = RepairCursor.parse(context.cursor)
     try:
-        incarnation = feature_store.store().incarnation()
+        incarnation = feature_store.store(wait=False).incarnation()
     except redis.RedisError:  # down: the audit will say what is lost once it is back
         incarnation = cursor.incarnation
     requests: list[dg.RunRequest] = []

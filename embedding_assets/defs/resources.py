@@ -83,7 +83,9 @@ class FeatureStoreResource(dg.ConfigurableResource):
 
     _store: FeatureStore | None = PrivateAttr(default=None)
 
-    def store(self) -> FeatureStore:
+    def store(self, *, wait: bool = True) -> FeatureStore:
+        """The store, once Redis answers. ``wait=False`` asks once (a sensor has 60 s per tick
+        and must not spend them waiting for a server that is down)."""
         if not self.url:
             raise dg.Failure(
                 "REDIS_URL is not set: export it, or run `embedding-assets dev`, which starts "
@@ -97,7 +99,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
                 buckets=self.buckets,
             )
             try:
-                transient(store.client.ping)()
+                (transient(store.client.ping) if wait else store.client.ping)()
             except redis.exceptions.AuthenticationError as err:
                 raise dg.Failure(
                     f"Redis at {settings.mask_url(self.url)} refused the credentials ({err}); "

@@ -7,6 +7,7 @@ Not for deployments: there, point EA_EMBED_URLS at TEI, Infinity, vLLM or OpenAI
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -25,16 +26,32 @@ PINS = (
 TORCH = "torch==2.13.0"  # first and pinned: never a CUDA build
 
 
+def default_venv() -> Path:
+    """EA_INFINITY_VENV, or a venv per machine and pin set in the model cache: every clone and
+    worktree shares the install instead of repeating its minutes."""
+    from embedding_assets import settings
+
+    if settings.is_set("EA_INFINITY_VENV"):
+        return Path(str(settings.get("EA_INFINITY_VENV"))).resolve()
+    key = hashlib.blake2b("\n".join([TORCH, *PINS, sys.version]).encode(), digest_size=5).hexdigest()
+    return settings.model_cache_dir() / f"venv-infinity-{key}"
+
+
 def ensure_venv(path: Path) -> Path:
     """The Infinity venv at ``path``, created and installed once (a few minutes)."""
+    from embedding_assets.stores.locks import FileLocks
+
     python = path / "bin" / "python"
     done = path / ".installed"
-    if not done.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, TORCH], check=True)
-        subprocess.run([*pip, *PINS], check=True)
-        done.touch()
+    if done.exists():
+        return python
+    with FileLocks(path.parent / "_locks").hold(path.name):  # one installer at a time
+        if not done.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
+            pip = [str(python), "-m", "pip", "install", "--quiet"]
+            subprocess.run([*pip, TORCH], check=True)
+            subprocess.run([*pip, *PINS], check=True)
+            done.touch()
     return python
 
 

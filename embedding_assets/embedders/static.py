@@ -34,16 +34,23 @@ def distilled_path(cache_dir: Path, source: str, pca_dims: int) -> Path:
 
 def ensure_distilled(cache_dir: Path, source: str, pca_dims: int) -> Path:
     """The distilled model's folder, distilling it first if it is not cached yet."""
+    from embedding_assets.stores.locks import FileLocks
+
     path = distilled_path(cache_dir, source, pca_dims)
     if (path / "config.json").exists():
         return path
-    settings.models_offline()
-    from model2vec.distill import distill
+    # one builder per machine: a second process (a test worker, a run) waits for the first's
+    # minutes of distillation instead of doing them again beside it
+    with FileLocks(cache_dir / "_locks").hold(path.name):
+        if (path / "config.json").exists():
+            return path
+        settings.models_offline()
+        from model2vec.distill import distill
 
-    model = distill(model_name=source, pca_dims=pca_dims)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    model.save_pretrained(str(tmp))
-    tmp.rename(path)  # concurrent builders: the first rename wins, the others' copies are dropped
+        model = distill(model_name=source, pca_dims=pca_dims)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        model.save_pretrained(str(tmp))
+        tmp.rename(path)
     return path
 
 
