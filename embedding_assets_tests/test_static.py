@@ -22,3 +22,32 @@ def test_a_long_document_is_embedded_whole_not_its_first_512_tokens(static_dir):
     # the version says so: releases that truncated wrote another version
     assert embedder.fingerprint.endswith(":whole")
     assert np.isclose(np.linalg.norm(whole), 1.0)
+
+
+def test_the_table_is_mapped_from_a_float32_copy_beside_the_model_and_follows_its_rebuilds(tmp_path):
+    """A run that embeds a few documents maps the table instead of reading and converting it;
+    the copy sits outside the model's folder, whose files make the version's fingerprint."""
+    import os
+
+    from safetensors.numpy import save_file
+
+    from embedding_assets.embedders.static import table_copy, token_table
+    from embedding_assets.lib.versioning import model_fingerprint
+
+    folder = tmp_path / "static-model"
+    folder.mkdir()
+    table = np.arange(40, dtype=np.float16).reshape(10, 4) / 7
+    save_file({"embeddings": table}, str(folder / "model.safetensors"))
+    fingerprint = model_fingerprint(str(folder))
+
+    mapped = token_table(folder)
+    assert isinstance(mapped, np.memmap) and mapped.dtype == np.float32
+    assert np.array_equal(mapped, table.astype(np.float32))
+    assert table_copy(folder).exists() and table_copy(folder).parent == folder.parent
+    assert model_fingerprint(str(folder)) == fingerprint
+
+    rebuilt = table * 2  # distilled again: the copy is written anew
+    save_file({"embeddings": rebuilt}, str(folder / "model.safetensors"))
+    later = table_copy(folder).stat().st_mtime + 5
+    os.utime(folder / "model.safetensors", (later, later))
+    assert np.array_equal(token_table(folder), rebuilt.astype(np.float32))
