@@ -55,10 +55,6 @@ def ensure_distilled(cache_dir: Path, source: str, pca_dims: int) -> Path:
     return path
 
 
-_TABLES: dict[tuple[str, float], np.ndarray] = {}
-_TABLES_LOCK = threading.Lock()
-
-
 def table_copy(folder: Path) -> Path:
     """Where the float32 copy of a distilled model's table lives: beside the folder, not in it
     (the folder's files make the version's fingerprint)."""
@@ -68,31 +64,26 @@ def table_copy(folder: Path) -> Path:
 def token_table(folder: Path) -> np.ndarray:
     """The token-vector table as float32, memory-mapped from a copy written once beside the
     model: a run that embeds a few documents reads the rows of their tokens, not the whole table
-    (2.4 s to read and convert the float16 file, at every run's start); once per process."""
+    (2.4 s to read and convert the float16 file, at every run's start)."""
     source = folder / "model.safetensors"
-    written = source.stat().st_mtime
-    key = (str(folder), written)
-    with _TABLES_LOCK:
-        if key not in _TABLES:
-            flat = table_copy(folder)
-            if not flat.exists() or flat.stat().st_mtime < written:
-                from safetensors.numpy import load_file
+    flat = table_copy(folder)
+    if not flat.exists() or flat.stat().st_mtime < source.stat().st_mtime:
+        from safetensors.numpy import load_file
 
-                table = load_file(str(source))["embeddings"].astype(np.float32)
-                tmp = flat.with_name(flat.name + f".tmp{os.getpid()}")
-                try:
-                    with open(tmp, "wb") as out:
-                        np.save(out, table)
-                    tmp.rename(flat)  # concurrent writers: the same bytes, the last rename wins
-                except OSError:  # a read-only model folder (a client's): kept in memory
-                    tmp.unlink(missing_ok=True)
-                    _TABLES[key] = table
-                    return table
-            _TABLES[key] = np.load(flat, mmap_mode="r")
-        return _TABLES[key]
+        table = load_file(str(source))["embeddings"].astype(np.float32)
+        tmp = flat.with_name(flat.name + f".tmp{os.getpid()}-{threading.get_ident()}")
+        try:
+            with open(tmp, "wb") as out:
+                np.save(out, table)
+            tmp.rename(flat)  # concurrent writers: the same bytes, the last rename wins
+        except OSError:  # a read-only model folder (a client's): kept in memory
+            tmp.unlink(missing_ok=True)
+            return table
+    return np.load(flat, mmap_mode="r")
 
 
 _LOOKUPS: dict[tuple[str, float], tuple[Any, np.ndarray]] = {}
+_LOOKUPS_LOCK = threading.Lock()
 
 
 def token_lookup(folder: Path) -> tuple[Any, np.ndarray]:
@@ -100,14 +91,14 @@ def token_lookup(folder: Path) -> tuple[Any, np.ndarray]:
     several runs, the test harness, a client, would read them again for each)."""
     from tokenizers import Tokenizer
 
-    key = (str(folder), (folder / "tokenizer.json").stat().st_mtime)
-    found = _LOOKUPS.get(key)
-    if found is None:
-        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        tokenizer.no_padding()
-        tokenizer.no_truncation()  # a static model has no position limit: the whole text counts
-        found = _LOOKUPS[key] = (tokenizer, token_table(folder))
-    return found
+    key = (str(folder), (folder / "model.safetensors").stat().st_mtime)
+    with _LOOKUPS_LOCK:
+        if key not in _LOOKUPS:
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            tokenizer.no_padding()
+            tokenizer.no_truncation()  # a static model has no position limit: the whole text counts
+            _LOOKUPS[key] = (tokenizer, token_table(folder))
+        return _LOOKUPS[key]
 
 
 class StaticEmbedder:
