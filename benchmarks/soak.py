@@ -121,6 +121,9 @@ def main() -> None:
     )
     parser.add_argument("--state", default="", help="state folder (default: a new temporary one)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--keep-db", action="store_true", help="keep the Dagster database afterwards (its name is printed)"
+    )
     args = parser.parse_args()
     state = Path(args.state or tempfile.mkdtemp(prefix="ea-soak-"))
     state.mkdir(parents=True, exist_ok=True)
@@ -224,6 +227,9 @@ class Deployment:
         stop_groups(*(p for p in self.processes.values() if p.poll() is None))
         self.mongo.stop()
         self.redis.stop()
+        if self.args.keep_db:
+            print(f"Dagster database kept: {self.pg_db}", flush=True)
+            return
         admin = self._pg("postgres")
         admin.autocommit = True
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {self.pg_db} WITH (FORCE)")
@@ -532,6 +538,11 @@ class Deployment:
         entries = sum(1 for _ in store.entries.scan_ids(self.version))
         sample.update(redis_bytes=info["used_memory"], entries=entries)
         sample["storage"] = self._storage()
+        status = self.coll.database.client.admin.command("serverStatus")
+        sample["mongo"] = {
+            "connections": status.get("connections", {}).get("current"),
+            "cursors": status.get("metrics", {}).get("cursor", {}).get("open", {}).get("total"),
+        }
         return sample
 
     def _differences(self):
@@ -641,6 +652,9 @@ class Deployment:
                 with self.timeline.lock:
                     recent = {d for d, (w, _, _) in self.pending.items() if time.time() - w < 60}
                 wrong = (set(found.lost) | set(found.stale) | set(found.extra)) - recent
+                after = round(time.time() - fault["end"])
+                counts = (len(wrong), len(found.lost), len(found.stale), len(found.extra))
+                fault.setdefault("trace", []).append((after, *counts))  # wrong, lost, stale, extra
                 if not wrong:
                     fault["converged_after"] = round(time.time() - fault["end"], 1)
                     return
