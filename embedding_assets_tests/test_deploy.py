@@ -22,6 +22,8 @@ def test_deployment_instance_config_runs_on_postgres(postgres_home):
         assert instance.run_coordinator.dequeue_interval_seconds == 2  # a delta waits less
         # a run dequeued while the code server restarts waits for it instead of failing
         assert instance.get_concurrency_config().run_queue_config.max_user_code_failure_retries == 10
+        # each sensor ticks on its own cadence, not after the others in turn
+        assert instance.get_settings("sensors") == {"use_threads": True, "num_workers": 4}
 
         @dg.asset
         def probe() -> int:
