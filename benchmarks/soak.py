@@ -525,12 +525,15 @@ class Deployment:
         from embedding_assets.stores.feature_store import FeatureStore
 
         sample: dict = {"t": time.time(), "rss_mb": {}}
+        sample["pid"] = {}
         for name, process in self.processes.items():
             if process.poll() is None:
                 sample["rss_mb"][name] = psutil.Process(process.pid).memory_info().rss / 2**20
+                sample["pid"][name] = process.pid
         for name, pid in (("mongo", self.mongo.process.pid if self.mongo.process else None),):
             if pid:
                 sample["rss_mb"][name] = psutil.Process(pid).memory_info().rss / 2**20
+                sample["pid"][name] = pid
         store = FeatureStore.from_url(self.env["REDIS_URL"])
         found = self._differences()
         sample.update(lost=len(found.lost), stale=len(found.stale), extra=len(found.extra))
@@ -712,6 +715,24 @@ def _clock(t: float, start: float) -> str:
     return f"[{(t - start) / 60:5.1f} min]"
 
 
+def life_slope(samples: list[dict], name: str, warm_up: float = 600.0) -> tuple[float, float]:
+    """Slope (MB/h) of a process's RSS over its longest life (one pid) after a warm-up, and that
+    stretch's length in minutes: a restart starts from an empty heap and warms up again, which
+    the whole run's slope would count as growth."""
+    lives: dict[int, list[tuple[float, float]]] = {}
+    for sample in samples:
+        pid = sample.get("pid", {}).get(name)
+        if pid is not None and name in sample["rss_mb"]:
+            lives.setdefault(pid, []).append((sample["t"], sample["rss_mb"][name]))
+    if not lives:
+        return 0.0, 0.0
+    longest = max(lives.values(), key=lambda points: points[-1][0] - points[0][0])
+    steady = [p for p in longest if p[0] >= longest[0][0] + warm_up]
+    if len(steady) < 3:
+        return 0.0, 0.0
+    return _slope_mb_per_hour(steady), (steady[-1][0] - steady[0][0]) / 60
+
+
 def _slope_mb_per_hour(points: list[tuple[float, float]]) -> float:
     if len(points) < 3:
         return 0.0
@@ -809,14 +830,26 @@ def report(timeline: Timeline, deployment: Deployment, args: argparse.Namespace,
     lines.append(f"alerts firing in healthy stretches: {', '.join(healthy) or 'none'}")
     samples = timeline.samples
     if samples:
-        lines.append("| process | RSS first (MB) | RSS last (MB) | slope (MB/h) |")
-        lines.append("| --- | --- | --- | --- |")
+        lines.append(
+            "| process | RSS first (MB) | RSS last (MB) | slope (MB/h) | slope in its longest life "
+            "after 10 min (MB/h, over min) |"
+        )
+        lines.append("| --- | --- | --- | --- | --- |")
         names = sorted({n for s in samples for n in s["rss_mb"]})
         for name in names:
             points = [(s["t"], s["rss_mb"][name]) for s in samples if name in s["rss_mb"]]
             steady = points[len(points) // 4 :]  # after the warm-up
             lines.append(
-                f"| {name} | {points[0][1]:.0f} | {points[-1][1]:.0f} | {_slope_mb_per_hour(steady):+.1f} |"
+                f"| {name} | {points[0][1]:.0f} | {points[-1][1]:.0f} | {_slope_mb_per_hour(steady):+.1f} "
+                "| {:+.1f} over {:.0f} |".format(*life_slope(samples, name))
+            )
+        source = [s["mongo"] for s in samples if s.get("mongo")]
+        if source:  # connections our processes hold open, and cursors left open, on the source
+            lines.append(
+                "source server: connections "
+                f"{min(m['connections'] for m in source)}-{max(m['connections'] for m in source)}, "
+                f"open cursors {min(m['cursors'] for m in source)}-{max(m['cursors'] for m in source)} "
+                f"(first {source[0]['connections']}, last {source[-1]['connections']})"
             )
         last = samples[-1]
         if last["entries"]:
