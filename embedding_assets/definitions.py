@@ -18,6 +18,7 @@ from embedding_assets.defs.audit import audit_checks, audit_jobs, audit_schedule
 from embedding_assets.defs.checks import embedding_checks
 from embedding_assets.defs.housekeeping import housekeeping_job, housekeeping_schedule
 from embedding_assets.defs.jobs import daily_sweep, embed_documents
+from embedding_assets.defs.orphaned_runs import orphaned_runs_sensor
 from embedding_assets.defs.resources import build_resources
 from embedding_assets.defs.sensors import document_changes_sensor, document_deletions_sensor
 
@@ -36,7 +37,13 @@ defs = dg.Definitions(
     asset_checks=[*embedding_checks, *audit_checks],
     jobs=[embed_documents, *audit_jobs, housekeeping_job],
     schedules=[daily_sweep, *audit_schedules, housekeeping_schedule],
-    sensors=[document_changes_sensor, document_deletions_sensor, *audit_sensors, *alert_sensors],
+    sensors=[
+        document_changes_sensor,
+        document_deletions_sensor,
+        *audit_sensors,
+        *alert_sensors,
+        orphaned_runs_sensor,
+    ],
     resources=build_resources(),
     # A run's steps form a chain, so step processes would add only their start-up and a model
     # load each; parallelism comes from runs (EA_SHARDS_PER_RUN), one process or pod per run.
