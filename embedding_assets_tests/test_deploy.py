@@ -505,6 +505,12 @@ def test_compose_and_helm_values_name_real_settings_and_the_code_location():
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["concurrency"]["runs"]["maxConcurrentRuns"] > 0
     assert "pools" not in values["concurrency"]  # dagster-io/dagster#33552
+    # sensors tick in threads there as in deploy/dagster.yaml
+    instance = _yaml(ROOT / "deploy" / "dagster.yaml")
+    assert values["dagsterDaemon"]["sensors"] == {
+        "useThreads": instance["sensors"]["use_threads"],
+        "numWorkers": instance["sensors"]["num_workers"],
+    }
 
 
 def test_the_image_pins_torch_before_the_project_and_serves_the_code_location():
