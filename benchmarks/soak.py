@@ -50,6 +50,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 FAULTS = ("redis_restart", "mongo_restart", "kill_run", "daemon_restart", "code_server_restart")
+# the source as a production MongoDB sized to this collection (see Deployment.__enter__)
+SOURCE_OPTIONS = ["--cache-size", "256M", "--oplog-retention-seconds", "900"]
 SETTLE_AFTER_FAULT = 120.0  # seconds after a fault ends that still count as its window
 # the alert that names each fault: it must fire in the fault's window and resolve after it
 FAULT_ALERTS = {
@@ -188,9 +190,7 @@ class Deployment:
         # The source stands in for a production MongoDB sized to its data: a WiredTiger cache for
         # this collection (1G by default, filled over hours) and an oplog that keeps 15 minutes,
         # well beyond a fault's downtime, for the change stream to resume from.
-        self.mongo = SecantusProcess(
-            self.state / "mongo", options=["--cache-size", "256M", "--oplog-retention-seconds", "900"]
-        )
+        self.mongo = SecantusProcess(self.state / "mongo", options=SOURCE_OPTIONS)
         self.mongo.start()
         self.redis_port = free_port()
         self.redis = ValkeyServer(port=self.redis_port, data_dir=self.state / "valkey", persist=False)
@@ -655,11 +655,11 @@ class Deployment:
                 with self.timeline.lock:
                     recent = {d for d, (w, _, _) in self.pending.items() if time.time() - w < 60}
                 wrong = (set(found.lost) | set(found.stale) | set(found.extra)) - recent
-                after = round(time.time() - fault["end"])
+                after = round(time.time() - fault["end"], 1)
                 counts = (len(wrong), len(found.lost), len(found.stale), len(found.extra))
                 fault.setdefault("trace", []).append((after, *counts))  # wrong, lost, stale, extra
                 if not wrong:
-                    fault["converged_after"] = round(time.time() - fault["end"], 1)
+                    fault["converged_after"] = float(after)
                     return
                 fault["last_wrong"] = len(wrong)
             except Exception:
@@ -730,10 +730,10 @@ def life_slope(samples: list[dict], name: str, warm_up: float = 600.0) -> tuple[
     steady = [p for p in longest if p[0] >= longest[0][0] + warm_up]
     if len(steady) < 3:
         return 0.0, 0.0
-    return _slope_mb_per_hour(steady), (steady[-1][0] - steady[0][0]) / 60
+    return slope_mb_per_hour(steady), (steady[-1][0] - steady[0][0]) / 60
 
 
-def _slope_mb_per_hour(points: list[tuple[float, float]]) -> float:
+def slope_mb_per_hour(points: list[tuple[float, float]]) -> float:
     if len(points) < 3:
         return 0.0
     xs = [t / 3600 for t, _ in points]
@@ -840,7 +840,7 @@ def report(timeline: Timeline, deployment: Deployment, args: argparse.Namespace,
             points = [(s["t"], s["rss_mb"][name]) for s in samples if name in s["rss_mb"]]
             steady = points[len(points) // 4 :]  # after the warm-up
             lines.append(
-                f"| {name} | {points[0][1]:.0f} | {points[-1][1]:.0f} | {_slope_mb_per_hour(steady):+.1f} "
+                f"| {name} | {points[0][1]:.0f} | {points[-1][1]:.0f} | {slope_mb_per_hour(steady):+.1f} "
                 "| {:+.1f} over {:.0f} |".format(*life_slope(samples, name))
             )
         source = [s["mongo"] for s in samples if s.get("mongo")]

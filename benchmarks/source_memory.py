@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import random
-import statistics
 import tempfile
 import threading
 import time
@@ -26,18 +25,10 @@ from pathlib import Path
 import psutil
 import pymongo
 
+from benchmarks.soak import SOURCE_OPTIONS as OPTIONS
+from benchmarks.soak import slope_mb_per_hour
 from embedding_assets.dev import corpus
 from embedding_assets.dev.servers import SecantusProcess
-
-OPTIONS = ["--cache-size", "256M", "--oplog-retention-seconds", "900"]  # as benchmarks.soak
-
-
-def slope_mb_per_hour(points: list[tuple[float, float]]) -> float:
-    xs = [t / 3600 for t, _ in points]
-    ys = [v for _, v in points]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    var = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
 
 
 def serve(name: str, args: argparse.Namespace, read_as_pipeline: bool, out: dict) -> None:
