@@ -309,19 +309,29 @@ def bare_transformer(texts: list[str]) -> dict[str, float]:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from embedding_assets import settings
     from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder, cpu_has_bf16
     from embedding_assets.lib.chunking import chunk_texts
+    from embedding_assets.lib.pooling import windows_that_count
 
     embedder = SentenceTransformerEmbedder(device="cpu")
     prompt = embedder.document_prompt or None
     model = SentenceTransformer(embedder.model_name, device="cpu")
     model.encode(texts[:32], prompt=prompt)
-    chunked = chunk_texts(texts, model.tokenizer, window=embedder.max_tokens, overlap=32)
+    configured = int(settings.get("EA_WINDOW_TOKENS"))
+    window = min(configured, embedder.max_tokens) if configured > 0 else embedder.max_tokens
+    chunked = chunk_texts(
+        texts,
+        model.tokenizer,
+        window=window,
+        overlap=min(int(settings.get("EA_OVERLAP_TOKENS")), window - 1),
+        max_windows=windows_that_count(str(settings.get("EA_POOLING"))),
+    )
     chunks = [c.text for doc in chunked for c in doc]
     tokens = [c.n_tokens for doc in chunked for c in doc]
     ordered = [chunks[i] for i in np.argsort(tokens, kind="stable")]
     print(
-        f"bare-model sample: {len(texts)} documents, {len(chunks)} chunks of at most {embedder.max_tokens} "
+        f"bare-model sample: {len(texts)} documents, {len(chunks)} chunks of at most {window} "
         f"tokens, {sum(tokens) / len(texts):.0f} tokens per document ({embedder.model_name})",
         flush=True,
     )

@@ -276,7 +276,10 @@ def versions(args: argparse.Namespace) -> int:
         for tag, spec in sorted(store.control.versions().items()):
             count = sum(1 for _ in store.entries.scan_ids(tag))
             mark = "*" if tag == active else " "
-            print(f"{mark} {tag}  {count} entries  {spec.model} {spec.precision} {spec.quantization}")
+            print(
+                f"{mark} {tag}  {count} entries  {spec.model} {spec.precision} {spec.quantization}, "
+                f"{spec.window_tokens}-token windows, {spec.pooling} pooling"
+            )
             record = store.control.quality(tag)
             if record is None:
                 print("    labeled set: not scored (built before quality records)")

@@ -63,7 +63,14 @@ _SETTINGS = [
     Setting("EA_DEVICE", "auto", "`cpu`, `cuda`, or `auto` (CUDA when present)"),
     Setting("EA_BATCH_SIZE", 16, "chunks per model call"),
     Setting("EA_PRECISION", "auto", "`auto`, `fp32`, `bf16`, `fp16`; part of the version tag"),
+    Setting("EA_WINDOW_TOKENS", 128, "tokens per chunk (0: the model's maximum); part of the version tag"),
     Setting("EA_OVERLAP_TOKENS", 32, "token overlap between chunks"),
+    Setting(
+        "EA_POOLING",
+        "lead",
+        "chunk vectors into the document's: `lead` (each window 0.3 times the weight of the one before), "
+        "`lead:<r>`, or `mean` (by tokens); part of the version tag",
+    ),
     Setting("EA_TITLE_REPEAT", 2, "how many times the title is embedded before the body"),
     Setting("EA_QUANTIZATION", "int8", "`int8` or `binary`"),
     Setting("EA_TTL_SECONDS", 30 * 24 * 3600, "expiry of each bucket of entries, renewed by writes"),
@@ -105,9 +112,7 @@ _SETTINGS = [
         "EA_FAILED_RUN_RETENTION_DAYS", 60, "failed runs are kept this long before housekeeping deletes them"
     ),
     Setting("EA_METRICS_PORT", 9108, "port of `embedding-assets metrics` (Prometheus /metrics)"),
-    Setting(
-        "EA_CODE_SERVER", "", "host:port of the gRPC code server, probed by `embedding-assets metrics`"
-    ),
+    Setting("EA_CODE_SERVER", "", "host:port of the gRPC code server, probed by `embedding-assets metrics`"),
     Setting(
         "EA_PARQUET_DIR", "", "intermediate shard state (path or fsspec URL; empty: $EA_STATE_DIR/parquet)"
     ),

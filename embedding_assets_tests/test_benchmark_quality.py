@@ -1,7 +1,7 @@
 """The quality benchmark's pure parts: roff read as text, NAME lines, BM25 tokens, the metrics."""
 
 from benchmarks.manpages import name_line, roff_to_text
-from benchmarks.quality import Scores, rank_of, tokenize
+from benchmarks.quality import POOL, Scores, candidate_pools, rank_of, tokenize, within
 
 PAGE = r""".\" -*- coding: UTF-8 -*-
 .TH LS 1 "September 2022" "GNU coreutils 9.1" "Dienstprogramme für Benutzer"
@@ -44,3 +44,20 @@ def test_recall_and_mrr_count_ranks_within_their_depths():
     assert n == 5 and r10 == 3 / 5 and r100 == 4 / 5
     assert abs(mrr - (1 + 1 / 2 + 1 / 10) / 5) < 1e-12
     assert rank_of(["a", "b", "c"], "c") == 3 and rank_of(["a"], "z") is None
+
+
+def test_candidate_pools_hold_the_relevant_page_and_others_of_its_language_only():
+    documents = [{"doc_id": f"p{i}.{lang}", "language": lang} for lang in ("de", "ja") for i in range(100)]
+    queries = [{"doc": f"p{i}.de", "language": "de"} for i in range(30)] + [
+        {"doc": "p5.ja", "language": "ja"}
+    ]
+    pools = candidate_pools(queries, documents)
+    assert pools == candidate_pools(queries, documents)  # seeded: every run scores the same pools
+    for query, pool in zip(queries, pools, strict=True):
+        assert len(pool) == POOL and query["doc"] in pool
+        assert all(i.endswith("." + query["language"]) for i in pool)
+    assert len({frozenset(p) for p in pools}) == len(pools)  # drawn per query
+    # a ranking restricted to the pool keeps its order
+    ranking = [f"p{i}.de" for i in range(100)]
+    assert within(ranking, pools[0]) == [i for i in ranking if i in pools[0]]
+    assert rank_of(within(ranking, pools[0]), "p0.de") == 1

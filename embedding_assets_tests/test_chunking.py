@@ -51,6 +51,16 @@ def test_overlap_repeats_tokens():
     assert [n for _, _, n in spans] == [4, 4, 4, 4]
 
 
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=300), st.integers(2, 32), st.integers(1, 12))
+def test_max_windows_keeps_the_first_windows_exactly(words, window, max_windows):
+    """Lead pooling embeds only the windows that count: the same windows as an uncapped cut, up to
+    the cap, so a capped document's vector is its uncapped vector minus a negligible tail."""
+    offsets = _offsets(words)
+    every = window_spans(offsets, window, window // 4)
+    capped = window_spans(offsets, window, window // 4, max_windows)
+    assert capped == every[:max_windows]
+
+
 def test_invalid_settings_are_rejected():
     with pytest.raises(ValueError):
         window_spans([(0, 1)], 0, 0)

@@ -29,26 +29,30 @@ ODD = [
 ]
 
 
-def _expected_vector(model, text: str, window: int, overlap: int) -> np.ndarray:
+def _expected_vector(model, text: str, spec, decay: float = 0.3) -> np.ndarray:
     """Direct SentenceTransformer.encode of the chunks, with the document prompt of the model's own
-    configuration, pooled by token count, by hand."""
-    [chunks] = chunk_texts([text], model.tokenizer, window=window, overlap=overlap)
+    configuration, pooled by hand: token counts, times ``decay`` per window after the first
+    (0.3: ``lead``, the default; 1.0: the plain token-weighted mean)."""
+    [chunks] = chunk_texts([text], model.tokenizer, window=spec.window_tokens, overlap=spec.overlap_tokens)
+    chunks = chunks[:6]  # 0.3**6 < 1e-3: later windows are not embedded
     vectors = model.encode(
         [c.text for c in chunks], convert_to_numpy=True, prompt=model.prompts.get("document")
     )
+    assert spec.pooling == "lead"  # the default
     total = np.zeros(vectors.shape[1], dtype=np.float64)
-    for chunk, vector in zip(chunks, vectors, strict=True):
-        total += chunk.n_tokens * vector
+    for i, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True)):
+        total += chunk.n_tokens * decay**i * vector
     return total / np.linalg.norm(total)
 
 
 def test_backfill_of_all_shards_embeds_every_document(pipeline_env, embedder):
     docs = load_sample(pipeline_env, 120, ODD)
-    # a long document, so pooling over several chunks is exercised
+    # a long document whose opening and tail differ, so pooling over several chunks is exercised
     long_doc = {
         "doc_id": "long",
         "title": "Long",
-        "body": " ".join(f"Fact {i} about caches." for i in range(600)),
+        "body": "Sourdough bread rises with a starter of flour and water, fed every day. "
+        + " ".join(f"Option --cache-{i} sets the size of cache {i} in megabytes." for i in range(200)),
     }
     collection(pipeline_env).insert_one(long_doc)
     docs.append(long_doc)
@@ -74,9 +78,12 @@ def test_backfill_of_all_shards_embeds_every_document(pipeline_env, embedder):
         body = doc.get("body") if isinstance(doc.get("body"), str) else None
         text = embeddable_text(title, body, title_repeat=spec.title_repeat, max_chars=spec.max_chars).text
         assert entry.content_hash == content_hash(text, client.version)
-        expected = _expected_vector(model, text, spec.window_tokens, spec.overlap_tokens)
+        expected = _expected_vector(model, text, spec)
         cosine = float(entry.vector @ expected / np.linalg.norm(entry.vector))
         assert cosine >= 0.99, (doc["doc_id"], cosine)
+        if doc["doc_id"] == "long":  # the opening counts most: not the plain mean of its windows
+            mean = _expected_vector(model, text, spec, decay=1.0)
+            assert float(entry.vector @ mean / np.linalg.norm(entry.vector)) < cosine - 0.01
         checked += 1
     assert checked == len(docs) - 4
 

@@ -37,6 +37,7 @@ def test_every_setting_changes_the_tag():
         "oversize": "reject",
         "query_prompt": "query: ",
         "document_prompt": "passage: ",
+        "pooling": "lead",
     }
     tags = {dataclasses.replace(SPEC, **{k: v}).tag for k, v in changes.items()}
     assert len(tags) == len(changes) and SPEC.tag not in tags
@@ -51,7 +52,7 @@ def test_json_round_trip():
 def test_fields_added_later_keep_earlier_tags_at_their_defaults():
     """A store written before prompts existed keeps its tag: empty prompts are not in the canonical
     form (the tag below is the one the release before prompts computed for SPEC)."""
-    assert "prompt" not in SPEC.canonical() and "oversize" not in SPEC.canonical()
+    assert all(f not in SPEC.canonical() for f in ("prompt", "oversize", "pooling"))
     assert SPEC.tag == "all-minilm-l6-v2-d9012a63"
     assert (
         '"document_prompt":"passage: "' in dataclasses.replace(SPEC, document_prompt="passage: ").canonical()
@@ -66,3 +67,15 @@ def test_model_slug_and_fingerprint(tmp_path):
     (tmp_path / "config.json").write_text('{"a": 2}')
     assert model_fingerprint(str(tmp_path)) != first
     assert model_fingerprint("BAAI/bge-m3") == "BAAI/bge-m3"
+
+
+def test_the_rule_before_lead_pooling_keeps_its_tag():
+    """A deployment pinned to the previous defaults (``EA_POOLING=mean EA_WINDOW_TOKENS=0``) keeps
+    its version: the tag below is the one the release before pooling computed for the default model.
+    The new defaults are another version, built blue/green beside it (docs/operations.md)."""
+    from embedding_assets.defs.resources import EmbeddingModelResource
+
+    pinned = EmbeddingModelResource(device="cpu", precision="bf16", pooling="mean", window_tokens=0).spec()
+    assert pinned.tag == "multilingual-e5-small-957aec48" and pinned.window_tokens == 500
+    default = EmbeddingModelResource(device="cpu", precision="bf16").spec()
+    assert (default.pooling, default.window_tokens) == ("lead", 128) and default.tag != pinned.tag

@@ -216,6 +216,7 @@ def document_vectors(
             embedder.encode(["warm up"])
             started += time.perf_counter() - load_started
             model_loaded = True
+
     total = sum(
         _upstream(state, "chunked_text", k, ["skip_reason"])["skip_reason"].null_count()
         for k in work_keys(context)
@@ -248,6 +249,7 @@ def document_vectors(
             progress=progress,
             checkpoint=lambda part, key=key: state.save_checkpoint("document_vectors", key, part),
             before_embedding=load_model,
+            pooling=spec.pooling,
         )
         valid, bad = split_invalid(result.frame)
         written.save_derived(key, valid)

@@ -17,6 +17,7 @@ from embedding_assets.embedders.remote import RemoteEmbedder
 from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder
 from embedding_assets.embedders.static import StaticEmbedder
 from embedding_assets.lib.chunk import ChunkPlan
+from embedding_assets.lib.pooling import pooling_decay
 from embedding_assets.lib.protocols import Embedder
 from embedding_assets.lib.quantization import QUANTIZATIONS
 from embedding_assets.lib.text import TEXT_RULES
@@ -160,8 +161,9 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     device: str = _default("EA_DEVICE")
     batch_size: int = _default("EA_BATCH_SIZE")
     precision: str = _default("EA_PRECISION")  # auto: bf16 where the hardware runs it natively
-    window_tokens: int = 0  # 0: the model's maximum sequence length
+    window_tokens: int = _default("EA_WINDOW_TOKENS")  # 0: the model's maximum sequence length
     overlap_tokens: int = _default("EA_OVERLAP_TOKENS")
+    pooling: str = _default("EA_POOLING")  # how chunk vectors become the document's
     title_repeat: int = _default("EA_TITLE_REPEAT")
     max_chars: int = _default("EA_MAX_CHARS")
     oversize: str = _default("EA_OVERSIZE")  # text over max_chars: "truncate" (noted) or "reject"
@@ -210,6 +212,10 @@ class EmbeddingModelResource(dg.ConfigurableResource):
             embedder = self.embedder()
             limit = embedder.max_tokens
             window = min(self.window_tokens, limit) if self.window_tokens > 0 else limit
+            pooling_decay(self.pooling)  # a clear error before anything is embedded
+            pooling = self.pooling
+            if not embedder.needs_chunking:  # one chunk per document: nothing to window or pool
+                window, pooling = limit, "mean"
             self._spec = EmbeddingSpec(
                 model=model_slug(embedder.model_name),
                 model_fingerprint=embedder.fingerprint,
@@ -224,6 +230,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
                 oversize=self.oversize,
                 query_prompt=embedder.query_prompt,
                 document_prompt=embedder.document_prompt,
+                pooling=pooling,
             )
         return self._spec
 
@@ -272,7 +279,9 @@ def build_resources() -> dict[str, Any]:
             device=_env("EA_DEVICE"),
             batch_size=_env("EA_BATCH_SIZE"),
             precision=_env("EA_PRECISION"),
+            window_tokens=_env("EA_WINDOW_TOKENS"),
             overlap_tokens=_env("EA_OVERLAP_TOKENS"),
+            pooling=_env("EA_POOLING"),
             title_repeat=_env("EA_TITLE_REPEAT"),
             max_chars=_env("EA_MAX_CHARS"),
             oversize=_env("EA_OVERSIZE"),

@@ -14,6 +14,7 @@ import polars as pl
 
 from embedding_assets.lib.chunking import chunk_texts
 from embedding_assets.lib.frames import CHUNK_SCHEMA, SNAPSHOT_SCHEMA, compatible, conform
+from embedding_assets.lib.pooling import windows_that_count
 from embedding_assets.lib.protocols import Tokenizer
 from embedding_assets.lib.text import content_hash, document_text
 from embedding_assets.lib.versioning import EmbeddingSpec
@@ -57,7 +58,11 @@ def chunk_frame(
         else:
             assert tokenizer is not None, "chunking needs the model's tokenizer"
             cut = chunk_texts(
-                texts, tokenizer, window=plan.spec.window_tokens, overlap=plan.spec.overlap_tokens
+                texts,
+                tokenizer,
+                window=plan.spec.window_tokens,
+                overlap=plan.spec.overlap_tokens,
+                max_windows=windows_that_count(plan.spec.pooling),
             )
             chunked = [([c.text for c in chunks], [c.n_tokens for c in chunks]) for chunks in cut]
         for (doc, _, note, chash), (chunks, tokens) in zip(batch, chunked, strict=True):

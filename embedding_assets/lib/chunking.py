@@ -22,8 +22,11 @@ class Chunk:
 _MAX_BACKOFF = 16
 
 
-def window_spans(offsets: Sequence[tuple[int, int]], window: int, overlap: int) -> list[tuple[int, int, int]]:
-    """Cut a token sequence into windows of at most ``window`` tokens overlapping by ``overlap``.
+def window_spans(
+    offsets: Sequence[tuple[int, int]], window: int, overlap: int, max_windows: int | None = None
+) -> list[tuple[int, int, int]]:
+    """Cut a token sequence into windows of at most ``window`` tokens overlapping by ``overlap``,
+    the first ``max_windows`` of them when given.
 
     Returns ``(char_start, char_end, n_tokens)`` per window. A window end is moved back (a
     little) to the nearest word boundary so that re-tokenizing the slice gives the same tokens.
@@ -45,14 +48,16 @@ def window_spans(offsets: Sequence[tuple[int, int]], window: int, overlap: int) 
             if offsets[cut][0] != offsets[cut - 1][1]:
                 end = cut
         spans.append((offsets[start][0], offsets[end - 1][1], end - start))
-        if end >= n:
+        if end >= n or len(spans) == max_windows:
             break
         start = max(end - overlap, start + 1)
     return spans
 
 
-def chunk_texts(texts: list[str], tokenizer: Tokenizer, *, window: int, overlap: int) -> list[list[Chunk]]:
-    """Chunks of each text; an empty text has no chunks."""
+def chunk_texts(
+    texts: list[str], tokenizer: Tokenizer, *, window: int, overlap: int, max_windows: int | None = None
+) -> list[list[Chunk]]:
+    """Chunks of each text (the first ``max_windows``); an empty text has no chunks."""
     if not texts:
         return []
     encoded = tokenizer(
@@ -64,6 +69,6 @@ def chunk_texts(texts: list[str], tokenizer: Tokenizer, *, window: int, overlap:
     )
     result: list[list[Chunk]] = []
     for text, offsets in zip(texts, encoded["offset_mapping"], strict=True):
-        spans = window_spans(offsets, window, overlap) if offsets else []
+        spans = window_spans(offsets, window, overlap, max_windows) if offsets else []
         result.append([Chunk(text[a:b], k) for a, b, k in spans])
     return result

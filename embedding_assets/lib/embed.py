@@ -16,7 +16,7 @@ import polars as pl
 import tenacity
 
 from embedding_assets.lib.frames import CHUNK_SCHEMA, compatible, conform, vector_schema
-from embedding_assets.lib.pooling import pool_documents
+from embedding_assets.lib.pooling import chunk_weights, pool_documents
 from embedding_assets.lib.protocols import Embedder
 
 Progress = Callable[[int, int], None]
@@ -40,8 +40,9 @@ def vector_frame(
     progress: Progress | None = None,
     checkpoint: Callable[[pl.DataFrame], None] | None = None,
     before_embedding: Callable[[], None] | None = None,
+    pooling: str = "mean",
 ) -> VectorResult:
-    """Embed every chunk and pool each document's chunks (token-weighted mean, unit length).
+    """Embed every chunk and pool each document's chunks by ``pooling`` (lib/pooling.py).
 
     Documents whose ``(doc_id, content_hash)`` is in ``previous`` keep their vectors: nothing
     is embedded twice. A batch the model fails on is split until the failing documents are
@@ -67,7 +68,7 @@ def vector_frame(
     if todo.height and before_embedding:
         before_embedding()
     for offset in range(0, todo.height, docs_per_batch):
-        part, failed = _embed_isolating(todo.slice(offset, docs_per_batch), encode, embedder, schema)
+        part, failed = _embed_isolating(todo.slice(offset, docs_per_batch), encode, embedder, schema, pooling)
         failures += failed
         embedded += part.height
         parts.append(part)
@@ -90,10 +91,10 @@ def _retrying(embedder: Embedder, max_seconds: float) -> Encoder:
 
 
 def _embed_isolating(
-    part: pl.DataFrame, encode: Encoder, embedder: Embedder, schema: pl.Schema
+    part: pl.DataFrame, encode: Encoder, embedder: Embedder, schema: pl.Schema, pooling: str
 ) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
     try:
-        return _embed(part, encode, schema), []
+        return _embed(part, encode, schema, pooling), []
     except Exception as err:
         if embedder.is_transient(err):  # outlasted its retries: the step fails, nobody is blamed
             raise
@@ -103,12 +104,12 @@ def _embed_isolating(
                 (part["doc_id"].item(), f"embedding failed: {type(err).__name__}: {err}")
             ]
         half = part.height // 2
-        left, left_failed = _embed_isolating(part.slice(0, half), encode, embedder, schema)
-        right, right_failed = _embed_isolating(part.slice(half), encode, embedder, schema)
+        left, left_failed = _embed_isolating(part.slice(0, half), encode, embedder, schema, pooling)
+        right, right_failed = _embed_isolating(part.slice(half), encode, embedder, schema, pooling)
         return pl.concat([left, right]), left_failed + right_failed
 
 
-def _embed(part: pl.DataFrame, encode: Encoder, schema: pl.Schema) -> pl.DataFrame:
+def _embed(part: pl.DataFrame, encode: Encoder, schema: pl.Schema, pooling: str) -> pl.DataFrame:
     texts = part["chunks"].explode().to_list()
     tokens = part["chunk_tokens"].explode()
     counts = part["chunks"].list.len().to_numpy().astype(np.int64)
@@ -121,7 +122,7 @@ def _embed(part: pl.DataFrame, encode: Encoder, schema: pl.Schema) -> pl.DataFra
         per_chunk = pl.Series([None] * part.height, dtype=schema["chunk_vectors"])
     else:
         owner = np.repeat(np.arange(part.height), counts)
-        weights = tokens.fill_null(1).to_numpy().astype(np.float32)
+        weights = chunk_weights(tokens.fill_null(1).to_numpy(), counts, pooling)
         pooled = pool_documents(vectors, weights, owner, part.height)
         bounds = np.concatenate([[0], np.cumsum(counts)])
         # a single chunk's vector is the document vector: kept once, not twice

@@ -34,6 +34,9 @@ class EmbeddingSpec:
     # later, and left out of the canonical form when empty, like ``oversize``.
     query_prompt: str = ""
     document_prompt: str = ""
+    # How chunk vectors become the document's (lib/pooling.py). Added later; "mean" was the rule
+    # before it, so it is left out of the canonical form and earlier tags stay the same.
+    pooling: str = "mean"
 
     def canonical(self) -> str:
         fields = asdict(self)
@@ -65,7 +68,7 @@ class EmbeddingSpec:
 
 
 # Fields added after the first release, with the defaults that keep earlier tags the same.
-_LATER_FIELDS = {"oversize": "truncate", "query_prompt": "", "document_prompt": ""}
+_LATER_FIELDS = {"oversize": "truncate", "query_prompt": "", "document_prompt": "", "pooling": "mean"}
 
 
 def model_slug(model: str) -> str:
