@@ -32,6 +32,7 @@ def test_the_version_is_computed_without_loading_torch_or_weights(embedder):
         env={
             "EA_DEVICE": "cpu",
             "EA_PRECISION": "fp32",
+            "EA_WINDOW_TOKENS": "0",  # the model's own limit (the default, 128, is under it)
             "HF_HUB_OFFLINE": "1",
             "PATH": "/usr/bin:/bin",
             "EA_MODEL_CACHE": str(settings.model_cache_dir()),  # built by the embedder fixture

@@ -24,6 +24,26 @@ def test_a_long_document_is_embedded_whole_not_its_first_512_tokens(static_dir):
     assert np.isclose(np.linalg.norm(whole), 1.0)
 
 
+def test_lead_pooling_weighs_each_block_of_tokens_as_the_transformer_tier_weighs_its_windows(static_dir):
+    """Under ``lead`` the i-th block of 128 tokens counts 0.3**i: checked against the table by
+    hand. The opening dominates; queries (one block) are embedded as before."""
+    mean = StaticEmbedder(None, cache_dir=Path(static_dir))
+    lead = StaticEmbedder(None, cache_dir=Path(static_dir), pooling="lead", window=128)
+    first = " ".join(corpus.TEXT["en"]["cooking"][1] * 40)
+    second = " ".join(corpus.TEXT["en"]["football"][1] * 40)
+    text = f"{first} {second}"
+    tokenizer, table = lead._lookup
+    ids = np.array(tokenizer.encode(text, add_special_tokens=False).ids)
+    assert len(ids) > 4 * 128
+    by_hand = (0.3 ** (np.arange(len(ids)) // 128)) @ table[ids]
+    [vector] = lead.encode([text])
+    np.testing.assert_allclose(vector, by_hand / np.linalg.norm(by_hand), atol=1e-5)
+    [bread], [football], [plain] = lead.encode([first]), lead.encode([second]), mean.encode([text])
+    assert float(vector @ bread) - float(vector @ football) > float(plain @ bread) - float(plain @ football)
+    query = ["how long should bread dough rise"]
+    np.testing.assert_allclose(lead.encode_queries(query), mean.encode_queries(query), atol=1e-6)
+
+
 def test_the_table_is_mapped_from_a_float32_copy_beside_the_model_and_follows_its_rebuilds(tmp_path):
     """A run that embeds a few documents maps the table instead of reading and converting it;
     the copy sits outside the model's folder, whose files make the version's fingerprint."""

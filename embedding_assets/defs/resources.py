@@ -15,7 +15,7 @@ from embedding_assets.defs.alerts import AlertWebhookResource
 from embedding_assets.embedders.packaged import resolve as resolve_model
 from embedding_assets.embedders.remote import RemoteEmbedder
 from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder
-from embedding_assets.embedders.static import StaticEmbedder
+from embedding_assets.embedders.static import STATIC_WINDOW_TOKENS, StaticEmbedder
 from embedding_assets.lib.chunk import ChunkPlan
 from embedding_assets.lib.pooling import pooling_decay
 from embedding_assets.lib.protocols import Embedder
@@ -182,7 +182,12 @@ class EmbeddingModelResource(dg.ConfigurableResource):
                 raise ValueError(f"EA_OVERSIZE must be one of {OVERSIZE_POLICIES}, got {self.oversize!r}")
             if self.backend == "static":
                 cache = Path(self.static_dir) if self.static_dir else settings.static_dir()
-                self._embedder = StaticEmbedder(self.model or None, cache_dir=cache)
+                self._embedder = StaticEmbedder(
+                    self.model or None,
+                    cache_dir=cache,
+                    pooling=self.pooling,
+                    window=self.window_tokens if self.window_tokens > 0 else STATIC_WINDOW_TOKENS,
+                )
             elif self.backend == "remote":
                 self._embedder = RemoteEmbedder(
                     resolve_model(self.model),
@@ -213,9 +218,6 @@ class EmbeddingModelResource(dg.ConfigurableResource):
             limit = embedder.max_tokens
             window = min(self.window_tokens, limit) if self.window_tokens > 0 else limit
             pooling_decay(self.pooling)  # a clear error before anything is embedded
-            pooling = self.pooling
-            if not embedder.needs_chunking:  # one chunk per document: nothing to window or pool
-                window, pooling = limit, "mean"
             self._spec = EmbeddingSpec(
                 model=model_slug(embedder.model_name),
                 model_fingerprint=embedder.fingerprint,
@@ -230,7 +232,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
                 oversize=self.oversize,
                 query_prompt=embedder.query_prompt,
                 document_prompt=embedder.document_prompt,
-                pooling=pooling,
+                pooling=self.pooling,
             )
         return self._spec
 
