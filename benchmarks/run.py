@@ -286,15 +286,20 @@ def bare_static(texts: list[str]) -> dict[str, float]:
     from embedding_assets.embedders.static import StaticEmbedder
 
     embedder = StaticEmbedder(None, cache_dir=Path(os.environ["EA_STATIC_DIR"]))
+    lead = StaticEmbedder(None, cache_dir=Path(os.environ["EA_STATIC_DIR"]), pooling="lead")
     model = embedder.model
     model.encode(texts[:100])
     embedder.encode(texts[:100])
+    lead.encode(texts[:100])
     return {
         "SentenceTransformer.encode (StaticEmbedding, defaults)": _rate(
             lambda: model.encode(texts), len(texts)
         ),
         "project StaticEmbedder.encode (fast tokenizer, sparse pooling)": _rate(
             lambda: embedder.encode(texts), len(texts)
+        ),
+        "project StaticEmbedder.encode, lead pooling (the pipeline's default)": _rate(
+            lambda: lead.encode(texts), len(texts)
         ),
     }
 

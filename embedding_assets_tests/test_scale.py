@@ -54,7 +54,8 @@ def test_a_hundred_thousand_documents_on_the_static_tier(pipeline_env, monkeypat
         embeddable_text(by_index[i]["title"], by_index[i]["body"], title_repeat=2, max_chars=200_000).text
         for i in sample
     ]
-    direct = StaticEmbedder(None, cache_dir=Path(static_dir)).encode(texts)
+    # the pipeline's defaults: lead pooling over blocks of 128 tokens
+    direct = StaticEmbedder(None, cache_dir=Path(static_dir), pooling="lead", window=128).encode(texts)
     entries = client.get_many([f"doc-{i:06d}" for i in sample])
     assert all(e is not None for e in entries)
     stored = np.stack([e.vector for e in entries])

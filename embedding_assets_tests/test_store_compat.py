@@ -54,6 +54,9 @@ def _restore(env: dict[str, str]) -> list[dict]:
 def test_a_store_written_before_is_read_and_kept_current_without_re_embedding(pipeline_env, monkeypatch):
     monkeypatch.setenv("EA_PRECISION", "fp32")  # as the fixture was made: the tag must not depend on the CPU
     monkeypatch.setenv("EA_MODEL", "all-MiniLM-L6-v2")  # the default of the release that wrote it
+    # and its chunking rule, as docs/operations.md tells a deployment that keeps its old version
+    monkeypatch.setenv("EA_POOLING", "mean")
+    monkeypatch.setenv("EA_WINDOW_TOKENS", "0")
     docs = _restore(pipeline_env)
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
     [tag] = store.control.versions()
