@@ -141,12 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for window, rule, s in rows:
         cells = [s[(kind, part)] for part in ("dev", "test", "all") for kind in ("same", "cross")]
         print(f"| {window} | {rule} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
-    best = max(rows, key=lambda r: r[2][("same", "dev")] + r[2][("cross", "dev")])
-    window, rule, s = best
-    print(
-        f"\nchosen on dev (same + cross R@10): {window}-token windows, {rule}; on test: same "
-        f"{s[('same', 'test')]:.3f}, cross {s[('cross', 'test')]:.3f}"
-    )
+    ranked = sorted(rows, key=lambda r: -(r[2][("same", "dev")] + r[2][("cross", "dev")]))
+    print("\nbest on dev (same + cross R@10), and the same rules on test:")
+    for window, rule, s in ranked[:3]:
+        print(
+            f"  {window}-token windows, {rule}: dev {s[('same', 'dev')] + s[('cross', 'dev')]:.3f}; "
+            f"test same {s[('same', 'test')]:.3f}, cross {s[('cross', 'test')]:.3f}"
+        )
     return 0
 
 
