@@ -61,3 +61,21 @@ def test_candidate_pools_hold_the_relevant_page_and_others_of_its_language_only(
     ranking = [f"p{i}.de" for i in range(100)]
     assert within(ranking, pools[0]) == [i for i in ranking if i in pools[0]]
     assert rank_of(within(ranking, pools[0]), "p0.de") == 1
+
+
+def test_the_pooling_sweep_splits_by_page_and_pools_by_each_rule():
+    import numpy as np
+
+    from benchmarks.pooling import half, pooled
+
+    # every language of a page falls on the same side; both sides are used
+    assert {half(f"ls.1.{lang}") for lang in ("en", "de", "ja", "zh_CN")} == {half("ls.1.en")}
+    assert {half(f"page{i}.1.en") for i in range(40)} == {"dev", "test"}
+    # two documents: three windows, then one
+    vectors = np.array([[1, 0], [0, 1], [0, 1], [1, 1]], dtype=np.float32)
+    tokens, counts = np.array([128.0, 128.0, 128.0, 50.0]), np.array([3, 1])
+    first = pooled(vectors, tokens, counts, "first")
+    np.testing.assert_allclose(first[0], [1, 0])  # the first window alone
+    np.testing.assert_allclose(first[1], np.array([1, 1]) / np.sqrt(2))
+    mean, lead = pooled(vectors, tokens, counts, "mean"), pooled(vectors, tokens, counts, "lead:0.3")
+    assert mean[0] @ [1, 0] < mean[0] @ [0, 1] and lead[0] @ [1, 0] > lead[0] @ [0, 1]
