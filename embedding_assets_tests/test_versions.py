@@ -62,7 +62,9 @@ def test_new_version_is_backfilled_beside_then_activated_then_old_removed(pipeli
     assert len(list(store.entries.scan_ids(new))) == len(docs)
     collection(pipeline_env)  # the source is untouched by all this
     assert main(["versions"]) == 0
-    assert f"* {new}" in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert f"* {new}" in listing
+    assert "128-token windows, lead pooling" in listing  # the defaults, as the docs say it prints
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 
-POOLINGS = ("mean", "lead")
 LEAD_DECAY = 0.3
 # Windows whose weight is below this fraction of the first's are not embedded: under ``lead`` they
 # would move the vector by less than the int8 codec's rounding, and a long page costs 6 windows,
