@@ -64,7 +64,7 @@ _SETTINGS = [
     Setting("EA_BATCH_SIZE", 16, "chunks per model call"),
     Setting("EA_PRECISION", "auto", "`auto`, `fp32`, `bf16`, `fp16`; part of the version tag"),
     Setting("EA_WINDOW_TOKENS", 128, "tokens per chunk (0: the model's maximum); part of the version tag"),
-    Setting("EA_OVERLAP_TOKENS", 32, "token overlap between chunks"),
+    Setting("EA_OVERLAP_TOKENS", 0, "tokens each chunk repeats from the one before; part of the version tag"),
     Setting(
         "EA_POOLING",
         "lead",

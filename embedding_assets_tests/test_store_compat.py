@@ -57,6 +57,7 @@ def test_a_store_written_before_is_read_and_kept_current_without_re_embedding(pi
     # and its chunking rule, as docs/operations.md tells a deployment that keeps its old version
     monkeypatch.setenv("EA_POOLING", "mean")
     monkeypatch.setenv("EA_WINDOW_TOKENS", "0")
+    monkeypatch.setenv("EA_OVERLAP_TOKENS", "32")
     docs = _restore(pipeline_env)
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
     [tag] = store.control.versions()

@@ -69,13 +69,21 @@ def test_model_slug_and_fingerprint(tmp_path):
     assert model_fingerprint("BAAI/bge-m3") == "BAAI/bge-m3"
 
 
-def test_the_rule_before_lead_pooling_keeps_its_tag():
-    """A deployment pinned to the previous defaults (``EA_POOLING=mean EA_WINDOW_TOKENS=0``) keeps
-    its version: the tag below is the one the release before pooling computed for the default model.
-    The new defaults are another version, built blue/green beside it (docs/operations.md)."""
+def test_the_rules_before_keep_their_tags():
+    """A deployment pinned to earlier defaults keeps its version: the tags below are the ones the
+    earlier releases computed for the default model (before pooling: ``EA_POOLING=mean
+    EA_WINDOW_TOKENS=0 EA_OVERLAP_TOKENS=32``; lead pooling with overlapping windows:
+    ``EA_OVERLAP_TOKENS=32``). The new defaults are another version, built blue/green beside them
+    (docs/operations.md)."""
     from embedding_assets.defs.resources import EmbeddingModelResource
 
-    pinned = EmbeddingModelResource(device="cpu", precision="bf16", pooling="mean", window_tokens=0).spec()
-    assert pinned.tag == "multilingual-e5-small-957aec48" and pinned.window_tokens == 500
-    default = EmbeddingModelResource(device="cpu", precision="bf16").spec()
-    assert (default.pooling, default.window_tokens) == ("lead", 128) and default.tag != pinned.tag
+    def spec(**settings):
+        return EmbeddingModelResource(device="cpu", precision="bf16", **settings).spec()
+
+    before_pooling = spec(pooling="mean", window_tokens=0, overlap_tokens=32)
+    assert before_pooling.tag == "multilingual-e5-small-957aec48" and before_pooling.window_tokens == 500
+    overlapping = spec(overlap_tokens=32)
+    assert overlapping.tag == "multilingual-e5-small-05f76728"
+    default = spec()
+    assert (default.pooling, default.window_tokens, default.overlap_tokens) == ("lead", 128, 0)
+    assert default.tag not in {before_pooling.tag, overlapping.tag}
