@@ -22,6 +22,7 @@ import json
 import re
 import subprocess
 import tempfile
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,9 @@ PACKAGES = (
 ).split()
 # A page joins the set when English and at least this many of the other languages have it.
 MIN_TRANSLATIONS = 9
-RECIPE = 3  # bumped when what a document or query holds changes (2: NAME sections out; 3: unknown escapes)
+# bumped when what a document or query holds changes (2: NAME sections out; 3: unknown escapes;
+# 4: accented letters, named glyphs and defined strings read, no longer dropped)
+RECIPE = 4
 
 
 @dataclass(frozen=True)
@@ -67,27 +70,96 @@ class Page:
 
 # -- roff to text -----------------------------------------------------------------------------------
 _FONT_MACROS = {"B", "I", "BR", "RB", "BI", "IB", "IR", "RI", "SM", "SB", "SS", "SH", "IP", "TP", "UR", "MT"}
-_ESCAPES = {  # the characters roff's escapes stand for
-    "(em": "—", "(en": "–", "(aq": "'", "(dq": '"', "(lq": "“", "(rq": "”", "(oq": "‘", "(cq": "’",
-    "(bu": "•", "(co": "©", "(rg": "®", "(ti": "~", "(ha": "^", "(mi": "-", "(pl": "+", "(mu": "×",
-    "(>=": "≥", "(<=": "≤", "(->": "→", "(<-": "←", "(hy": "-", "(Fo": "«", "(Fc": "»", "(fo": "‹",
-    "(fc": "›", "(ga": "`", "(aa": "´", "(de": "°", "(sc": "§", "(r!": "¡", "(r?": "¿",
+_ESCAPES = {  # the characters roff's named glyphs stand for (groff_char(7)), by name
+    "em": "—", "en": "–", "aq": "'", "dq": '"', "lq": "“", "rq": "”", "oq": "‘", "cq": "’",
+    "bu": "•", "co": "©", "rg": "®", "ti": "~", "ha": "^", "mi": "-", "pl": "+", "mu": "×",
+    ">=": "≥", "<=": "≤", "->": "→", "<-": "←", "hy": "-", "Fo": "«", "Fc": "»", "fo": "‹",
+    "fc": "›", "ga": "`", "aa": "´", "de": "°", "sc": "§", "r!": "¡", "r?": "¿", "at": "@",
+    "rs": "\\", "sl": "/", "bv": "|", "ba": "|", "br": "│", "ul": "_", "Bq": "„", "bq": "‚",
+    "is": "∫", "if": "∞", "pd": "∂", "+-": "±", "tm": "™", "Eu": "€", "eu": "€", "ct": "¢",
+    "Po": "£", "Ye": "¥", "ps": "¶", "sh": "#", "Do": "$", "eq": "=", "no": "¬", "==": "≡",
+    "!=": "≠", "~~": "≈", "~=": "≅", "sr": "√", "fm": "′", "sd": "″", "dg": "†", "dd": "‡",
+    "fi": "fi", "fl": "fl", "ff": "ff", "12": "½", "14": "¼", "34": "¾", "S1": "¹", "S2": "²",
+    "S3": "³", "lB": "[", "rB": "]", "lC": "{", "rC": "}", "la": "⟨", "ra": "⟩", "ua": "↑",
+    "da": "↓", "<>": "↔", "lA": "⇐", "rA": "⇒", "hA": "⇔", "**": "∗", "OK": "✓", "md": "⋅",
+    "pc": "·", "di": "÷", "mo": "∈", "nm": "∉", "es": "∅", "fa": "∀", "te": "∃", "Of": "ª",
+    "Om": "º", "ss": "ß", "ae": "æ", "AE": "Æ", "oe": "œ", "OE": "Œ", "/l": "ł", "/L": "Ł",
+    "/o": "ø", "/O": "Ø", ".i": "ı", "-D": "Ð", "Sd": "ð", "TP": "Þ", "Tp": "þ", "ij": "ĳ",
+    "IJ": "Ĳ", "oa": "å", "oA": "Å", "ci": "○", "or": "|", "ts": "ς",
 }  # fmt: skip
-_ESCAPE = re.compile(r"\\(\(..|\*\(..|\*\[[^]]*\]|\[[^]]*\]|f\(..|f\[[^]]*\]|f.|s[+-]?\d|[-e&,/:|^ %0~c]|.)")
+_GREEK = dict(zip("abgdezyhiklmncoprstufxqw", "αβγδεζηθικλμνξοπρστυφχψω", strict=True))
+# Composite glyphs: an accent then the letter it sits on ("\('e" is "é").
+_ACCENTS = {
+    "'": "\u0301", "`": "\u0300", "^": "\u0302", ":": "\u0308",
+    "~": "\u0303", ",": "\u0327", "v": "\u030c", "o": "\u030a",
+}  # fmt: skip
+# The man macros', DocBook's and pod2man's strings, as nroff prints them (pod2man's own definitions
+# are device tricks: "\(*W-" for a dash); a string not here is the page's own (``.ds``), else the
+# glyph of its name, if there is one.
+_STRINGS = {
+    "R": "®", "Tm": "™", "Aq": "'", "C'": '"', "C`": '"', 'L"': '"', 'R"': '"', "--": "—",
+    "PI": "π", "Lq": "“", "Rq": "”",
+}  # fmt: skip
+_ESCAPE = re.compile(
+    r"\\(\(..|\*\(..|\*\[[^]]*\]|\*.|\[[^]]*\]|f\(..|f\[[^]]*\]|f.|s[+-]?\d|[-e&,/:|^ %0~c]|.)"
+)
+_DEFINE = re.compile(r"""^[.']\s*(?:i[ef]\s+(\S+)\s+)?[.']?\s*ds\s+(\S+)\s?"?(.*)$""")
 
 
-def _unescape(text: str) -> str:
+def glyph(name: str) -> str | None:
+    """The character a named glyph (``\\(xx`` or ``\\[name]``) stands for, None when unknown."""
+    if name in _ESCAPES:
+        return _ESCAPES[name]
+    if len(name) == 2 and name[0] == "*":
+        lower = _GREEK.get(name[1].lower())
+        return lower.upper() if lower and name[1].isupper() else lower
+    if len(name) == 2 and name[0] in _ACCENTS and name[1].isalpha():
+        composed = unicodedata.normalize("NFC", name[1] + _ACCENTS[name[0]])
+        return composed if len(composed) == 1 else None
+    if re.fullmatch(r"char\d{1,3}", name) and int(name[4:]) < 256:
+        return chr(int(name[4:]))
+    if re.fullmatch(r"u[0-9A-F]{4,6}(_[0-9A-F]{4,6})*", name):
+        return unicodedata.normalize("NFC", "".join(chr(int(c, 16)) for c in name[1:].split("_")))
+    return None
+
+
+def defined_strings(source: str) -> dict[str, str]:
+    """The page's ``.ds`` strings as nroff sees them: troff-only definitions (``.if t``, an
+    ``.el`` branch or block) are skipped, and a later definition replaces an earlier one."""
+    strings: dict[str, str] = {}
+    skipping = False
+    for raw in source.splitlines():
+        line = raw.strip()
+        if skipping:
+            skipping = "\\}" not in line
+            continue
+        if re.match(r"[.']\s*(el\b|i[ef]\s+t\b)", line):
+            skipping = "\\{" in line and "\\}" not in line
+            continue
+        match = _DEFINE.match(line)
+        if match and match.group(1) in (None, "n", r"\n(.g"):
+            strings[match.group(2)] = match.group(3)
+    return strings
+
+
+def _unescape(text: str, strings: dict[str, str] | None = None, depth: int = 0) -> str:
+    strings = strings or {}
+
     def one(m: re.Match[str]) -> str:
         seq = m.group(1)
-        if seq in _ESCAPES:
-            return _ESCAPES[seq]
-        if seq.startswith("*(") and "(" + seq[2:] in _ESCAPES:
-            return _ESCAPES["(" + seq[2:]]
+        if seq[0] == "*" and len(seq) > 1:  # a string: \*X, \*(XY, \*[name]
+            name = seq[2:] if seq[1] == "(" else seq[2:-1] if seq[1] == "[" else seq[1]
+            value = _STRINGS.get(name, strings.get(name))
+            if value is None:
+                return glyph(name) or ""
+            return _unescape(value, strings, depth + 1) if depth < 3 else ""
+        if seq[0] == "(" or (seq[0] == "[" and seq.endswith("]")):
+            return glyph(seq[1:3] if seq[0] == "(" else seq[1:-1]) or ""
         if seq in ("-", "~", " ", "0"):
             return "-" if seq == "-" else " "
         if seq == "e":
             return "\\"
-        if seq[0] in "f[*s(" or seq in "&,/:|^%c":  # fonts, sizes, unknown named characters
+        if seq[0] in "f[s" or seq in "&,/:|^%c*":  # fonts, sizes, zero-width marks
             return ""
         return seq
 
@@ -103,18 +175,19 @@ def roff_to_text(source: str) -> tuple[str, list[tuple[str, str]]]:
     """The page's text without its NAME section, and every section ``(heading, text)``, from man(7)
     roff source."""
     sections: list[tuple[str, list[str]]] = [("", [])]
+    strings = defined_strings(source)
     for raw in source.splitlines():
         if raw.startswith(('.\\"', "'\\\"", '\\"', ".\\}")) or raw.strip() in (".", "'"):
             continue
         if raw.startswith((".", "'")):
             macro = raw[1:].split(maxsplit=1)[0] if raw[1:].strip() else ""
             if macro == "SH":
-                sections.append((_unescape(_macro_args(raw)).strip(), []))
+                sections.append((_unescape(_macro_args(raw), strings).strip(), []))
                 continue
             if macro not in _FONT_MACROS:
                 continue
             raw = _macro_args(raw)
-        line = _unescape(raw).strip()
+        line = _unescape(raw, strings).strip()
         if line:
             sections[-1][1].append(line)
     parts = [(heading, " ".join(lines)) for heading, lines in sections if lines or heading]

@@ -27,7 +27,38 @@ def test_a_page_reads_as_text_without_its_name_section():
     assert text.startswith("ÜBERSICHT\nls [OPTION]… [DATEI]…\nBESCHREIBUNG\n")
     assert "DATEIen — sortiert." in text and "-a, --all" in text and "--color" in text
     assert "\\f" not in text and ".PP" not in text and "Add any additional" not in text
-    assert "die mit .“ beginnen" in text  # a known named character kept, an unknown one dropped
+    assert "die mit „.“ beginnen" in text  # named glyphs read as their characters
+
+
+# as the shadow tools' translations are written: accents as composite glyphs, DocBook's strings
+ESCAPED = r""".\" -*- coding: UTF-8 -*-
+.ie \n(.g .ds Aq \(aq
+.el       .ds Aq '
+.ds We top
+.ie n \{\
+.    ds -- \(*W-
+'br\}
+.el\{\
+.    ds -- \|\(em\|
+.    ds We troff-only
+'br\}
+.TH GROUPADD 8
+.SH NOM
+groupadd \- Cr\('eer un nouveau groupe
+.SH DESCRIPTION
+Vous ne pouvez pas ajouter d\*(Aqutilisateur \(`a un groupe\&. Cela doit \(^etre effectu\('e.
+\(:Andert die Gr\(:o\(sse, \(oAr, \(/l\[u00F3]d\(vz, \(,ca, \[u0065_0301] \*(We \*(-- \(*p \[xx]\(qq.
+"""
+
+
+def test_accented_letters_glyphs_and_strings_are_read_not_dropped():
+    text, sections = roff_to_text(ESCAPED)
+    assert name_line(sections) == ("groupadd", "Créer un nouveau groupe")
+    assert "ajouter d'utilisateur à un groupe. Cela doit être effectué." in text
+    # composites, Unicode escapes (composed), the page's own string as nroff defines it, a known
+    # string, Greek;
+    # unknown glyphs are dropped
+    assert "Ändert die Größe, År, łódž, ça, é top — π ." in text
 
 
 def test_bm25_tokens_are_words_and_cjk_bigrams():
