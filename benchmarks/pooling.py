@@ -71,11 +71,13 @@ def chunk_vectors(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from embedding_assets.lib.chunking import chunk_texts
 
-    key = hashlib.blake2b(
-        f"{embedder.fingerprint} {window} {overlap} {max_windows} {len(texts)}".encode(),  # type: ignore[attr-defined]
+    digest = hashlib.blake2b(  # the texts themselves: a set whose recipe changed is embedded again
+        f"{embedder.fingerprint} {window} {overlap} {max_windows}".encode(),  # type: ignore[attr-defined]
         digest_size=6,
-    ).hexdigest()
-    path = cache / f"pooling-{key}.npz"
+    )
+    for text in texts:
+        digest.update(text.encode())
+    path = cache / f"pooling-{digest.hexdigest()}.npz"
     if path.exists():
         saved = np.load(path)
         return saved["vectors"], saved["tokens"], saved["counts"]

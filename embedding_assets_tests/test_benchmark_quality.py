@@ -110,3 +110,35 @@ def test_the_pooling_sweep_splits_by_page_and_pools_by_each_rule():
     np.testing.assert_allclose(first[1], np.array([1, 1]) / np.sqrt(2))
     mean, lead = pooled(vectors, tokens, counts, "mean"), pooled(vectors, tokens, counts, "lead:0.3")
     assert mean[0] @ [1, 0] < mean[0] @ [0, 1] and lead[0] @ [1, 0] > lead[0] @ [0, 1]
+
+
+class _Words:
+    """A whitespace tokenizer and an encoder that counts what it embeds: the sweep's cache alone."""
+
+    fingerprint = "words"
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def tokenizer(self, texts, **_):
+        import re
+
+        return {"offset_mapping": [[m.span() for m in re.finditer(r"\S+", t)] for t in texts]}
+
+    def encode(self, texts, n_tokens):
+        import numpy as np
+
+        self.embedded += texts
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+
+def test_the_pooling_sweep_embeds_again_when_the_texts_change(tmp_path):
+    from benchmarks.pooling import chunk_vectors
+
+    words = _Words()
+    first = chunk_vectors(words, ["a b c", "d e"], 2, 0, 8, tmp_path)
+    assert words.embedded == ["a b", "c", "d e"] and first[2].tolist() == [2, 1]
+    again = chunk_vectors(words, ["a b c", "d e"], 2, 0, 8, tmp_path)
+    assert len(words.embedded) == 3 and all((x == y).all() for x, y in zip(first, again, strict=True))
+    chunk_vectors(words, ["a b c", "d f"], 2, 0, 8, tmp_path)  # same count, one text repaired
+    assert words.embedded[3:] == ["a b", "c", "d f"]
