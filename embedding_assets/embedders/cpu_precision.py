@@ -30,9 +30,14 @@ def choose(fp32_seconds: float, bf16_seconds: float) -> str:
 
 
 def cpu_identity() -> str:
-    """What the answer depends on: the CPU model and flags, the cores, torch's version."""
-    import torch
+    """What the answer depends on: the CPU model and flags, the cores, torch's version (read from
+    its metadata: a cached answer costs no torch import)."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = ""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -40,7 +45,7 @@ def cpu_identity() -> str:
     model = next((line for line in info.splitlines() if line.startswith("model name")), "")
     flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
     flags_digest = hashlib.blake2b(flags.encode(), digest_size=8).hexdigest()
-    return f"{model}|{flags_digest}|{os.cpu_count()}|{torch.__version__}"
+    return f"{model}|{flags_digest}|{os.cpu_count()}|{torch_version}"
 
 
 def measure() -> tuple[float, float]:
