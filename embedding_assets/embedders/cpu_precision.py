@@ -4,9 +4,11 @@ A CPU that reports bf16 instructions does not always run bf16 faster: measured o
 this project's kind, autocast to bf16 gave 1.5x fp32 throughput on an AMD EPYC with avx512_bf16
 and 0.6x on an Intel Xeon with avx512_bf16 (no AMX). So ``auto`` times the matmuls of one
 encoder layer both ways (torch alone, no model weights, under a second) and keeps bf16 unless it
-is clearly slower. The answer is cached per CPU and torch version: the resolved precision is part
-of the version tag, so it must not change from one process to the next. Near a tie the answer is
-bf16, as it was before measuring, so that noise does not split identical machines between tags.
+is clearly slower. It measures in a child process, so the process asking (a code server computing
+a version's tag) never imports torch. The answer is cached per CPU and torch version: the resolved
+precision is part of the version tag, so it must not change from one process to the next. Near a
+tie the answer is bf16, as it was before measuring, so that noise does not split identical machines
+between tags.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -74,6 +78,19 @@ def measure() -> tuple[float, float]:
     return fp32, bf16
 
 
+def measure_in_child() -> tuple[float, float]:
+    """``measure()`` in a child process: torch stays out of this one."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import json; from {__name__} import measure; print(json.dumps(measure()))"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    fp32, bf16 = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(fp32), float(bf16)
+
+
 def cpu_precision(cache_dir: Path) -> str:
     """``bf16`` or ``fp32`` for this CPU (which reports bf16 instructions), measured once and cached."""
     identity = cpu_identity()
@@ -82,7 +99,7 @@ def cpu_precision(cache_dir: Path) -> str:
         return str(json.loads(path.read_text())["precision"])
     except (OSError, ValueError, KeyError):
         pass
-    fp32, bf16 = measure()
+    fp32, bf16 = measure_in_child()
     precision = choose(fp32, bf16)
     record = {"precision": precision, "fp32_s": fp32, "bf16_s": bf16, "cpu": identity}
     partial = path.with_suffix(f".{os.getpid()}.tmp")
