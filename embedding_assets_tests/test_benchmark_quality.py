@@ -112,6 +112,31 @@ def test_the_pooling_sweep_splits_by_page_and_pools_by_each_rule():
     assert mean[0] @ [1, 0] < mean[0] @ [0, 1] and lead[0] @ [1, 0] > lead[0] @ [0, 1]
 
 
+def test_the_multi_vector_rules_score_a_page_by_its_best_window():
+    import numpy as np
+
+    from benchmarks.pooling import max_window_scorer, pooled, recall_scored
+
+    # page a: an off-topic first window, then the query's window; page b: one window near both
+    vectors = np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32)
+    tokens, counts = np.array([128.0, 128.0, 128.0]), np.array([2, 1])
+    query = np.array([0.0, 1.0], dtype=np.float32)
+    np.testing.assert_allclose(max_window_scorer(vectors, counts)(query), [1.0, 0.8])
+    lead = pooled(vectors, tokens, counts, "lead:0.3")
+    mixed = max_window_scorer(vectors, counts, lead)(query)
+    np.testing.assert_allclose(mixed, (np.array([1.0, 0.8]) + lead @ query) / 2, rtol=1e-6)
+    assert (lead @ query)[0] < (lead @ query)[1]  # pooled, the lead window buries page a ...
+    # with eleven such neighbours, pooling ranks page a twelfth (a miss at 10); its best window first
+    many = np.vstack([vectors[:2], np.tile(vectors[2], (11, 1))])
+    many_counts = np.array([2] + [1] * 11)
+    documents = [{"doc_id": f"p{i}.1.en", "language": "en"} for i in range(12)]
+    queries = [{"kind": "same", "language": "en", "doc": "p0.1.en"}]
+    pooled_many = pooled(many, np.full(13, 128.0), many_counts, "lead:0.3")
+    missed = recall_scored(documents, queries, query[None, :], lambda v: pooled_many @ v)
+    found = recall_scored(documents, queries, query[None, :], max_window_scorer(many, many_counts))
+    assert (missed[("same", "all")], found[("same", "all")]) == (0.0, 1.0)
+
+
 class _Words:
     """A whitespace tokenizer and an encoder that counts what it embeds: the sweep's cache alone."""
 
