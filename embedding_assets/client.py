@@ -14,12 +14,14 @@ import numpy as np
 from embedding_assets.embedders.for_version import backend_of, configured_source, query_embedder
 from embedding_assets.lib import codec
 from embedding_assets.lib import quantization as q
+from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.protocols import Embedder
 from embedding_assets.lib.ranking import Ranking, cosines, fuse, rank
 from embedding_assets.stores.control_plane import ControlPlaneLost
 from embedding_assets.stores.feature_store import FeatureStore, connect
 
 T = TypeVar("T")
+DocId = Any  # a doc_id as MongoDB holds it (str, int, ObjectId, ...); entries key its string form
 
 
 @dataclass(slots=True)
@@ -27,7 +29,7 @@ class StoredEmbedding:
     """One entry as read. Times are kept as numbers and turned into datetimes when asked for:
     a get_many of 100 would otherwise spend a third of its client time making datetimes."""
 
-    doc_id: str
+    doc_id: DocId  # as the caller gave it
     vector: np.ndarray
     version: str
     computed_at_s: int
@@ -123,16 +125,22 @@ class EmbeddingClient:
             self._follow()
             return read(self.version)
 
-    def get(self, doc_id: str) -> StoredEmbedding | None:
-        raw = self._read(lambda version: self.store.entries.read_one(version, doc_id))
-        return None if raw is None else self._decode(doc_id, raw)
+    def get(self, doc_id: DocId) -> StoredEmbedding | None:
+        key = doc_key(doc_id)
+        raw = self._read(lambda version: self.store.entries.read_one(version, key))
+        if raw is None:
+            return None
+        entry = self._decode(key, raw)
+        entry.doc_id = doc_id
+        return entry
 
-    def get_many(self, doc_ids: Sequence[str]) -> list[StoredEmbedding | None]:
+    def get_many(self, doc_ids: Sequence[DocId]) -> list[StoredEmbedding | None]:
         out: list[StoredEmbedding | None] = [None] * len(doc_ids)
         version, groups = self._read_many(doc_ids)
         for positions, headers, vectors in groups:
             if headers is None:  # decoded one at a time
                 for i, entry in zip(positions, vectors, strict=True):
+                    entry.doc_id = doc_ids[i]
                     out[i] = entry
                 continue
             columns = zip(
@@ -148,11 +156,12 @@ class EmbeddingClient:
         return out
 
     def _read_many(
-        self, doc_ids: Sequence[str]
+        self, doc_ids: Sequence[DocId]
     ) -> tuple[str, list[tuple[list[int], np.ndarray | None, Any]]]:
         """The version read, and the entries found as groups ``(positions, headers, vectors)``:
         records of one size decode in one numpy pass; odd ones one at a time (``headers`` None,
         ``vectors`` their StoredEmbeddings), so an error names the document."""
+        doc_ids = [doc_key(d) for d in doc_ids]
         values = self._read(lambda version: self.store.entries.read(version, doc_ids))
         version = self.version
         by_size: dict[int, list[int]] = {}
@@ -240,8 +249,8 @@ class EmbeddingClient:
         return query
 
     def _scored(
-        self, query: str | QueryVector, doc_ids: Sequence[str]
-    ) -> tuple[QueryVector, np.ndarray, np.ndarray, list[str]]:
+        self, query: str | QueryVector, doc_ids: Sequence[DocId]
+    ) -> tuple[QueryVector, np.ndarray, np.ndarray, list[DocId]]:
         """The query, the positions of the candidates that have an entry and their vectors as
         read, all of one version, and the candidates that have none."""
         for attempt in range(2):
@@ -266,7 +275,7 @@ class EmbeddingClient:
     def rerank(
         self,
         query: str | QueryVector,
-        doc_ids: Sequence[str],
+        doc_ids: Sequence[DocId],
         *,
         first_stage_scores: Sequence[float] | None = None,
         fusion: str = "cosine",
@@ -287,7 +296,7 @@ class EmbeddingClient:
         scores = fuse(cosines(vector.vector, matrix), first, fusion, weight=weight) if ids else np.zeros(0)
         return rank(ids, scores, missing)
 
-    def similar(self, doc_id: str, doc_ids: Sequence[str]) -> Ranking:
+    def similar(self, doc_id: DocId, doc_ids: Sequence[DocId]) -> Ranking:
         """``doc_ids`` ranked by the cosine of their vectors to ``doc_id``'s (which must have an entry)."""
         entry = self.get(doc_id)
         if entry is None:

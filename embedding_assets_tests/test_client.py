@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import redis
 
-from embedding_assets.client import EmbeddingClient
+from embedding_assets.client import EmbeddingClient, QueryVector
 from embedding_assets.lib import codec, publish
 from embedding_assets.lib import quantization as q
 from embedding_assets.lib.frames import TS
@@ -107,3 +107,33 @@ def test_lost_entries_of_documents_gone_from_the_source_are_not_restored(redis_u
     # again: only the two without an entry are looked up, and stay gone
     again = publish.publish(store.entries, SPEC, frame, calibration, **when, still_live=still_live)
     assert len(asked) == 2 and asked[1] == ["d3", "d7"] and again.written == 0
+
+
+def test_ids_of_any_bson_scalar_read_the_entries_their_string_form_keys(redis_url):
+    """A service holds the doc_ids MongoDB holds (ints, ObjectIds): the client keys them as the
+    pipeline does and answers with the caller's own values, so its lookups by id still work."""
+    from bson import ObjectId
+
+    store = FeatureStore.from_url(redis_url)
+    oid = ObjectId("65a1b2c3d4e5f60718293a4b")
+    frame, v = _publish(store, SPEC, n=3)
+    frame = frame.with_columns(pl.Series("doc_id", ["42", str(oid), "7.5"]))
+    publish.publish(
+        store.entries,
+        SPEC,
+        frame,
+        store.control.calibration(SPEC.tag),
+        now=1_800_000_000,
+        max_age_seconds=3600,
+    )
+    client = EmbeddingClient.from_url(redis_url)
+    one = client.get(42)
+    assert one is not None and one.doc_id == 42 and float(one.vector @ v[0]) > 0.99
+    many = client.get_many([oid, 43, 7.5])
+    assert [e and e.doc_id for e in many] == [oid, None, 7.5]
+    assert float(many[0].vector @ v[1]) > 0.99
+    ranking = client.rerank(QueryVector(v[1], SPEC.tag), [42, oid, 43])
+    assert ranking.ids()[0] == oid and set(ranking.ids()) == {42, oid} and ranking.missing == [43]
+    assert client.similar(oid, [42, oid]).ids()[0] == oid
+    with pytest.raises(LookupError, match="43"):
+        client.similar(43, [42])
