@@ -273,6 +273,8 @@ def search(args: argparse.Namespace) -> int:
 def versions(args: argparse.Namespace) -> int:
     with _feature_store(args) as store:
         active = store.control.active_version()
+        if not store.control.versions():
+            print("no versions yet: materialize the assets first")
         for tag, spec in sorted(store.control.versions().items()):
             count = sum(1 for _ in store.entries.scan_ids(tag))
             mark = "*" if tag == active else " "
@@ -351,6 +353,7 @@ def activate(args: argparse.Namespace) -> int:
 
 def cleanup(args: argparse.Namespace) -> int:
     with _feature_store(args) as store:
+        known = store.control.versions()
         try:
             removed = store.drop_version(args.version)
         except ValueError as err:
@@ -361,6 +364,9 @@ def cleanup(args: argparse.Namespace) -> int:
         copy = version_copy_path(settings.parquet_dir(), args.version)
         if copy.exists():
             copy.unlink()
+        if args.version not in known and not removed:
+            print(f"unknown version {args.version}; known: {sorted(known)}; nothing removed")
+            return 2
         print(f"removed {removed} entries of {args.version}")
     return 0
 
@@ -634,7 +640,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--parquet-dir", help="the shard state (default: EA_PARQUET_DIR)")
     p.set_defaults(func=reshard)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except LookupError as err:  # no active version, an unknown one, a query model not found
+        if isinstance(err, KeyError | IndexError):
+            raise
+        print(f"embedding-assets {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -77,6 +77,12 @@ class EmbeddingClient:
         self.model = model  # where the version's model is, for queries (default: as recorded)
         self._embedders: dict[str, Embedder] = {}
         self._use(version or self._active())
+        if self.pinned and self.spec is None:
+            try:  # a version whose registration was lost still has its layout: readable
+                store.control.buckets(self.version)
+            except ControlPlaneLost:
+                known = sorted(store.control.versions())
+                raise LookupError(f"unknown version {self.version}; known: {known}") from None
 
     @classmethod
     def from_url(

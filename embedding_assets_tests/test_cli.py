@@ -123,3 +123,23 @@ def test_dev_prints_the_ui_starts_quietly_and_stops_every_child(pipeline_env, tm
 
 def _logs(state) -> str:
     return "\n".join(p.read_text()[-2000:] for p in sorted((state / "dev-logs").glob("*.log")))
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["lookup", "doc-1"], "no active version yet; materialize first"),
+        (["search", "hello"], "no active version yet; materialize first"),
+        (["lookup", "doc-1", "--version", "nope"], "nope"),
+        (["versions"], "no versions yet"),
+        (["cleanup", "nope"], "unknown version nope"),
+    ],
+)
+def test_commands_on_an_empty_store_say_why_in_a_line(redis_url, monkeypatch, tmp_path, capsys, argv, says):
+    """A person gets the reason, not a traceback, and a non-zero exit where nothing was done."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    code = main(["--state-dir", str(tmp_path), *argv])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert says in text and "Traceback" not in text
+    assert code == (0 if argv == ["versions"] else 2)
