@@ -272,10 +272,10 @@ def search(args: argparse.Namespace) -> int:
 
 def versions(args: argparse.Namespace) -> int:
     with _feature_store(args) as store:
-        active = store.control.active_version()
-        if not store.control.versions():
+        active, known = store.control.active_version(), store.control.versions()
+        if not known:
             print("no versions yet: materialize the assets first")
-        for tag, spec in sorted(store.control.versions().items()):
+        for tag, spec in sorted(known.items()):
             count = sum(1 for _ in store.entries.scan_ids(tag))
             mark = "*" if tag == active else " "
             print(
