@@ -19,6 +19,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from embedding_assets.defs.orphaned_runs import record_run_process
 from embedding_assets.defs.partitions import (
     NUM_SHARDS,
     backfill_policy,
@@ -94,6 +95,7 @@ def document_snapshots(
     feature_store: FeatureStoreResource,
 ) -> dg.MaterializeResult:
     """The shard's live documents as they are in MongoDB: ids, text fields, language, timestamps."""
+    record_run_process(context)
     started = time.perf_counter()
     # on the feature store's clock: entries' computed_at is on it too (lib/staleness.py)
     read_started = dt.datetime.fromtimestamp(feature_store.store().entries.server_time(), dt.UTC)
@@ -153,6 +155,7 @@ def chunked_text(
 
     Documents that cannot be embedded are dead-lettered as rejected, repaired ones as warnings.
     """
+    record_run_process(context)
     plan = embedding_model.chunk_plan()
     _stamp_version(context, plan.spec)
     # the tokenizer alone, no weights (and none at all for whole-document embedders)
@@ -201,6 +204,7 @@ def document_vectors(
     feature_store: FeatureStoreResource,
 ) -> dg.MaterializeResult:
     """Chunk vectors from the embedder, pooled into one unit vector per document."""
+    record_run_process(context)
     spec = _run_spec(context, embedding_model)
     embedder = embedding_model.embedder()
     state = shard_state.store()
@@ -293,6 +297,7 @@ def feature_store_entries(
     source: DocumentSourceResource,
 ) -> dg.MaterializeResult:
     """One compact binary record per document in Redis; gone documents leave it."""
+    record_run_process(context)
     started = time.perf_counter()
     store = feature_store.store()
     encoding = feature_store.encoding()

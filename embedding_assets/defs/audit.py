@@ -18,6 +18,7 @@ import redis
 from embedding_assets import settings
 from embedding_assets.defs.assets import feature_store_entries
 from embedding_assets.defs.jobs import AUDIT_CHECK_NAMES, audit_request, embed_documents, store_audit_job
+from embedding_assets.defs.orphaned_runs import record_run_process
 from embedding_assets.defs.resources import (
     DocumentSourceResource,
     EmbeddingModelResource,
@@ -91,6 +92,7 @@ def store_audit(
     """Store-wide in audit runs, full runs and from the UI. In a delta run, the run's own documents
     are audited and the last store-wide audit is carried beside them, so that a sensor run never
     leaves the checks "not evaluated" nor reports less than the store-wide truth."""
+    record_run_process(context)
     if config.mode not in MODES:
         raise dg.Failure(f"audit mode must be one of {MODES}, got {config.mode!r}", allow_retries=False)
     delta = delta_doc_ids(context.op_execution_context.run.run_config)

@@ -12,6 +12,7 @@ import polars as pl
 
 from embedding_assets import settings
 from embedding_assets.defs.assets import VERSION_TAG, document_vectors, feature_store_entries
+from embedding_assets.defs.orphaned_runs import record_run_process
 from embedding_assets.defs.partitions import shard_partitions, work_keys
 from embedding_assets.defs.resources import FeatureStoreResource, ShardStateResource
 from embedding_assets.lib import audit, quality
@@ -46,6 +47,7 @@ def _run_version(
 ) -> EmbeddingSpec:
     """The version this run wrote: its run tag (no model load in a check), else the asset's
     latest materialization, else the active version."""
+    record_run_process(context)
     run = context.instance.get_run_by_id(context.op_execution_context.run_id)
     tag = run.tags.get(VERSION_TAG) if run else None
     if tag is None:

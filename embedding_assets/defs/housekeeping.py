@@ -6,6 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from embedding_assets import housekeeping, settings
+from embedding_assets.defs.orphaned_runs import record_run_process
 from embedding_assets.defs.resources import ShardStateResource
 
 
@@ -20,6 +21,7 @@ class HousekeepingConfig(dg.Config):
 def prune(
     context: dg.OpExecutionContext, config: HousekeepingConfig, shard_state: ShardStateResource
 ) -> dg.Output[None]:
+    record_run_process(context)
     started = dt.datetime.now(dt.UTC)
     pruned = housekeeping.Pruned()
     housekeeping.prune_runs(
