@@ -112,6 +112,8 @@ def demo(args: argparse.Namespace) -> int:
         os.environ.update(servers.env)
         if servers.started:
             print(f"started embedded {', '.join(servers.started)} under {state}")
+        if servers.reused:
+            print(f"using the embedded {', '.join(servers.reused)} another process runs under {state}")
         import pymongo
 
         collection = pymongo.MongoClient(servers.mongo_uri)[str(settings.get("MONGO_DB"))][
@@ -406,6 +408,8 @@ def dev(args: argparse.Namespace) -> int:
         print(f"MONGO_URI={settings.mask_url(servers.mongo_uri)}")  # type: ignore[arg-type]
         print(f"REDIS_URL={settings.mask_url(servers.redis_url)}")  # type: ignore[arg-type]
         print(f"DAGSTER_HOME={env['DAGSTER_HOME']}")
+        if servers.reused:
+            print(f"using the embedded {', '.join(servers.reused)} another process runs under {state}")
         bin_dir = Path(sys.executable).parent
         module = ["-m", "embedding_assets.definitions"]
         logs = state / "dev-logs"

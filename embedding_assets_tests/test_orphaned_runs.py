@@ -20,8 +20,8 @@ from embedding_assets.defs.orphaned_runs import (
     fail_orphaned_runs,
     orphaned_runs_sensor,
     record_run_process,
-    start_ticks,
 )
+from embedding_assets.lib.processes import start_ticks
 
 LOCATION = "embedding_assets"
 SERVER = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=4000, location_name=LOCATION)

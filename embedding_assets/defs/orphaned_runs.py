@@ -28,23 +28,14 @@ import psutil
 from dagster._core.definitions.run_request import DagsterRunReaction
 from dagster._core.launcher import DefaultRunLauncher
 
+from embedding_assets.lib.processes import start_ticks
+
 # A run younger than this may not have recorded its process yet.
 GRACE_SECONDS = 30.0
 PROCESS_STARTED = "Started process for run (pid: "
 PROCESS_TAG = "embedding_assets/process"
 
 _recorded: set[tuple[str, int]] = set()
-
-
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks since boot (Linux ``/proc/<pid>/stat``, field 22);
-    None where the process does not exist or the system has no ``/proc``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])  # field 22; fields[0] is field 3 (the state)
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)
