@@ -32,14 +32,13 @@ def test_grouping_and_run_keys_are_deterministic():
     assert run_key("changes", [3], "pos", ["a", "b"]) != run_key("changes", [3], "pos2", ["a", "b"])
 
 
-def test_runs_cover_contiguous_changed_shards_and_join_the_nearest_past_the_limit():
-    assert shard_runs([0, 13, 15], 4) == [[0], [13], [15]]  # no unchanged shard in any range
-    assert shard_runs([5, 3, 4, 9, 10], 4) == [[3, 4, 5], [9, 10]]
-    assert shard_runs([0, 2, 4, 5, 9, 14], 2) == [[0, 2, 4, 5, 9], [14]]  # gaps 2, 2, 4, 5
-    assert shard_runs([], 4) == []
-    for shards in ([1], list(range(16)), [0, 15], [0, 3, 6, 9, 12, 15]):
-        for limit in (1, 2, 4):
-            runs = shard_runs(shards, limit)
-            assert len(runs) <= limit and sorted(s for r in runs for s in r) == sorted(shards)
-            assert all(r == sorted(r) for r in runs)
-            assert all(a[-1] < b[0] for a, b in itertools.pairwise(runs))
+def test_runs_cover_contiguous_changed_shards_and_never_an_unchanged_one():
+    assert shard_runs([0, 13, 15]) == [[0], [13], [15]]
+    assert shard_runs([5, 3, 4, 9, 10]) == [[3, 4, 5], [9, 10]]
+    assert shard_runs([0, 2, 4, 5, 9, 14]) == [[0], [2], [4, 5], [9], [14]]
+    assert shard_runs([]) == []
+    for shards in ([1], list(range(16)), [0, 15], [0, 3, 6, 9, 12, 15], [1, 1, 2]):
+        runs = shard_runs(shards)
+        assert sorted(s for r in runs for s in r) == sorted(set(shards))
+        assert all(r == list(range(r[0], r[-1] + 1)) for r in runs)  # contiguous: nothing else
+        assert all(a[-1] + 1 < b[0] for a, b in itertools.pairwise(runs))  # as few runs as that allows

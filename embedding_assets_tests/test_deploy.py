@@ -416,8 +416,9 @@ def _what_the_ui_shows(port: int, env: dict, home: str, docs: list[dict]) -> dic
         assert latest["evaluation"]["description"].startswith("this run's documents: "), latest
         assert "store-wide (" in latest["evaluation"]["description"], latest
 
-    # edits in three scattered shards: two runs a tick at most, so the two ranges closest together
-    # are one run, and the unchanged shard between them says so on its partition
+    # edits in three scattered shards: a run per contiguous range (00, and 13 with 15 apart), so
+    # shard 14, which nothing changed, gets no materialization, and each changed shard its own
+    # figures, the runs' totals only as run_<name>
     by_shard: dict[int, str] = {}
     for d in docs:
         by_shard.setdefault(shard_of(doc_key(d["doc_id"]), NUM_SHARDS), d["doc_id"])
@@ -429,19 +430,22 @@ def _what_the_ui_shows(port: int, env: dict, home: str, docs: list[dict]) -> dic
         collection(env).update_one(
             {"doc_id": by_shard[s]}, {"$set": {"body": f"Scattered {s}.", "modified_at": now}}
         )
-    gap = shard_key(14, NUM_SHARDS)
-    deadline, seen = time.monotonic() + 300, None
-    while seen is None and time.monotonic() < deadline:
+    wanted = {shard_key(s, NUM_SHARDS) for s in picked}
+    deadline, seen = time.monotonic() + 300, {}
+    while set(seen) != wanted and time.monotonic() < deadline:
         for run in _graphql(port, RUNS)["data"]["runsOrError"]["results"]:
             if run["runId"] in earlier or run["status"] not in ("SUCCESS", "FAILURE"):
                 continue
             found = _graphql(port, MATERIALIZED, {"id": run["runId"]})["data"]["runOrError"]
             for m in found["assetMaterializations"]:
-                if m["assetKey"]["path"] == ["feature_store_entries"] and m["partition"] == gap:
-                    seen = {e["label"]: e.get("boolValue", e.get("intValue")) for e in m["metadataEntries"]}
+                if m["assetKey"]["path"] == ["feature_store_entries"]:
+                    entries = {e["label"]: e.get("intValue", e.get("text")) for e in m["metadataEntries"]}
+                    seen[m["partition"]] = entries
         time.sleep(2)
-    assert seen is not None, "no run recorded the shard between the joined ranges"
-    assert seen["shard_changed"] is False and seen["written"] == 0, seen
+    assert set(seen) == wanted, sorted(seen)  # shard 14 is not among them
+    for figures in seen.values():
+        assert figures["written"] == 1 and figures["rows"] > 0, figures
+        assert "bytes_written" not in figures and "run_bytes_written" in figures, figures
 
     import redis
 

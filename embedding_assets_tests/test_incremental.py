@@ -20,7 +20,7 @@ from embedding_assets.dev.harness import (
     metadata,
     store_state,
 )
-from embedding_assets.lib.change_tracking import group_by_shard
+from embedding_assets.lib.change_tracking import group_by_shard, shard_runs
 from embedding_assets.lib.chunking import chunk_texts
 from embedding_assets.lib.text import embeddable_text
 from embedding_assets.stores.feature_store import FeatureStore
@@ -179,12 +179,13 @@ def test_change_stream_sensor_starts_then_follows_deletes(pipeline_env):
     assert len(requests) == 1
     assert requests[0].run_config["ops"]["document_snapshots"]["config"]["doc_ids"] == [docs[0]["doc_id"]]
     assert daemon.tick(document_deletions_sensor) == []
-    # deletions scattered over many shards: a few key deletes, in MAX_DELTA_RUNS runs at most
+    # deletions scattered over many shards: one run per contiguous range of their shards
     scattered = [d["doc_id"] for d in docs[1:]]
-    assert len(group_by_shard(scattered, NUM_SHARDS)) > sensors.MAX_DELTA_RUNS + 1
+    by_shard = group_by_shard(scattered, NUM_SHARDS)
+    assert len(shard_runs(by_shard)) > 2
     collection(pipeline_env).delete_many({"doc_id": {"$in": scattered}})
     requests = daemon.tick(document_deletions_sensor)
-    assert len(requests) == sensors.MAX_DELTA_RUNS
+    assert len(requests) == len(shard_runs(by_shard))
     asked = [d for r in requests for d in r.run_config["ops"]["document_snapshots"]["config"]["doc_ids"]]
     assert sorted(asked) == sorted(scattered)
 

@@ -140,5 +140,5 @@ def test_edits_stamped_now_are_requested_once(pipeline_env, measure):
     launched = filled.daemon.sync(*SENSORS)
     by_shard = group_by_shard(ids, NUM_SHARDS)
     assert len(by_shard) > 1  # several shards
-    assert launched == len(shard_runs(by_shard, sensors.MAX_DELTA_RUNS))
+    assert launched == len(shard_runs(by_shard))
     assert filled.matches_the_collection()

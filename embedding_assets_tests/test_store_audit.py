@@ -317,6 +317,33 @@ def test_a_delta_over_distant_shards_materializes_those_shards_alone_with_their_
         assert next(iter(shards.values()))["written"] == 1
 
 
+def test_each_partition_of_a_run_shows_its_own_figures_and_the_runs_only_as_run_totals(filled):
+    """Dagster records a step's result on every partition of the run: the run's totals, rates
+    and sizes are there as ``run_<name>`` only, never under a name a shard's own figure has."""
+    _, coll, _store, _version = filled
+    by_shard: dict[int, list[str]] = {}
+    for doc in coll.find({}, {"doc_id": 1}):
+        by_shard.setdefault(shard_of(doc["doc_id"], NUM_SHARDS), []).append(doc["doc_id"])
+    low = next(s for s in sorted(by_shard) if s + 1 in by_shard)
+    edited = [by_shard[low][0], by_shard[low + 1][0], by_shard[low + 1][1]]
+    for doc_id in edited:
+        coll.update_one({"doc_id": doc_id}, {"$set": {"body": f"Edited again {doc_id}."}})
+    [request] = delta_run_requests("changes", "adjacent", edited)
+    result = execute(request, dg.DagsterInstance.ephemeral())
+    shards = shard_metadata(result, "feature_store_entries")
+    assert sorted(shards) == [shard_key(low, NUM_SHARDS), shard_key(low + 1, NUM_SHARDS)]
+    assert [shards[k]["written"] for k in sorted(shards)] == [1, 2]
+    for key, figures in shards.items():
+        assert figures["run_written"] == 3 and figures["run_bytes_written"] > 0
+        assert figures["rows"] == len(by_shard[shard_index(key)])
+        for name in ("bytes_written", "documents_per_second", "entries_current", "deleted"):
+            assert name not in figures, (name, figures)  # the run's, not this shard's
+        assert figures["version"] and figures["mode"] == "delta"
+    vectors = shard_metadata(result, "document_vectors")
+    assert sorted(v["embedded"] for v in vectors.values()) == [1, 2]
+    assert all(v["run_embedded"] == 3 and "documents_per_second" not in v for v in vectors.values())
+
+
 
 
 def test_two_audits_ending_in_the_same_second_keep_their_own_repairs(tmp_path):

@@ -13,7 +13,7 @@ done, so a run over every shard holds one shard at a time. Assets return ``Mater
 import datetime as dt
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 import numpy as np
@@ -227,11 +227,18 @@ def document_vectors(
     )
     done = {"n": 0}
 
-    def progress(batch_done: int, batch_total: int) -> None:
-        now = done["n"] + batch_done
-        rate = now / max(time.perf_counter() - started, 1e-9)
-        eta = (total - now) / rate if rate else float("inf")
-        context.log.info(f"embedded {now}/{total} documents at most, {rate:.1f}/s, ETA {eta:.0f}s")
+    def progress_of(key: str) -> Callable[[int, int], None]:
+        """Progress over what the shard has to embed (its changed documents, not its reused ones)."""
+
+        def report(shard_done: int, shard_todo: int) -> None:
+            rate = (done["n"] + shard_done) / max(time.perf_counter() - started, 1e-9)
+            eta = (shard_todo - shard_done) / rate if rate else float("inf")
+            context.log.info(
+                f"{key}: embedded {shard_done}/{shard_todo} new or changed documents, {rate:.1f}/s, "
+                f"ETA {eta:.0f}s"
+            )
+
+        return report
 
     written = _Written(context, state, "document_vectors")
     chunks = 0
@@ -250,7 +257,7 @@ def document_vectors(
             retry_seconds=embedding_model.retry_seconds,
             previous=state.load_with_checkpoints("document_vectors", key),
             docs_per_batch=embedding_model.checkpoint_docs,
-            progress=progress,
+            progress=progress_of(key),
             checkpoint=lambda part, key=key: state.save_checkpoint("document_vectors", key, part),
             before_embedding=load_model,
             pooling=spec.pooling,
@@ -481,17 +488,19 @@ class _Written:
 def shard_figures(
     context: dg.AssetExecutionContext, shards: dict[str, dict[str, object]], totals: dict[str, object]
 ) -> dict[str, object]:
-    """Each partition of the run's range gets its own shard's figures under the usual names, the
-    run's totals of those as ``run_<name>``; a shard in the range that the run did not change
-    (sensors.delta_run_requests joins nearby ranges past a few runs) says so. Returns ``totals``."""
+    """Each partition of the run gets its own shard's figures under the usual names (``rows``,
+    ``written``, ...). What is returned, which Dagster records on every partition of the run, holds
+    only what is the run's: its figures as ``run_<name>`` (totals, rates, tables) and what is the
+    same for every shard (``version``, ``mode``, ``model``)."""
+    run: dict[str, object] = {}
+    for name, value in totals.items():
+        figure = isinstance(value, int | float | dg.MetadataValue) and not isinstance(value, bool)
+        shared = isinstance(value, dg.PathMetadataValue)
+        run[f"run_{name}" if figure and not shared else name] = value
     names = {name for figures in shards.values() for name in figures} | {"rows"}
-    run_totals = {f"run_{name}": totals[name] for name in sorted(names) if name in totals}
     for key in context.partition_keys:
-        own = shards.get(key, {"rows": 0})
-        context.add_asset_metadata(
-            {"shard_changed": key in shards, **{n: 0 for n in names}, **own, **run_totals}, partition_key=key
-        )
-    return totals
+        context.add_asset_metadata({**{n: 0 for n in names}, **shards.get(key, {})}, partition_key=key)
+    return run
 
 
 def _upstream(state: ShardStateStore, asset: str, key: str, columns: list[str] | None = None) -> pl.DataFrame:

@@ -17,6 +17,7 @@ import redis
 
 from embedding_assets import settings
 from embedding_assets.defs.assets import feature_store_entries
+from embedding_assets.defs.checks import check_metadata
 from embedding_assets.defs.jobs import AUDIT_CHECK_NAMES, audit_request, embed_documents, store_audit_job
 from embedding_assets.defs.orphaned_runs import record_run_process
 from embedding_assets.defs.resources import (
@@ -179,7 +180,7 @@ def results(
             asset_key=feature_store_entries.key,
             passed=outcome.passed,
             description=outcome.description,
-            metadata={**outcome.metadata, "audit_seconds": findings.seconds},
+            metadata=check_metadata({**outcome.metadata, "audit_seconds": findings.seconds}),
             severity=dg.AssetCheckSeverity.ERROR if _CHECKS[name][1] else dg.AssetCheckSeverity.WARN,
         )
 

@@ -30,11 +30,24 @@ QUALITY_MARGIN = float(settings.get("EA_QUALITY_MARGIN"))
 QUALITY_DRIFT = 0.01
 
 
+def check_metadata(metadata: dict[str, object]) -> dict[str, object]:
+    """Times (``*_at``, epoch seconds in the pure layer) as Dagster timestamps, which the UI shows
+    as dates; a time of 0 (none yet) is left out."""
+    out: dict[str, object] = {}
+    for name, value in metadata.items():
+        if name.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
+            if value:
+                out[name] = dg.MetadataValue.timestamp(float(value))
+        else:
+            out[name] = value
+    return out
+
+
 def _result(outcome: audit.Outcome, **extra: object) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=outcome.passed,
         description=outcome.description,
-        metadata={**outcome.metadata, **extra},
+        metadata=check_metadata({**outcome.metadata, **extra}),
         severity=dg.AssetCheckSeverity.ERROR,
     )
 

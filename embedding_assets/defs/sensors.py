@@ -1,4 +1,5 @@
-"""Sensors that keep the feature store following the collection, one run per tick.
+"""Sensors that keep the feature store following the collection: each tick, one run per contiguous
+range of the shards its changes fall in.
 
 Each run request carries only the changed doc_ids; the assets merge them into the shard's
 state. Run keys are derived from the cursor position, so a retried tick never double-launches.
@@ -41,10 +42,6 @@ FUTURE_LIMIT = 1000  # future-dated documents followed per tick (data errors: a 
 # Dated less than this ahead is writers' clock skew, not an error: such documents wait for the
 # cursor (seconds), and are not requested twice, once as future-dated and again by the cursor.
 SKEW_SECONDS = 120
-# Runs per tick at most (lib/change_tracking.shard_runs): beyond it, nearby ranges are joined, and
-# the unchanged shards between them are recorded with zero figures. Each run pays a process start
-# and often a model load (seconds of CPU): two, so that a tick never asks for more than the cores.
-MAX_DELTA_RUNS = 2
 DELTA_MAX_RUNTIME_SECONDS = 1800
 NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded servers and sets it)"
 
@@ -86,14 +83,14 @@ def delta_run_requests(
     Few runs, not one per shard: each run pays a process start and a model load, which is most of
     a small delta's time (its steps execute in that one process, the in-process executor). But a
     run records a materialization for every shard of its range, so changes in shards 00 and 13
-    are two runs (lib/change_tracking.shard_runs), never one over 00-13; only beyond
-    MAX_DELTA_RUNS ranges are the nearest joined.
+    are two runs (lib/change_tracking.shard_runs), never one over 00-13: a shard nothing changed
+    gets no materialization.
     """
     if not doc_ids:
         return []
     by_shard = group_by_shard(doc_ids, NUM_SHARDS)
     requests = []
-    for shards in shard_runs(by_shard, MAX_DELTA_RUNS):
+    for shards in shard_runs(by_shard):
         ids = [d for shard in shards for d in by_shard[shard]]
         changed = ChangedDocuments(doc_ids=ids)
         requests.append(

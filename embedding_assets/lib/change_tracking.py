@@ -67,22 +67,14 @@ def run_key(kind: str, shards: Iterable[int], position: str, doc_ids: list[str])
     return f"{kind}:{','.join(map(str, shards))}:{digest}"
 
 
-def shard_runs(shards: Iterable[int], max_runs: int) -> list[list[int]]:
-    """Changed shards split into runs over contiguous ranges (a Dagster run covers one range of
-    partitions, and every partition in it is recorded as materialized).
-
-    Each run of consecutive changed shards is its own range, so no unchanged shard is recorded;
-    beyond ``max_runs`` ranges (each run pays a process start and a model load), the ranges
-    separated by the fewest unchanged shards are joined. Returns the changed shards of each run.
-    """
+def shard_runs(shards: Iterable[int]) -> list[list[int]]:
+    """Changed shards split into runs over contiguous ranges, as Dagster's own single-run
+    backfill policy splits a partition subset: a run covers one range of partitions, and every
+    partition in it is recorded as materialized, so a range never spans a shard nothing changed."""
     groups: list[list[int]] = []
     for shard in sorted(set(shards)):
         if groups and shard == groups[-1][-1] + 1:
             groups[-1].append(shard)
         else:
             groups.append([shard])
-    while len(groups) > max(1, max_runs):
-        gaps = [groups[i + 1][0] - groups[i][-1] for i in range(len(groups) - 1)]
-        i = gaps.index(min(gaps))
-        groups[i : i + 2] = [groups[i] + groups[i + 1]]
     return groups
