@@ -100,9 +100,7 @@ def test_a_dead_pid_and_a_reused_pid_are_failed_and_the_others_are_kept(child):
         gone_pid = _dead_pid()
         dead_recorded = _started_run(instance, gone_pid, recorded=RunProcess(gone_pid, 12345))
         # the pid now belongs to another process: its start differs from what the run recorded
-        reused = _started_run(
-            instance, child.pid, recorded=RunProcess(child.pid, start_ticks(child.pid) - 1)
-        )
+        reused = _started_run(instance, child.pid, recorded=RunProcess(child.pid, start_ticks(child.pid) - 1))
         alive = _started_run(instance, child.pid, recorded=RunProcess(child.pid, start_ticks(child.pid)))
         elsewhere = _started_run(instance, _dead_pid(), location="another_location")
 

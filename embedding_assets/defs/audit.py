@@ -17,6 +17,7 @@ import redis
 
 from embedding_assets import settings
 from embedding_assets.defs.assets import feature_store_entries
+from embedding_assets.defs.check_records import shown_for_latest
 from embedding_assets.defs.checks import check_metadata
 from embedding_assets.defs.jobs import AUDIT_CHECK_NAMES, audit_request, embed_documents, store_audit_job
 from embedding_assets.defs.orphaned_runs import record_run_process
@@ -118,12 +119,15 @@ def store_audit(
         context.log.warning(f"the audit of this run's documents could not run: {err}")
         for name in _CHECKS:
             if name in selected:
-                yield dg.AssetCheckResult(
-                    check_name=name,
-                    asset_key=feature_store_entries.key,
-                    passed=False,
-                    description=f"this run's documents could not be audited: {str(err)[:300]}",
-                    severity=dg.AssetCheckSeverity.WARN,
+                yield shown_for_latest(
+                    context,
+                    dg.AssetCheckResult(
+                        check_name=name,
+                        asset_key=feature_store_entries.key,
+                        passed=False,
+                        description=f"this run's documents could not be audited: {str(err)[:300]}",
+                        severity=dg.AssetCheckSeverity.WARN,
+                    ),
                 )
         return
     if delta is None:
@@ -135,7 +139,8 @@ def store_audit(
     context.log.info(
         f"store audit ({findings.mode}) in {findings.seconds:.1f}s: {len(findings.repairs())} to repair"
     )
-    yield from results(findings, outcomes, selected)
+    for result in results(findings, outcomes, selected):
+        yield shown_for_latest(context, result)
 
 
 def delta_doc_ids(run_config: Mapping) -> list[str] | None:

@@ -12,6 +12,7 @@ import polars as pl
 
 from embedding_assets import settings
 from embedding_assets.defs.assets import VERSION_TAG, document_vectors, feature_store_entries
+from embedding_assets.defs.check_records import shown_for_latest
 from embedding_assets.defs.orphaned_runs import record_run_process
 from embedding_assets.defs.partitions import shard_partitions, work_keys
 from embedding_assets.defs.resources import FeatureStoreResource, ShardStateResource
@@ -43,12 +44,17 @@ def check_metadata(metadata: dict[str, object]) -> dict[str, object]:
     return out
 
 
-def _result(outcome: audit.Outcome, **extra: object) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=outcome.passed,
-        description=outcome.description,
-        metadata=check_metadata({**outcome.metadata, **extra}),
-        severity=dg.AssetCheckSeverity.ERROR,
+def _result(
+    context: dg.AssetCheckExecutionContext, outcome: audit.Outcome, **extra: object
+) -> dg.AssetCheckResult:
+    return shown_for_latest(
+        context,
+        dg.AssetCheckResult(
+            passed=outcome.passed,
+            description=outcome.description,
+            metadata=check_metadata({**outcome.metadata, **extra}),
+            severity=dg.AssetCheckSeverity.ERROR,
+        ),
     )
 
 
@@ -112,7 +118,7 @@ def vector_validity(
     spec = _run_version(context, document_vectors.key, feature_store.store(), shard_state)
     state = shard_state.store()
     frames = (state.load("document_vectors", k, ["doc_id", "vector"]) for k in _keys(context))
-    return _result(audit.vector_validity((f for f in frames if f is not None), spec.dimension))
+    return _result(context, audit.vector_validity((f for f in frames if f is not None), spec.dimension))
 
 
 @dg.asset_check(
@@ -127,7 +133,7 @@ def error_rate(
     spec = _run_version(context, document_vectors.key, store, shard_state)
     attempted = set(_with_text(_chunks(context, shard_state))["doc_id"].to_list())
     failed = {d.doc_id for d in store.control.dead_letters(spec.tag).all() if d.kind == FAILED}
-    return _result(audit.error_rate(attempted, failed, MAX_ERROR_RATE), version=spec.tag)
+    return _result(context, audit.error_rate(attempted, failed, MAX_ERROR_RATE), version=spec.tag)
 
 
 @dg.asset_check(
@@ -148,11 +154,14 @@ def retrieval_quality(
     recorded = store.control.quality(spec.tag)
     vectors = store.control.quality_vectors(spec.tag)
     if recorded is None or vectors is None:
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=f"version {spec.tag} has no labeled-set record: its next publish records one",
-            metadata={"version": spec.tag},
+        return shown_for_latest(
+            context,
+            dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"version {spec.tag} has no labeled-set record: its next publish records one",
+                metadata={"version": spec.tag},
+            ),
         )
     labeled = quality.labeled_set()
     passages, queries = vectors[: len(labeled.passage_texts())], vectors[len(labeled.passage_texts()) :]
@@ -170,19 +179,22 @@ def retrieval_quality(
         f"labeled set: {now.score:.4f} (same-language MRR {now.same_mrr:.3f}, cross-lingual "
         f"{now.cross_mrr:.3f}) as stored; {recorded['float32_score']:.4f} in float32"
     )
-    return dg.AssetCheckResult(
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) or description,
-        metadata={
-            **now.as_dict(),
-            "recorded_score": recorded["score"],
-            "float32_score": recorded["float32_score"],
-            "active_version": active or "",
-            "active_score": active_record["score"] if active_record else -1.0,
-            "version": spec.tag,
-            "labeled_set": labeled.digest,
-        },
+    return shown_for_latest(
+        context,
+        dg.AssetCheckResult(
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(problems) or description,
+            metadata={
+                **now.as_dict(),
+                "recorded_score": recorded["score"],
+                "float32_score": recorded["float32_score"],
+                "active_version": active or "",
+                "active_score": active_record["score"] if active_record else -1.0,
+                "version": spec.tag,
+                "labeled_set": labeled.digest,
+            },
+        ),
     )
 
 
