@@ -34,6 +34,15 @@ LOCAL_INSTANCE_YAML = """\
 concurrency:
   runs:
     max_concurrent_runs: 4
+    # change and repair runs executing at once: a sensor's own limit (MAX_DELTA_RUNS_IN_FLIGHT),
+    # so that a tick's several ranges never take every place: a deletion run always finds one
+    tag_concurrency_limits:
+      - key: embedding_assets/trigger
+        value: changes
+        limit: 2
+      - key: embedding_assets/trigger
+        value: repair
+        limit: 2
 run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
@@ -395,11 +404,14 @@ def dead_letters(args: argparse.Namespace) -> int:
 def dev(args: argparse.Namespace) -> int:
     """The UI and the daemon on the demo's embedded servers, until SIGINT or SIGTERM.
 
-    The webserver and the daemon run as a deployment runs them (not ``dagster dev``, which warns
-    about its own successor and outlives a SIGTERM): each in its own process group, all stopped
-    on the way out, embedded servers included.
+    The code server, the webserver and the daemon run as a deployment runs them (not ``dagster
+    dev``, which warns about its own successor and outlives a SIGTERM): one code server both of
+    the others reach through a workspace file, each in its own process group, all stopped on the
+    way out, embedded servers included. Left to start code servers of their own, the webserver and
+    the daemon each replaced theirs at every reload, and each old one logged "No heartbeat
+    received" as it went (22 times in 25 minutes on a loaded machine).
     """
-    from embedding_assets.dev.servers import EmbeddedServers, stop_groups
+    from embedding_assets.dev.servers import EmbeddedServers, free_port, stop_groups
 
     state = _state_dir(args)
     _use_state(state)
@@ -411,13 +423,25 @@ def dev(args: argparse.Namespace) -> int:
         if servers.reused:
             print(f"using the embedded {', '.join(servers.reused)} another process runs under {state}")
         bin_dir = Path(sys.executable).parent
-        module = ["-m", "embedding_assets.definitions"]
         logs = state / "dev-logs"
         logs.mkdir(parents=True, exist_ok=True)
+        code_port = free_port()
+        workspace = state / "dev-workspace.yaml"
+        workspace.write_text(
+            "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+            f"      port: {code_port}\n      location_name: embedding_assets\n"
+        )
         commands = {
-            "webserver": [str(bin_dir / "dagster-webserver"), *module, "-h", args.host, "-p", str(args.port)],
-            "daemon": [str(bin_dir / "dagster-daemon"), "run", *module],
-        }
+            "code-server": [
+                str(bin_dir / "dagster"), "code-server", "start", "-m", "embedding_assets.definitions",
+                "-h", "127.0.0.1", "-p", str(code_port),
+            ],
+            "webserver": [
+                str(bin_dir / "dagster-webserver"), "-w", str(workspace),
+                "-h", args.host, "-p", str(args.port),
+            ],
+            "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
+        }  # fmt: skip
         children = []
         stopping = {"signal": 0}
 
@@ -438,6 +462,9 @@ def dev(args: argparse.Namespace) -> int:
                             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                         )
                     )
+                if name == "code-server" and not _code_server_answers(code_port, children[0]):
+                    print(f"the code server did not start; see {logs / 'code-server.log'}")
+                    return 1
             print(f"UI: http://{args.host}:{args.port}  (logs in {logs}; Ctrl-C stops everything)")
             sys.stdout.flush()
             while not stopping["signal"]:
@@ -451,6 +478,21 @@ def dev(args: argparse.Namespace) -> int:
             stop_groups(*(c for c in children if c.poll() is None))
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _code_server_answers(port: int, process: subprocess.Popen, timeout: float = 180.0) -> bool:
+    """Waits until the code server on ``port`` answers (it loads the definitions first)."""
+    from dagster._grpc.client import DagsterGrpcClient
+
+    client = DagsterGrpcClient(port=port, host="127.0.0.1")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            client.ping("dev")
+            return True
+        except Exception:
+            time.sleep(0.5)
+    return False
 
 
 def _start_run_retry_cursors(instance: object) -> None:

@@ -48,4 +48,7 @@ defs = dg.Definitions(
     # A run's steps form a chain, so step processes would add only their start-up and a model
     # load each; parallelism comes from runs (EA_SHARDS_PER_RUN), one process or pod per run.
     executor=dg.in_process_executor,
+    # a run's console output (the code server's log) from INFO: every event, DEBUG included, is
+    # in the run's event log, which the UI shows
+    loggers={"console": dg.colored_console_logger.configured({"log_level": "INFO"})},
 ).map_asset_specs(func=apply_freshness_policy)

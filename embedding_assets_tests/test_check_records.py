@@ -74,6 +74,18 @@ def test_every_check_shows_an_evaluation_after_overlapping_runs(pipeline_env, tm
         target = ModuleTarget("embedding_assets.definitions", None, None, "embedding_assets")
         with WorkspaceProcessContext(instance, target) as context:
             shown = _shown(context)
+        # a run's evaluation is recorded again only where nothing later would be: never when the
+        # runs end in the order they were created
+        runless = {
+            key.name: sum(
+                not r.run_id for r in instance.event_log_storage.get_asset_check_execution_history(key, 50)
+            )
+            for key in recon.get_definition()
+            .get_job("embed_documents")
+            .asset_layer.asset_graph.asset_check_keys
+        }
+    assert set(runless) == set(shown)
+    assert set(runless.values()) == ({1} if order == "later_run_ends_first" else {0}), runless
     assert len(shown) == sum(ASSETS.values())
     for name, execution in shown.items():
         assert execution is not None, f"{name} shows Not Evaluated after runs that ended {order}"

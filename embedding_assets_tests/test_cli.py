@@ -107,6 +107,10 @@ def test_dev_prints_the_ui_starts_quietly_and_stops_every_child(pipeline_env, tm
         children = psutil.Process(process.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
         assert "dagster-webserver" in names and "dagster-daemon" in names
+        # one code server that both reach (none of their own, replaced at each reload)
+        assert "code-server start" in names and names.count("embedding_assets.definitions") >= 1
+        workspace = (state / "dev-workspace.yaml").read_text()
+        assert "grpc_server" in workspace, workspace
         process.send_signal(stop_with)
         assert process.wait(90) == 0
         _, alive = psutil.wait_procs(children, timeout=30)
@@ -116,9 +120,10 @@ def test_dev_prints_the_ui_starts_quietly_and_stops_every_child(pipeline_env, tm
             for child in psutil.Process(process.pid).children(recursive=True):
                 child.kill()
             process.kill()
-    for log in ("webserver.log", "daemon.log"):
+    for log in ("webserver.log", "daemon.log", "code-server.log"):
         text = (state / "dev-logs" / log).read_text()
         assert "warn" not in text.lower(), text[-3000:]
+        assert "No heartbeat" not in text and " - DEBUG - " not in text, text[-3000:]
 
 
 def _logs(state) -> str:

@@ -45,3 +45,33 @@ def test_shard_state_has_one_owner():
         assert {k for k in assets_def.required_resource_keys if "io_manager" in k} <= {"io_manager"}
     assert "shard_state" in graph.get(dg.AssetKey("feature_store_entries")).assets_def.required_resource_keys
     assert not [k for k in defs.resources if "io_manager" in k]
+
+
+def test_sensor_runs_are_the_whole_job_so_its_snapshot_never_changes():
+    """A run request naming an asset or check selection, even of everything, is a subset job with
+    a snapshot id of its own; the sensors' runs name none, and the job alone runs the four assets
+    and all nine checks (the gates and the store audit)."""
+    import subprocess
+    import sys
+
+    from dagster._core.snap import JobSnap
+
+    from embedding_assets.defs.sensors import delta_run_requests
+
+    for kind in ("changes", "deletions", "repair"):
+        for request in delta_run_requests(kind, "p", ["doc-000001", "doc-000777"]):
+            assert request.asset_selection is None and request.asset_check_keys is None, kind
+    job = defs.get_job_def("embed_documents")
+    checks = {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
+    assert checks == {
+        "vector_validity", "error_rate", "retrieval_quality", "coverage", "staleness", "orphans",
+        "failed_documents", "entry_validity", "control_plane",
+    }  # fmt: skip
+    # and the job's snapshot is the same in another process loading the same settings
+    here = JobSnap.from_job_def(job).snapshot_id
+    code = (
+        "from embedding_assets.definitions import defs; from dagster._core.snap import JobSnap; "
+        "print(JobSnap.from_job_def(defs.get_job_def('embed_documents')).snapshot_id)"
+    )
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert there.stdout.split()[-1] == here

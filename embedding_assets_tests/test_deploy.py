@@ -523,3 +523,35 @@ def test_the_image_pins_torch_before_the_project_and_serves_the_code_location():
     assert torch_at < text.index("pip install . ")
     assert "ARG TORCH_VERSION=2.13.0" in text
     assert '"embedding_assets.definitions"' in text.splitlines()[-1]
+
+
+def test_every_instance_config_leaves_deletions_a_place_in_the_run_queue(tmp_path):
+    """Change and repair runs execute at most as many at once as their sensor allows, in every
+    instance config (local, dev, deployment, Helm), and Dagster accepts each config."""
+    import yaml
+
+    from embedding_assets.cli import LOCAL_INSTANCE_YAML
+    from embedding_assets.defs.sensors import MAX_DELTA_RUNS_IN_FLIGHT
+
+    expected = [
+        {"key": "embedding_assets/trigger", "value": kind, "limit": MAX_DELTA_RUNS_IN_FLIGHT}
+        for kind in ("changes", "repair")
+    ]
+    texts = {
+        "dagster.yaml": (ROOT / "dagster.yaml").read_text(),
+        "dev": LOCAL_INSTANCE_YAML,
+        "deploy": (ROOT / "deploy" / "dagster.yaml").read_text(),
+    }
+    for name, text in texts.items():
+        config = yaml.safe_load(text)
+        limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+        assert limits == expected, name
+        assert config["concurrency"]["runs"]["max_concurrent_runs"] > MAX_DELTA_RUNS_IN_FLIGHT, name
+        if name != "deploy":  # the deployment's needs PostgreSQL; its storage is tested above
+            home = tmp_path / name
+            home.mkdir()
+            (home / "dagster.yaml").write_text(text)
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                assert instance.get_concurrency_config().run_queue_config.tag_concurrency_limits == expected
+    values = _yaml(ROOT / "deploy" / "helm" / "values.yaml")
+    assert values["concurrency"]["runs"]["tagConcurrencyLimits"] == expected

@@ -232,7 +232,12 @@ def test_while_runs_wait_to_start_the_sensors_hold_their_cursors_and_then_take_e
     daemon = Daemon()
     daemon.run([sweep_request()])
     daemon.tick(document_changes_sensor)  # the cursor starts at the newest document
-    waiting = DagsterRun(job_name="embed_documents", run_id="waiting", status=dg.DagsterRunStatus.NOT_STARTED)
+    waiting = DagsterRun(
+        job_name="embed_documents",
+        run_id="waiting",
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags={"embedding_assets/trigger": "changes"},
+    )
     daemon.instance.add_run(waiting)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=sensors.SETTLE_SECONDS + 1)
     edited = [d["doc_id"] for d in docs[:6]]
@@ -264,3 +269,30 @@ def test_while_runs_wait_to_start_the_sensors_hold_their_cursors_and_then_take_e
     requests = daemon.tick(document_changes_sensor)
     asked = [d for r in requests for d in r.run_config["ops"]["document_snapshots"]["config"]["doc_ids"]]
     assert sorted(asked) == sorted(edited)
+
+
+def test_each_sensor_waits_only_for_its_own_runs_and_deletions_start_first():
+    """A deletion is never held back by change runs in the queue (nor changes by deletions), and
+    the queue starts deletion runs before change runs, and both before whole-collection runs."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    with dg.instance_for_test() as instance:
+        for n, trigger in enumerate(["changes", "changes", "repair"]):
+            instance.add_run(
+                DagsterRun(
+                    job_name="embed_documents",
+                    run_id=f"queued-{n}",
+                    status=dg.DagsterRunStatus.NOT_STARTED,
+                    tags={"embedding_assets/trigger": trigger},
+                )
+            )
+        assert sensors.runs_waiting(instance, "changes") == 2
+        assert sensors.runs_waiting(instance, "repair") == 1
+        assert sensors.runs_waiting(instance, "deletions") == 0
+
+    [deletion] = sensors.delta_run_requests("deletions", "p", ["doc-000001"])
+    [change] = sensors.delta_run_requests("changes", "p", ["doc-000001"])
+    priority = {
+        r.tags["embedding_assets/trigger"]: int(r.tags["dagster/priority"]) for r in (deletion, change)
+    }
+    assert priority["deletions"] > priority["changes"] > 0  # a sweep or backfill runs at 0

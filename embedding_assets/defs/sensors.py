@@ -14,9 +14,8 @@ import dagster as dg
 from bson import json_util
 
 from embedding_assets import settings
-from embedding_assets.defs.assets import ChangedDocuments, embedding_assets, feature_store_entries
-from embedding_assets.defs.checks import embedding_checks
-from embedding_assets.defs.jobs import AUDIT_CHECK_NAMES, audit_request, embed_documents, store_audit_job
+from embedding_assets.defs.assets import ChangedDocuments
+from embedding_assets.defs.jobs import audit_request, embed_documents, store_audit_job
 from embedding_assets.defs.partitions import NUM_SHARDS, delta_tags, shard_partitions
 from embedding_assets.defs.resources import DocumentSourceResource, ShardStateResource
 from embedding_assets.lib.change_tracking import (
@@ -53,24 +52,32 @@ NO_SOURCE = "MONGO_URI is not set (`embedding-assets dev` starts embedded server
 MAX_DELTA_RUNS_IN_FLIGHT = 2
 
 
+# Which waiting run the queue starts first (Dagster's ``dagster/priority`` tag; backfills and the
+# daily sweep keep the default 0): a deletion run loads no model and takes seconds, and a document
+# deleted in MongoDB but still served is the worse error, so deletions go before changes; both go
+# before whole-collection runs, which take minutes to hours either way.
+RUN_PRIORITY = {"deletions": 2, "changes": 1, "repair": 1}
+TRIGGER_TAG = "embedding_assets/trigger"
+
+
 def runs_waiting(instance: dg.DagsterInstance, trigger: str) -> int:
-    """Pipeline runs queued or starting, or this trigger's delta runs executing at the limit
+    """This trigger's pipeline runs queued or starting, or its delta runs executing at the limit
     (MAX_DELTA_RUNS_IN_FLIGHT): while there are any, the sensor launches nothing more.
 
-    Backpressure: a run costs a process start and a model load whatever its size, so when runs
-    queue up, more small runs only lengthen the queue. The cursors stay where they are and the
-    next tick after the queue drains takes every change since, in one larger run.
+    Backpressure: a run costs a process start and often a model load whatever its size, so when
+    runs queue up, more small runs only lengthen the queue. The cursors stay where they are and the
+    next tick after the queue drains takes every change since, in one larger run. Counted per
+    trigger: deletions never wait for change runs to leave the queue, nor changes for deletions.
     """
+    mine = {TRIGGER_TAG: trigger}
     waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
-    queued = instance.get_runs_count(dg.RunsFilter(job_name=embed_documents.name, statuses=waiting))
+    queued = instance.get_runs_count(
+        dg.RunsFilter(job_name=embed_documents.name, statuses=waiting, tags=mine)
+    )
     if queued:
         return queued
     executing = instance.get_runs_count(
-        dg.RunsFilter(
-            job_name=embed_documents.name,
-            statuses=[dg.DagsterRunStatus.STARTED],
-            tags={"embedding_assets/trigger": trigger},
-        )
+        dg.RunsFilter(job_name=embed_documents.name, statuses=[dg.DagsterRunStatus.STARTED], tags=mine)
     )
     return executing if executing >= MAX_DELTA_RUNS_IN_FLIGHT else 0
 
@@ -100,17 +107,17 @@ def delta_run_requests(
                 run_config=dg.RunConfig(
                     ops={"document_snapshots": changed, "feature_store_entries": changed}
                 ),
-                asset_selection=[a.key for a in embedding_assets],
-                # the gates, and the store audit of the run's own documents with the last
-                # store-wide audit carried beside them (defs/audit.py): the Checks tab keeps it
-                asset_check_keys=[key for c in embedding_checks for key in c.check_keys]
-                + [dg.AssetCheckKey(feature_store_entries.key, name) for name in AUDIT_CHECK_NAMES],
+                # no asset or check selection: the whole job (its four assets, the gates, and the
+                # store audit of the run's own documents with the last store-wide audit carried
+                # beside them, defs/audit.py). A selection, even of everything, makes a subset job
+                # with a snapshot id of its own: the UI showed the job's snapshot changing.
                 tags={
                     **delta_tags(shards),
                     # a delta takes seconds to minutes: past this its process is dead or hung, and
                     # run monitoring fails it so that run retries launch it again (dagster.yaml)
                     "dagster/max_runtime": str(DELTA_MAX_RUNTIME_SECONDS),
-                    "embedding_assets/trigger": kind,
+                    TRIGGER_TAG: kind,
+                    "dagster/priority": str(RUN_PRIORITY.get(kind, 0)),
                     "embedding_assets/documents": str(len(ids)),
                 },
                 job_name=job_name,
