@@ -54,7 +54,7 @@ def main() -> None:
             "DAGSTER_HOME": str(state / "dagster_home"),
         }
     )
-    from embedding_assets.cli import LOCAL_INSTANCE_YAML
+    from embedding_assets.deployment import LOCAL_INSTANCE_YAML
     from embedding_assets.dev.servers import EmbeddedServers
 
     home = Path(os.environ["DAGSTER_HOME"])

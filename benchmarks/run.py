@@ -196,8 +196,8 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
 def time_audits(mongo_uri: str, store: object) -> dict[str, object]:
     """The store audit of the healthy store just built: sampled (EA_AUDIT_SAMPLE documents) and full."""
     from embedding_assets import settings
+    from embedding_assets.audit.store import audit_store
     from embedding_assets.sources.mongo import MongoDocumentSource
-    from embedding_assets.store_audit import audit_store
 
     source = MongoDocumentSource(mongo_uri, "ea_bench", "documents")
     out = {}
@@ -209,7 +209,7 @@ def time_audits(mongo_uri: str, store: object) -> dict[str, object]:
 
 
 def print_audits(args: argparse.Namespace, audits: dict[str, object], sweep: Pass) -> None:
-    print("\n## Store audit of the active version against MongoDB (store_audit.py), healthy store")
+    print("\n## Store audit of the active version against MongoDB (audit/store.py), healthy store")
     for mode, found in audits.items():
         print(
             f"{mode:<8} {found.examined:>8} documents examined, {found.entries_examined:>8} entries for "  # type: ignore[attr-defined]

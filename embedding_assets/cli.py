@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import functools
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from embedding_assets import settings
+from embedding_assets.deployment import feature_store, state_dir, use_state
 
 if TYPE_CHECKING:
-    from embedding_assets.stores.feature_store import FeatureStore
+    pass
 
 STAMP = "%Y-%m-%d %H:%M:%SZ"
 # A version serves cross-lingual queries when English queries find their labeled passage first in
@@ -29,46 +27,6 @@ STAMP = "%Y-%m-%d %H:%M:%SZ"
 # static distillation 0.50 and all-MiniLM-L6-v2 0.35; on the manual pages (docs/quality.md) the
 # first finds 77% of pages from English queries, the other two 19% and (issue 17) 48%.
 CROSS_LINGUAL_R1 = 0.8
-# The local instance of demo and dev: SQLite storage, the deployment's concurrency rules.
-LOCAL_INSTANCE_YAML = """\
-concurrency:
-  runs:
-    max_concurrent_runs: 4
-    # change and repair runs executing at once: a sensor's own limit (MAX_DELTA_RUNS_IN_FLIGHT),
-    # so that a tick's several ranges never take every place: a deletion run always finds one
-    tag_concurrency_limits:
-      - key: embedding_assets/trigger
-        value: changes
-        limit: 2
-      - key: embedding_assets/trigger
-        value: repair
-        limit: 2
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 2
-    # a run dequeued while the code server restarts waits for it (10 x 30 s) instead of failing
-    max_user_code_failure_retries: 10
-    user_code_failure_retry_delay: 30
-telemetry:
-  enabled: false
-run_monitoring:
-  enabled: true
-  start_timeout_seconds: 300
-  poll_interval_seconds: 30
-run_retries:
-  enabled: true
-  max_retries: 2
-retention:
-  schedule:
-    purge_after_days: 30
-  sensor:
-    purge_after_days:
-      skipped: 1
-      failure: 14
-      success: 7
-"""
 SAMPLE_ODDITIES = [
     # Real collections have these; the demo shows they are reported, not fatal.
     {"doc_id": "odd-empty", "title": "", "body": "   ", "language": "en"},
@@ -76,46 +34,14 @@ SAMPLE_ODDITIES = [
 ]
 
 
-def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir).resolve() if args.state_dir else settings.state_dir()
-
-
-def _use_state(state: Path) -> None:
-    """Point Dagster and the shard state at the state directory, unless DAGSTER_HOME is set."""
-    os.environ["EA_STATE_DIR"] = str(state)
-    home_given = settings.dagster_home()
-    if home_given:
-        Path(home_given).mkdir(parents=True, exist_ok=True)
-        return
-    home = state / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    instance_yaml = home / "dagster.yaml"
-    if not instance_yaml.exists() or instance_yaml.read_text() != LOCAL_INSTANCE_YAML:
-        instance_yaml.write_text(LOCAL_INSTANCE_YAML)  # ours: a new release's settings apply
-    os.environ["DAGSTER_HOME"] = str(home)
-
-
-@contextlib.contextmanager
-def _feature_store(args: argparse.Namespace) -> Iterator[FeatureStore]:
-    """The feature store of REDIS_URL, or of the embedded valkey under the state directory."""
-    from embedding_assets.dev.servers import EmbeddedServers
-    from embedding_assets.stores.feature_store import FeatureStore
-
-    # these commands read Redis only: no MongoDB is started for them
-    with EmbeddedServers(
-        _state_dir(args), {"MONGO_URI": str(settings.get("MONGO_URI")) or "unused"}
-    ) as servers:
-        yield FeatureStore.from_url(servers.redis_url)  # type: ignore[arg-type]
-
-
 def demo(args: argparse.Namespace) -> int:
     from embedding_assets.dev import corpus
     from embedding_assets.dev.servers import EmbeddedServers
 
-    state = _state_dir(args)
+    state = state_dir(args)
     if not args.keep and state.exists():
         shutil.rmtree(state)
-    _use_state(state)
+    use_state(state)
     started = time.perf_counter()
     with EmbeddedServers(state) as servers:
         os.environ.update(servers.env)
@@ -241,7 +167,7 @@ def _print_lookup(
 def lookup(args: argparse.Namespace) -> int:
     from embedding_assets.client import EmbeddingClient
 
-    with _feature_store(args) as store:
+    with feature_store(args) as store:
         client = EmbeddingClient(store, args.version)
         universe = list(store.entries.scan_ids(client.version)) if args.neighbours else []
         _print_lookup(client, args.doc_id, universe, args.neighbours)
@@ -253,7 +179,7 @@ def search(args: argparse.Namespace) -> int:
     default: every entry of the version, brute force) for a query, as a service's re-ranker would."""
     from embedding_assets.client import EmbeddingClient
 
-    with _feature_store(args) as store:
+    with feature_store(args) as store:
         client = EmbeddingClient(store, args.version, model=args.model)
         scores: list[float] | None = None
         if args.candidates:
@@ -282,7 +208,7 @@ def search(args: argparse.Namespace) -> int:
 
 
 def versions(args: argparse.Namespace) -> int:
-    with _feature_store(args) as store:
+    with feature_store(args) as store:
         active, known = store.control.active_version(), store.control.versions()
         if not known:
             print("no versions yet: materialize the assets first")
@@ -319,7 +245,7 @@ def activate(args: argparse.Namespace) -> int:
     from embedding_assets.sources.mongo import MongoDocumentSource
     from embedding_assets.stores.feature_store import FeatureStore
 
-    with EmbeddedServers(_state_dir(args)) as servers:
+    with EmbeddedServers(state_dir(args)) as servers:
         store = FeatureStore.from_url(servers.redis_url)  # type: ignore[arg-type]
         spec = store.control.versions().get(args.version)
         if spec is None:
@@ -363,13 +289,25 @@ def activate(args: argparse.Namespace) -> int:
 
 
 def cleanup(args: argparse.Namespace) -> int:
-    with _feature_store(args) as store:
+    from embedding_assets.stores.feature_store import TooSoon
+
+    grace = int(settings.get("EA_CLEANUP_GRACE_SECONDS"))
+    with feature_store(args) as store:
         known = store.control.versions()
-        try:
-            removed = store.drop_version(args.version)
-        except ValueError as err:
-            print(f"refused: {err}")
-            return 1
+        while True:
+            try:
+                removed = store.drop_version(args.version, grace_seconds=grace)
+                break
+            except ValueError as err:
+                print(f"refused: {err}")
+                return 1
+            except TooSoon as err:  # followers switch within their refresh interval
+                print(
+                    f"{args.version} stopped being the active version less than {grace} s ago "
+                    f"(EA_CLEANUP_GRACE_SECONDS): waiting {err.seconds} s for clients still reading it"
+                )
+                sys.stdout.flush()
+                time.sleep(err.seconds)
         from embedding_assets.stores.shard_state import version_copy_path
 
         copy = version_copy_path(settings.parquet_dir(), args.version)
@@ -384,7 +322,7 @@ def cleanup(args: argparse.Namespace) -> int:
 
 def dead_letters(args: argparse.Namespace) -> int:
     """Documents without a faithful entry, and why."""
-    with _feature_store(args) as store:
+    with feature_store(args) as store:
         version = args.version or store.control.active_version()
         if version is None:
             print("no version yet")
@@ -402,19 +340,13 @@ def dead_letters(args: argparse.Namespace) -> int:
 
 
 def dev(args: argparse.Namespace) -> int:
-    """The UI and the daemon on the demo's embedded servers, until SIGINT or SIGTERM.
+    """The UI and the daemon on the demo's embedded servers, until SIGINT or SIGTERM
+    (dev/ui.py: one code server, the webserver and the daemon, as a deployment runs them)."""
+    from embedding_assets.dev.servers import EmbeddedServers
+    from embedding_assets.dev.ui import run_ui
 
-    The code server, the webserver and the daemon run as a deployment runs them (not ``dagster
-    dev``, which warns about its own successor and outlives a SIGTERM): one code server both of
-    the others reach through a workspace file, each in its own process group, all stopped on the
-    way out, embedded servers included. Left to start code servers of their own, the webserver and
-    the daemon each replaced theirs at every reload, and each old one logged "No heartbeat
-    received" as it went (22 times in 25 minutes on a loaded machine).
-    """
-    from embedding_assets.dev.servers import EmbeddedServers, free_port, stop_groups
-
-    state = _state_dir(args)
-    _use_state(state)
+    state = state_dir(args)
+    use_state(state)
     with EmbeddedServers(state) as servers:
         env = {**os.environ, **servers.env}
         print(f"MONGO_URI={settings.mask_url(servers.mongo_uri)}")  # type: ignore[arg-type]
@@ -422,106 +354,20 @@ def dev(args: argparse.Namespace) -> int:
         print(f"DAGSTER_HOME={env['DAGSTER_HOME']}")
         if servers.reused:
             print(f"using the embedded {', '.join(servers.reused)} another process runs under {state}")
-        bin_dir = Path(sys.executable).parent
-        logs = state / "dev-logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        code_port = free_port()
-        workspace = state / "dev-workspace.yaml"
-        workspace.write_text(
-            "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
-            f"      port: {code_port}\n      location_name: embedding_assets\n"
-        )
-        commands = {
-            "code-server": [
-                str(bin_dir / "dagster"), "code-server", "start", "-m", "embedding_assets.definitions",
-                "-h", "127.0.0.1", "-p", str(code_port),
-            ],
-            "webserver": [
-                str(bin_dir / "dagster-webserver"), "-w", str(workspace),
-                "-h", args.host, "-p", str(args.port),
-            ],
-            "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
-        }  # fmt: skip
-        children = []
-        stopping = {"signal": 0}
-
-        def stop(signum: int, _frame: object) -> None:
-            stopping["signal"] = signum
-
-        # the instance's storage made once, before two processes race to create its tables
-        import dagster as dg
-
-        with dg.DagsterInstance.get() as instance:
-            _start_run_retry_cursors(instance)
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            for name, command in commands.items():
-                with (logs / f"{name}.log").open("ab") as log:
-                    children.append(
-                        subprocess.Popen(
-                            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                        )
-                    )
-                if name == "code-server" and not _code_server_answers(code_port, children[0]):
-                    print(f"the code server did not start; see {logs / 'code-server.log'}")
-                    return 1
-            print(f"UI: http://{args.host}:{args.port}  (logs in {logs}; Ctrl-C stops everything)")
-            sys.stdout.flush()
-            while not stopping["signal"]:
-                ended = [c for c in children if c.poll() is not None]
-                if ended:
-                    print(f"{ended[0].args[0]} exited with {ended[0].returncode}; see {logs}")
-                    return 1
-                time.sleep(0.5)
-            return 0
-        finally:
-            stop_groups(*(c for c in children if c.poll() is None))
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-def _code_server_answers(port: int, process: subprocess.Popen, timeout: float = 180.0) -> bool:
-    """Waits until the code server on ``port`` answers (it loads the definitions first)."""
-    from dagster._grpc.client import DagsterGrpcClient
-
-    client = DagsterGrpcClient(port=port, host="127.0.0.1")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            client.ping("dev")
-            return True
-        except Exception:
-            time.sleep(0.5)
-    return False
-
-
-def _start_run_retry_cursors(instance: object) -> None:
-    """Where the daemon's run-retry consumer starts on a new instance: now, which is what it does
-    by itself, but with a warning in the log of every fresh `dev`. The key is the daemon's
-    (dagster/_daemon/auto_run_reexecution/event_log_consumer.py)."""
-    import dagster as dg
-
-    storage = instance.daemon_cursor_storage  # type: ignore[attr-defined]
-    kinds = (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_SUCCESS)
-    keys = [f"EVENT_LOG_CONSUMER_CURSOR-{kind.value}" for kind in kinds]
-    present = storage.get_cursor_values(set(keys))
-    latest = instance.event_log_storage.get_maximum_record_id() or 0  # type: ignore[attr-defined]
-    missing = {k: str(latest) for k in keys if k not in present}
-    if missing:
-        storage.set_cursor_values(missing)
+        return run_ui(state, env, args.host, args.port)
 
 
 def audit(args: argparse.Namespace) -> int:
     """Audit the active version against MongoDB, print what is wrong, keep it for the repair
     sensor and the metrics; exit 1 when a check fails."""
+    from embedding_assets.audit.store import audit_store
     from embedding_assets.dev.servers import EmbeddedServers
     from embedding_assets.sources.mongo import MongoDocumentSource
-    from embedding_assets.store_audit import audit_store
     from embedding_assets.stores.control_plane import VersionCopy
     from embedding_assets.stores.feature_store import FeatureStore
     from embedding_assets.stores.shard_state import ShardStateStore
 
-    with EmbeddedServers(_state_dir(args)) as servers:
+    with EmbeddedServers(state_dir(args)) as servers:
         store = FeatureStore.from_url(servers.redis_url)  # type: ignore[arg-type]
         source = MongoDocumentSource(
             servers.mongo_uri,  # type: ignore[arg-type]

@@ -58,6 +58,11 @@ class VersionMismatch(ValueError):
     """A query vector of another version (model, prompt or settings) than the entries read."""
 
 
+# A following client that misses looks up the active version at most this often (one GET): a miss
+# may be a switch it has not seen yet, and its version may be on its way out (cleanup).
+MISS_RECHECK_SECONDS = 1.0
+
+
 class EmbeddingClient:
     """Reads one version: the one given (pinned), else the store's active version, followed: a
     switch (``embedding-assets activate``) is seen within ``refresh_seconds`` (one GET per
@@ -120,16 +125,25 @@ class EmbeddingClient:
 
     def _read(self, read: Callable[[str], T]) -> T:
         """``read(version)`` of the version followed; if that version's keys are gone (removed
-        by cleanup), the active one is looked up at once and read instead."""
+        by cleanup), the active one is looked up at once and read instead, and so it is when a
+        read misses (at most once a second): a miss may be a switch not seen yet."""
         self._follow()
         try:
-            return read(self.version)
+            found = read(self.version)
         except ControlPlaneLost:
             if self.pinned:
                 raise
             self._checked = float("-inf")
             self._follow()
             return read(self.version)
+        missed = found is None or (isinstance(found, list) and None in found)
+        if missed and not self.pinned and time.monotonic() - self._checked >= MISS_RECHECK_SECONDS:
+            self._checked = float("-inf")
+            before = self.version
+            self._follow()
+            if self.version != before:
+                return read(self.version)
+        return found
 
     def get(self, doc_id: DocId) -> StoredEmbedding | None:
         key = doc_key(doc_id)

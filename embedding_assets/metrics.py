@@ -1,7 +1,7 @@
 """Prometheus metrics of the store, for `embedding-assets metrics` (GET /metrics).
 
 Everything is read at scrape time from what already exists: the store audit's last findings
-(store_audit.py, saved beside the shard state), the Dagster instance (runs, the change sensor's
+(audit/findings.py, saved beside the shard state), the Dagster instance (runs, the change sensor's
 cursor) and MongoDB (the oldest change the sensor has not taken yet). Names follow Prometheus'
 conventions: one prefix, base units (seconds, bytes), ratios 0..1, ``_total`` for counters, no
 per-document labels. The alert rules in deploy/prometheus/ are written against these names.
@@ -18,8 +18,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from embedding_assets.audit.findings import MODES, latest
 from embedding_assets.lib.change_tracking import ChangeCursor
-from embedding_assets.store_audit import MODES, latest
 
 PREFIX = "embedding_assets"
 CHANGE_SENSOR = "document_changes_sensor"

@@ -99,6 +99,12 @@ _SETTINGS = [
         "how much lower than the active version's a version may score on the labeled set and still "
         "be activated (and pass retrieval_quality)",
     ),
+    Setting(
+        "EA_CLEANUP_GRACE_SECONDS",
+        60,
+        "`cleanup` waits until a version has been inactive this long: clients following the active "
+        "version see a switch within their refresh interval (5 s by default)",
+    ),
     Setting("EA_ALERT_WEBHOOK", "", "where run and check failures are posted (empty: logged)"),
     Setting(
         "EA_AUDIT_SAMPLE", 10_000, "documents the sampled store audit reads (after full runs, every 10 min)"

@@ -530,8 +530,8 @@ def test_every_instance_config_leaves_deletions_a_place_in_the_run_queue(tmp_pat
     instance config (local, dev, deployment, Helm), and Dagster accepts each config."""
     import yaml
 
-    from embedding_assets.cli import LOCAL_INSTANCE_YAML
     from embedding_assets.defs.sensors import MAX_DELTA_RUNS_IN_FLIGHT
+    from embedding_assets.deployment import LOCAL_INSTANCE_YAML
 
     expected = [
         {"key": "embedding_assets/trigger", "value": kind, "limit": MAX_DELTA_RUNS_IN_FLIGHT}

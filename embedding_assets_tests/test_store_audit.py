@@ -1,5 +1,5 @@
 """The store audit: checks that tell the truth about the store, whatever run wrote last, and
-repairs that follow from what they find (store_audit.py, defs/audit.py)."""
+repairs that follow from what they find (audit/, defs/audit.py)."""
 
 import time
 
@@ -9,6 +9,8 @@ import pytest
 import redis
 
 from embedding_assets import settings
+from embedding_assets.audit.findings import latest
+from embedding_assets.audit.store import audit_store
 from embedding_assets.client import EmbeddingClient
 from embedding_assets.defs.audit import store_repair_sensor
 from embedding_assets.defs.checks import embedding_checks
@@ -30,7 +32,6 @@ from embedding_assets.dev.harness import (
 from embedding_assets.lib.audit import upper_bound
 from embedding_assets.lib.sharding import shard_index, shard_key, shard_of
 from embedding_assets.sources.mongo import MongoDocumentSource
-from embedding_assets.store_audit import audit_store, latest
 from embedding_assets.stores.dead_letters import FAILED
 from embedding_assets.stores.feature_store import FeatureStore
 
@@ -149,7 +150,7 @@ def test_an_entry_is_an_orphan_once_its_document_has_been_gone_for_the_grace(fil
     assert first.passed and first.metadata["deletions_in_flight"].value == 1, first.description
     # not judged yet, but repaired at once: the repair run reads the source, so it removes the
     # entry only while the document is still gone (a Redis restored from older state, say)
-    from embedding_assets.store_audit import latest, repairs_of
+    from embedding_assets.audit.findings import latest, repairs_of
 
     assert "doc-000003" in repairs_of(settings.audit_dir(), latest(settings.audit_dir()))
     time.sleep(4)
@@ -349,7 +350,7 @@ def test_each_partition_of_a_run_shows_its_own_figures_and_the_runs_only_as_run_
 def test_two_audits_ending_in_the_same_second_keep_their_own_repairs(tmp_path):
     """A scheduled audit and the full one a restart asked for can end in the same second: the
     second must not read as the first (the repair sensor would skip it) nor overwrite its list."""
-    from embedding_assets.store_audit import Findings, latest, repairs_of
+    from embedding_assets.audit.findings import Findings, latest, repairs_of
 
     first = Findings("v", "sampled", at=1_800_000_000, examined=1, missing=["a"])
     first.save(str(tmp_path), 0.001)

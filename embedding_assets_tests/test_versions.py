@@ -2,13 +2,14 @@
 
 import contextlib
 import datetime as dt
+import threading
 import time
 
 import pytest
 
 from embedding_assets.cli import main
 from embedding_assets.client import EmbeddingClient
-from embedding_assets.defs.sensors import document_changes_sensor
+from embedding_assets.defs.sensors import document_changes_sensor, document_deletions_sensor
 from embedding_assets.dev.harness import (
     Daemon,
     collection,
@@ -174,3 +175,73 @@ def test_a_version_that_ranks_worse_is_flagged_and_not_activated_without_force(
     assert main(["activate", worse, "--force"]) == 0
     assert "activated anyway (--force)" in capsys.readouterr().out
     assert store.control.active_version() == worse
+
+
+@pytest.mark.slow
+def test_one_deployment_keeps_the_active_version_current_while_it_builds_the_next(
+    pipeline_env, monkeypatch, capsys, measure
+):
+    """A setting in the tag changed in the only deployment: its delta runs write the new version
+    and keep the active one current (edits and hard deletes, before and after the new version's
+    backfill) until `activate`; then `cleanup` of the old one, run at once, waits for followers,
+    and a client reading all along never misses."""
+    load_sample(pipeline_env, 24)
+    assert materialize().success
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    coll = collection(pipeline_env)
+    blue = store.control.active_version()
+    daemon = Daemon()
+    daemon.tick(document_changes_sensor)
+    daemon.tick(document_deletions_sensor)  # the change stream starts
+    sensors = (document_changes_sensor, document_deletions_sensor)
+
+    def change(edit: str, delete: str) -> None:
+        edited = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)
+        coll.update_one(
+            {"doc_id": edit}, {"$set": {"body": f"Edited {edit} in the upgrade.", "modified_at": edited}}
+        )
+        coll.delete_one({"doc_id": delete})
+        time.sleep(1.1)
+        assert daemon.sync(*sensors) >= 2
+
+    monkeypatch.setenv("EA_MAX_CHARS", "150000")  # the deployment's settings change: a new version
+    change("doc-000001", "doc-000002")  # before the new version's backfill
+    assert measure(coll, store, blue, "active, before the backfill").none
+    result = materialize()  # the new version's backfill, in the same deployment
+    assert metadata(result, "feature_store_entries")["writes_active_version"] is False
+    green = next(v for v in store.control.versions() if v != blue)
+    assert store.control.active_version() == blue
+    change("doc-000003", "doc-000004")  # after it, before activate
+    assert measure(coll, store, blue, "active, after the backfill").none
+    assert measure(coll, store, green, "new, after the backfill").none
+    followed = metadata(daemon.results[-1], "feature_store_entries")
+    assert followed["active_version_followed"] is True, followed
+
+    client = EmbeddingClient.from_url(pipeline_env["REDIS_URL"], refresh_seconds=0.5)
+    live = [d["doc_id"] for d in coll.find({}, {"doc_id": 1})]
+    reads = {"n": 0, "missed": 0}
+    stop = threading.Event()
+
+    def read_all_along() -> None:
+        while not stop.is_set():
+            found = client.get_many(live)
+            reads["n"] += len(found)
+            reads["missed"] += sum(e is None for e in found)
+
+    reader = threading.Thread(target=read_all_along)
+    reader.start()
+    try:
+        time.sleep(0.5)
+        capsys.readouterr()
+        assert main(["activate", green]) == 0, capsys.readouterr().out
+        monkeypatch.setenv("EA_CLEANUP_GRACE_SECONDS", "3")
+        started = time.monotonic()
+        assert main(["cleanup", blue]) == 0  # at once: it waits for the followers first
+        assert time.monotonic() - started >= 2
+        assert "waiting" in capsys.readouterr().out
+        time.sleep(1)
+    finally:
+        stop.set()
+        reader.join()
+    assert blue not in store.control.versions() and client.version == green
+    assert reads["n"] > len(live) and reads["missed"] == 0, reads

@@ -1,1 +1,1 @@
-"""Dagster wiring only: partitions, resources, IO manager, assets."""
+"""Dagster wiring only: partitions, resources, assets, checks, sensors, schedules, jobs, alerts."""

@@ -16,9 +16,9 @@ import warnings
 from collections.abc import Callable, Iterator
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
+from embedding_assets.defs.active_follower import follow_active_version
 from embedding_assets.defs.orphaned_runs import record_run_process
 from embedding_assets.defs.partitions import (
     NUM_SHARDS,
@@ -27,43 +27,38 @@ from embedding_assets.defs.partitions import (
     shard_partitions,
     work_keys,
 )
+from embedding_assets.defs.publish_guards import (
+    eviction_policy,
+    labeled_vectors,
+    record_quality,
+    verify_model,
+)
 from embedding_assets.defs.resources import (
     DocumentSourceResource,
     EmbeddingModelResource,
     FeatureStoreResource,
     ShardStateResource,
 )
+from embedding_assets.defs.run_tags import READ_TAG, read_time, run_spec, stamp_version
+from embedding_assets.defs.step_figures import Written, rate, reason_table, shard_figures
 from embedding_assets.embedders.for_version import source_of
-from embedding_assets.embedders.remote import ModelMismatch
 from embedding_assets.lib import publish, quality, snapshot
 from embedding_assets.lib.chunk import chunk_frame
 from embedding_assets.lib.embed import vector_frame
 from embedding_assets.lib.frames import dead_letter_id
 from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.merge import TOMBSTONE_RETENTION, tombstones
-from embedding_assets.lib.protocols import Embedder
-from embedding_assets.lib.quantization import INT8, Int8Calibration
 from embedding_assets.lib.sharding import shard_key, shard_of
 from embedding_assets.lib.vectors import split_invalid
-from embedding_assets.lib.versioning import EmbeddingSpec
 from embedding_assets.stores.control_plane import (
-    ControlPlane,
     ControlPlaneConflict,
     VersionCopy,
-    decode_canary,
-    encode_canary,
 )
 from embedding_assets.stores.dead_letters import FAILED, REJECTED, WARNING, DeadLetters
-from embedding_assets.stores.feature_store import FeatureStore
 from embedding_assets.stores.shard_state import ShardSpool, ShardStateStore
 
 # single_run backfills make a whole-collection backfill one MongoDB scan; multi_run, parallel runs.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
-
-VERSION_TAG = "embedding_assets/version"
-# When the run's document_snapshots step read MongoDB (feature store seconds): what the run saw
-# absent, it saw absent then, and its deletions are ordered by it (lib/merge.py, redis_entries).
-READ_TAG = "embedding_assets/read_at"
 
 # No pools: runs at once are bounded by the run queue (max_concurrent_runs, sized to the embedding
 # service), and correctness rests on per-shard locks and merges (lib/merge.py, stores/locks.py).
@@ -102,7 +97,7 @@ def document_snapshots(
     context.instance.add_run_tags(context.run.run_id, {READ_TAG: str(int(read_started.timestamp()))})
     shards = run_shards(context)
     state = shard_state.store()
-    written = _Written(context, state, "document_snapshots")
+    written = Written(context, state, "document_snapshots")
     unusable = 0
     if not config.doc_ids:
         docs = source.source().iter_shards(shards, NUM_SHARDS)
@@ -113,7 +108,7 @@ def document_snapshots(
             unusable += frame["doc_id"].null_count()
         spool.clear()
         return written.result(
-            documents_per_second=_rate(written.rows, started),
+            documents_per_second=rate(written.rows, started),
             failures=unusable,
             shards=len(shards),
             mode="full",
@@ -138,7 +133,7 @@ def document_snapshots(
         requested=len(config.doc_ids),
         upserted=upserted,
         deleted=deleted,
-        documents_per_second=_rate(len(config.doc_ids), started),
+        documents_per_second=rate(len(config.doc_ids), started),
         failures=unusable,
         mode="delta",
     )
@@ -157,12 +152,12 @@ def chunked_text(
     """
     record_run_process(context)
     plan = embedding_model.chunk_plan()
-    _stamp_version(context, plan.spec)
+    stamp_version(context, plan.spec)
     # the tokenizer alone, no weights (and none at all for whole-document embedders)
     tokenizer = None if plan.single_chunk else embedding_model.embedder().tokenizer
     state = shard_state.store()
     started = time.perf_counter()
-    written = _Written(context, state, "chunked_text")
+    written = Written(context, state, "chunked_text")
     totals = {"reused": 0, "chunks": 0, "tokens": 0}
     skipped: list[pl.DataFrame] = []
     letters = feature_store.store().control.dead_letters(plan.spec.tag)
@@ -189,8 +184,8 @@ def chunked_text(
         chunked=written.rows - totals["reused"] - skipped_rows.height,
         skipped=skipped_rows.height,
         failures=skipped_rows.height,
-        skip_reasons=dg.MetadataValue.md(_reason_table(skipped_rows)),
-        documents_per_second=_rate(written.rows, started),
+        skip_reasons=dg.MetadataValue.md(reason_table(skipped_rows)),
+        documents_per_second=rate(written.rows, started),
         version=plan.spec.tag,
         **totals,
     )
@@ -205,7 +200,7 @@ def document_vectors(
 ) -> dg.MaterializeResult:
     """Chunk vectors from the embedder, pooled into one unit vector per document."""
     record_run_process(context)
-    spec = _run_spec(context, embedding_model)
+    spec = run_spec(context, embedding_model)
     embedder = embedding_model.embedder()
     state = shard_state.store()
     started = time.perf_counter()
@@ -240,12 +235,12 @@ def document_vectors(
 
         return report
 
-    written = _Written(context, state, "document_vectors")
+    written = Written(context, state, "document_vectors")
     chunks = 0
     control = feature_store.store().control
     control.register_version(spec, layout=False)  # checks read it before publishing
     control.set_query_model(spec.tag, source_of(embedder))  # where clients load it for queries
-    _verify_model(context, embedder, control, state, spec)
+    verify_model(context, embedder, control, state, spec)
     letters = control.dead_letters(spec.tag)
     previously_failed = {d.doc_id for d in letters.all() if d.kind == FAILED}
     failed: list[tuple[str, str]] = []
@@ -285,7 +280,7 @@ def document_vectors(
         attempted=attempted,
         failures=len(failed),
         chunks=chunks,
-        documents_per_second=_rate(embedded, started),
+        documents_per_second=rate(embedded, started),
         model=embedder.model_name,
         device=embedder.device,
         model_loaded=model_loaded,
@@ -308,9 +303,9 @@ def feature_store_entries(
     started = time.perf_counter()
     store = feature_store.store()
     encoding = feature_store.encoding()
-    spec = _run_spec(context, embedding_model)
+    spec = run_spec(context, embedding_model)
     state = shard_state.store()
-    policy = _eviction_policy(context, store)
+    policy = eviction_policy(context, store)
     copy = state.load_version_copy(spec.tag)
     try:  # the control keys this version's entries were written with, restored if lost
         restored = store.control.reconcile(spec, VersionCopy.from_json(copy) if copy else None)
@@ -324,8 +319,11 @@ def feature_store_entries(
         for key in work_keys(context):
             yield _upstream(state, "document_vectors", key, columns)
 
-    calibration = store.calibration_for(spec, vectors())
-    labeled_score = _record_quality(context, embedding_model, store, spec, calibration)
+    # a first publish also calibrates on the labeled set's passages, embedded by this model
+    calibration = store.calibration_for(
+        spec, vectors(), extra=lambda: labeled_vectors(embedding_model.embedder(), quality.labeled_set())[0]
+    )
+    labeled_score = record_quality(context, embedding_model, store, spec, calibration)
     latest = store.control.copy_of(spec)
     if copy is None or VersionCopy.from_json(copy) != latest:
         state.save_version_copy(spec.tag, latest.to_json())
@@ -361,17 +359,37 @@ def feature_store_entries(
     forget = now - int(TOMBSTONE_RETENTION.total_seconds())
     candidates = config.doc_ids or store.entries.scan_ids(spec.tag, forget_deletions_before=forget)
     gone = publish.orphans_among(candidates, live, shards, NUM_SHARDS)
-    stats.deleted = publish.remove_entries(store.entries, spec.tag, gone, _read_time(context))
+    stats.deleted = publish.remove_entries(store.entries, spec.tag, gone, read_time(context))
     for doc_id in gone:
         figures = per_shard.get(shard_key(shard_of(doc_id, NUM_SHARDS), NUM_SHARDS))
         if figures is not None:
             figures["gone"] = int(figures["gone"]) + 1  # type: ignore[call-overload]
     store.control.dead_letters(spec.tag).clear(gone)
     active = store.control.activate_if_none(spec.tag)
-    if active != spec.tag:  # docs/architecture.md, "Building a new version"
+    followed = (
+        follow_active_version(
+            store,
+            state,
+            embedding_model,
+            work_keys(context),
+            list(changed),
+            now=now,
+            read_time=read_time(context),
+            max_age_seconds=feature_store.max_age_seconds,
+        )
+        if changed
+        else None
+    )
+    if followed and followed.refused:  # docs/architecture.md, "Building a new version"
         context.log.warning(
-            f"this deployment writes version {spec.tag}; readers use {active}, which only the "
-            "deployment configured for it keeps current: keep it running until `activate`"
+            f"this deployment writes version {spec.tag}; readers use {active}, which this run "
+            f"could not keep current: {followed.refused}. Keep a deployment configured for it "
+            "running until `activate`"
+        )
+    elif followed:
+        context.log.info(
+            f"kept the active version {active} current beside {spec.tag}: {followed.written} "
+            f"written, {followed.removed} removed"
         )
     totals = {
         "rows": rows,
@@ -381,11 +399,12 @@ def feature_store_entries(
         "deleted": stats.deleted,
         "bytes_written": stats.bytes_written,
         "bytes_per_entry": round(stats.bytes_written / stats.written, 1) if stats.written else 0,
-        "documents_per_second": _rate(rows, started),
+        "documents_per_second": rate(rows, started),
         "failures": stats.failures,
         "version": spec.tag,
         "active_version": active,
         "writes_active_version": active == spec.tag,
+        **(followed.metadata() if followed else {}),
         "bucket_encoding": encoding,
         "maxmemory_policy": policy or "unknown",
         "control_keys_restored": len(restored),
@@ -396,201 +415,11 @@ def feature_store_entries(
     return dg.MaterializeResult(metadata=shard_figures(context, per_shard, totals))
 
 
-def _record_quality(
-    context: dg.AssetExecutionContext,
-    model: EmbeddingModelResource,
-    store: FeatureStore,
-    spec: EmbeddingSpec,
-    calibration: Int8Calibration | None,
-) -> dict | None:
-    """The version's score on the shipped labeled set, recorded once, by its first publish: the
-    labeled passages and queries embedded by this run's model, scored as clients decode them."""
-    recorded = store.control.quality(spec.tag)
-    if recorded is not None or (spec.quantization == INT8 and calibration is None):
-        return recorded
-    labeled = quality.labeled_set()
-    passages, queries = _labeled_vectors(model.embedder(), labeled)
-    decoded = quality.score(quality.as_stored(passages, spec, calibration), queries, labeled)
-    exact = quality.score(passages, queries, labeled)
-    record = {
-        **decoded.as_dict(),
-        "float32_score": exact.score,
-        "labeled_set": labeled.digest,
-        "queries": len(queries) + len(labeled.subjects) * (len(labeled.languages) - 1),  # + English
-        "recorded_at": int(time.time()),
-    }
-    store.control.set_quality(spec.tag, record, np.concatenate([passages, queries]))
-    context.log.info(
-        f"version {spec.tag} scores {record['score']} on the labeled set (float32 {exact.score})"
-    )
-    return record
-
-
-# -- helpers ----------------------------------------------------------------------------------------
-_LABELED_VECTORS: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _labeled_vectors(embedder: Embedder, labeled: quality.LabeledSet) -> tuple[np.ndarray, np.ndarray]:
-    """The labeled set's passage and query vectors, once per process and model: a process that
-    publishes several versions or stores (the harness, a test session) embeds them once."""
-    key = (
-        type(embedder).__name__,
-        embedder.model_name,
-        embedder.fingerprint,
-        str(getattr(embedder, "precision", "")),
-        labeled.digest,
-    )
-    if key not in _LABELED_VECTORS:
-        _LABELED_VECTORS[key] = (
-            embedder.encode(labeled.passage_texts()),
-            embedder.encode_queries(labeled.query_texts()),
-        )
-    return _LABELED_VECTORS[key]
-
-
-class _Written:
-    """Shards an asset stored in this step, and the metadata that says so: the run's totals, and
-    each shard's own figures on its partition's materialization."""
-
-    def __init__(self, context: dg.AssetExecutionContext, state: ShardStateStore, asset: str) -> None:
-        self.context, self.state, self.asset = context, state, asset
-        self.rows = self.bytes = 0
-        self.shards: dict[str, dict[str, object]] = {}
-
-    def save_snapshot(self, key: str, frame: pl.DataFrame, deleted: pl.DataFrame | None = None, **kw) -> None:
-        size = self.state.save_snapshot(key, frame, deleted, now=_utcnow(), **kw)
-        self._count(key, frame.height, size)
-
-    def save_derived(self, key: str, frame: pl.DataFrame) -> None:
-        self._count(key, frame.height, self.state.save_derived(self.asset, key, frame))
-
-    def _count(self, key: str, rows: int, size: int) -> None:
-        self.rows += rows
-        self.bytes += size
-        self.shard(key, rows=rows, bytes_written=size)
-
-    def shard(self, key: str, **figures: object) -> None:
-        """Figures of one shard (added to what it has)."""
-        mine = self.shards.setdefault(key, {})
-        for name, value in figures.items():
-            mine[name] = mine[name] + value if isinstance(value, int) and name in mine else value
-
-    def result(self, **metadata: object) -> dg.MaterializeResult:
-        totals = {
-            "rows": self.rows,
-            "bytes_written": self.bytes,
-            "path": dg.MetadataValue.path(str(self.state.base / self.asset)),
-            **metadata,
-        }
-        return dg.MaterializeResult(metadata=shard_figures(self.context, self.shards, totals))
-
-
-def shard_figures(
-    context: dg.AssetExecutionContext, shards: dict[str, dict[str, object]], totals: dict[str, object]
-) -> dict[str, object]:
-    """Each partition of the run gets its own shard's figures under the usual names (``rows``,
-    ``written``, ...). What is returned, which Dagster records on every partition of the run, holds
-    only what is the run's: its figures as ``run_<name>`` (totals, rates, tables) and what is the
-    same for every shard (``version``, ``mode``, ``model``)."""
-    run: dict[str, object] = {}
-    for name, value in totals.items():
-        figure = isinstance(value, int | float | dg.MetadataValue) and not isinstance(value, bool)
-        shared = isinstance(value, dg.PathMetadataValue)
-        run[f"run_{name}" if figure and not shared else name] = value
-    names = {name for figures in shards.values() for name in figures} | {"rows"}
-    for key in context.partition_keys:
-        context.add_asset_metadata({**{n: 0 for n in names}, **shards.get(key, {})}, partition_key=key)
-    return run
-
-
 def _upstream(state: ShardStateStore, asset: str, key: str, columns: list[str] | None = None) -> pl.DataFrame:
     frame = state.load(asset, key, columns)
     if frame is None:
         raise dg.Failure(f"{asset} has no stored shard {key} in {state.base}; materialize it first")
     return frame
-
-
-def _verify_model(
-    context: dg.AssetExecutionContext,
-    embedder: object,
-    control: ControlPlane,
-    state: ShardStateStore,
-    spec: EmbeddingSpec,
-) -> None:
-    """A remote model's endpoints embed the canary texts as the version's first run did (its
-    vectors kept in Redis and beside the shard state), or nothing of this run is written."""
-    verify = getattr(embedder, "verify", None)
-    if verify is None:  # a local model: its files' fingerprint is in the version tag
-        return
-    kept = state.load_canary(spec.tag)
-    reference = control.canary(spec.tag)
-    if reference is None and kept is not None:
-        reference = decode_canary(kept)
-    try:
-        vectors = verify(reference)
-        stored = control.ensure_canary(spec.tag, vectors)
-        if reference is None:  # another first run may have stored its own meanwhile
-            verify(stored)
-    except ModelMismatch as err:
-        raise dg.Failure(str(err), allow_retries=False) from err
-    if kept is None:
-        state.save_canary(spec.tag, encode_canary(stored))
-    context.log.info(f"model identity verified on {len(vectors)} canary texts")
-
-
-def _read_time(context: dg.AssetExecutionContext) -> int:
-    """When this run read MongoDB (READ_TAG), 0 where it did not (no snapshot step in it)."""
-    run = context.instance.get_run_by_id(context.run.run_id)
-    return int(run.tags.get(READ_TAG, 0)) if run else 0
-
-
-def _stamp_version(context: dg.AssetExecutionContext, spec: EmbeddingSpec) -> None:
-    """The run's version tag, computed once (by chunked_text) and kept on the run."""
-    context.instance.add_run_tags(context.run.run_id, {VERSION_TAG: spec.tag})
-
-
-def _run_spec(context: dg.AssetExecutionContext, model: EmbeddingModelResource) -> EmbeddingSpec:
-    """This step's spec, refused if it is not the version the run's chunks were made for
-    (a model folder or setting changed between steps)."""
-    spec = model.spec()
-    run = context.instance.get_run_by_id(context.run.run_id)
-    stamped = run.tags.get(VERSION_TAG) if run else None
-    if stamped is None:
-        _stamp_version(context, spec)
-    elif stamped != spec.tag:
-        raise dg.Failure(
-            f"this step computes version {spec.tag}, but the run's chunks are of {stamped}: the model "
-            "or an embedding setting changed during the run; run it again"
-        )
-    return spec
-
-
-# Policies that may evict keys without a TTL: the control keys. volatile-* evict only keys with a
-# TTL (entry buckets: the audit finds and the sweep refills them); noeviction refuses writes.
-UNSAFE_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
-
-
-def _eviction_policy(context: dg.AssetExecutionContext, store: FeatureStore) -> str | None:
-    policy = store.control.eviction_policy()
-    if policy in UNSAFE_POLICIES:
-        raise dg.Failure(
-            f"the feature store's maxmemory-policy is {policy}: under memory pressure it evicts the "
-            "control keys (bucket layout, calibration) and entries alike. Set noeviction (writes fail "
-            "loudly when full) or a volatile-* policy (only entry buckets, which carry a TTL, can go); "
-            "see deploy/README.md",
-            allow_retries=False,
-        )
-    if policy and policy.startswith("volatile-"):
-        context.log.warning(f"maxmemory-policy {policy}: entries may be evicted under memory pressure")
-    return policy
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _rate(count: int, started: float) -> float:
-    return round(count / max(time.perf_counter() - started, 1e-9), 1)
 
 
 def _record_input_problems(letters: DeadLetters, rows: pl.DataFrame) -> None:
@@ -606,17 +435,6 @@ def _record_input_problems(letters: DeadLetters, rows: pl.DataFrame) -> None:
             clean.append(key)
     letters.record(problems)
     letters.clear(clean, kinds=[REJECTED, WARNING])
-
-
-def _reason_table(skipped: pl.DataFrame, limit: int = 20) -> str:
-    if skipped.height == 0:
-        return "none"
-    lines = ["| doc_id | reason |", "| --- | --- |"]
-    for row in skipped.head(limit).iter_rows(named=True):
-        lines.append(f"| {row['doc_id']} | {row['skip_reason']} |")
-    if skipped.height > limit:
-        lines.append(f"| ... | {skipped.height - limit} more |")
-    return "\n".join(lines)
 
 
 embedding_assets = [document_snapshots, chunked_text, document_vectors, feature_store_entries]

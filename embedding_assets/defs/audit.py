@@ -2,7 +2,7 @@
 alone, and a sensor that sends what they find through the delta path at once.
 
 The checks on feature_store_entries (coverage, staleness, orphans, failed_documents, entry_validity,
-control_plane) are one audit of the active version against MongoDB (store_audit.py). They run
+control_plane) are one audit of the active version against MongoDB (audit/store.py). They run
 after every full run (sampled), every 10 minutes (sampled), daily (full) and from the UI's Execute
 (one check or all); whatever ran them, their status describes the store, not a run. A delta run
 audits its own documents and carries the last store-wide result beside them.
@@ -16,6 +16,16 @@ import dagster as dg
 import redis
 
 from embedding_assets import settings
+from embedding_assets.audit.findings import (
+    DOCUMENTS,
+    MODES,
+    Findings,
+    latest,
+    load_gone_since,
+    repairs_of,
+    save_gone_since,
+)
+from embedding_assets.audit.store import audit_store
 from embedding_assets.defs.assets import feature_store_entries
 from embedding_assets.defs.check_records import shown_for_latest
 from embedding_assets.defs.checks import check_metadata
@@ -30,16 +40,6 @@ from embedding_assets.defs.resources import (
 from embedding_assets.defs.sensors import delta_run_requests, runs_waiting
 from embedding_assets.lib.audit import Outcome
 from embedding_assets.lib.versioning import EmbeddingSpec
-from embedding_assets.store_audit import (
-    DOCUMENTS,
-    MODES,
-    Findings,
-    audit_store,
-    latest,
-    load_gone_since,
-    repairs_of,
-    save_gone_since,
-)
 from embedding_assets.stores.control_plane import VersionCopy
 
 MAX_ERROR_RATE = float(settings.get("EA_MAX_ERROR_RATE"))
@@ -80,7 +80,7 @@ assert tuple(_CHECKS) == AUDIT_CHECK_NAMES, "the audit job selects these checks 
         dg.AssetCheckSpec(name, asset=feature_store_entries, description=description, blocking=False)
         for name, (description, _) in _CHECKS.items()
     ],
-    description="The active version's entries against MongoDB, store-wide (store_audit.py).",
+    description="The active version's entries against MongoDB, store-wide (audit/store.py).",
     can_subset=True,  # each check has its own Execute in the UI; the audit runs whole either way
 )
 def store_audit(

@@ -11,11 +11,12 @@ import dagster as dg
 import polars as pl
 
 from embedding_assets import settings
-from embedding_assets.defs.assets import VERSION_TAG, document_vectors, feature_store_entries
+from embedding_assets.defs.assets import document_vectors, feature_store_entries
 from embedding_assets.defs.check_records import shown_for_latest
 from embedding_assets.defs.orphaned_runs import record_run_process
 from embedding_assets.defs.partitions import shard_partitions, work_keys
 from embedding_assets.defs.resources import FeatureStoreResource, ShardStateResource
+from embedding_assets.defs.run_tags import VERSION_TAG
 from embedding_assets.lib import audit, quality
 from embedding_assets.lib.frames import CHUNK_SCHEMA
 from embedding_assets.lib.versioning import EmbeddingSpec

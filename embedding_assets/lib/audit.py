@@ -149,7 +149,7 @@ def orphans(orphan_ids: list[str], scope: str) -> Outcome:
     )
 
 
-# -- the store-wide audit (store_audit.py): figures over a full scan or a sample ------------------
+# -- the store-wide audit (audit/store.py): figures over a full scan or a sample ------------------
 Z_95 = 1.959964  # two-sided 95% normal quantile
 
 

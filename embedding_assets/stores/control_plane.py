@@ -33,6 +33,8 @@ from embedding_assets.stores.dead_letters import DeadLetters
 META_PREFIX = "doc_emb_meta"
 VERSIONS_KEY = f"{META_PREFIX}:versions"
 ACTIVE_KEY = f"{META_PREFIX}:active"
+# version -> when it stopped being the active one (server seconds): cleanup waits for followers
+INACTIVE_KEY = f"{META_PREFIX}:inactive_since"
 DEFAULT_BUCKETS = 16_384  # ~64 entries per bucket at 1M documents: HGET scans a short listpack
 
 
@@ -137,9 +139,20 @@ class ControlPlane:
 
     @transient
     def set_active(self, version: str) -> None:
+        """Makes ``version`` the one readers follow, and records when the one before stopped
+        being it (``inactive_since``)."""
         if version not in self.versions():
             raise LookupError(f"unknown version {version!r}")
-        self.client.set(ACTIVE_KEY, version)
+        previous = self.client.getset(ACTIVE_KEY, version)
+        if previous and previous.decode() != version:
+            self.client.hset(INACTIVE_KEY, previous.decode(), int(self.client.time()[0]))
+        self.client.hdel(INACTIVE_KEY, version)
+
+    @transient
+    def inactive_since(self, version: str) -> int | None:
+        """When ``version`` stopped being the active one (server seconds), if it ever was."""
+        raw = self.client.hget(INACTIVE_KEY, version)
+        return int(raw) if raw else None
 
     @transient
     def activate_if_none(self, version: str) -> str:
@@ -202,6 +215,7 @@ class ControlPlane:
             quality_vectors_key(version),
         )
         self.client.hdel(VERSIONS_KEY, version)
+        self.client.hdel(INACTIVE_KEY, version)
         self._buckets.pop(version, None)
 
     # -- calibration ------------------------------------------------------------------------

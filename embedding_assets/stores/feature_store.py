@@ -6,8 +6,9 @@ keys through ``control``; services read through ``embedding_assets.client``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+import numpy as np
 import polars as pl
 import redis
 
@@ -21,6 +22,14 @@ from embedding_assets.stores.redis_entries import DEFAULT_TTL_SECONDS, RedisEntr
 
 # Server settings under which a bucket stays a listpack (records up to ~500 B, 2048 per bucket).
 LISTPACK_SETTINGS = {"hash-max-listpack-value": 1024, "hash-max-listpack-entries": 2048}
+
+
+class TooSoon(RuntimeError):
+    """A version deactivated too recently to remove: its followers may still read it."""
+
+    def __init__(self, version: str, seconds: int) -> None:
+        super().__init__(f"{version} stopped being the active version {seconds} s too recently")
+        self.version, self.seconds = version, seconds
 
 
 class FeatureStore:
@@ -44,23 +53,40 @@ class FeatureStore:
     def from_url(cls, url: str, **kwargs: int) -> FeatureStore:
         return cls(connect(url, socket_timeout=30), **kwargs)
 
-    def calibration_for(self, spec: EmbeddingSpec, frames: Iterable[pl.DataFrame]) -> Int8Calibration | None:
+    def calibration_for(
+        self,
+        spec: EmbeddingSpec,
+        frames: Iterable[pl.DataFrame],
+        extra: Callable[[], np.ndarray] | None = None,
+    ) -> Int8Calibration | None:
         """The version's int8 calibration; the first publish fixes it from its own vectors
-        (``frames`` read lazily, only as far as the sample needs). None for other codecs."""
+        (``frames`` read lazily, only as far as the sample needs) and the vectors ``extra`` gives
+        (asked for only then): a first publish of a few documents (a delta run under new
+        settings) would otherwise fix ranges that clip every other document. None for other codecs."""
         if spec.quantization != INT8:
             return None
         stored = self.control.calibration(spec.tag)
         if stored is not None:
             return stored
         sample = calibration_sample(frames)
+        more = extra() if extra is not None else None
+        if more is not None and len(more):
+            sample = more if sample is None else np.vstack([sample, more.astype(sample.dtype)])
         if sample is None:
             return None
         return self.control.ensure_calibration(spec.tag, calibrate_int8(sample))
 
-    def drop_version(self, version: str) -> int:
-        """Remove every key of a version (entries, then its control keys); refuses the active one."""
+    def drop_version(self, version: str, grace_seconds: int = 0) -> int:
+        """Remove every key of a version (entries, then its control keys); refuses the active one,
+        and, with ``TooSoon``, one that stopped being active less than ``grace_seconds`` ago:
+        clients following the active version may still read it until their next refresh."""
         if version == self.control.active_version():
             raise ValueError(f"{version} is the active version; activate another one first")
+        since = self.control.inactive_since(version)
+        if since is not None and grace_seconds > 0:
+            left = since + grace_seconds - int(self.client.time()[0])
+            if left > 0:
+                raise TooSoon(version, left)
         removed = self.entries.drop(version)
         self.control.forget(version)
         return removed

@@ -1,0 +1,1 @@
+"""The store audit: what it finds (findings.py) and how (store.py)."""
