@@ -56,6 +56,17 @@ class Followed:
         }
 
 
+# What the version tag holds comes from the active version's spec; the rest (where and how fast
+# it runs) from this deployment's settings.
+FROM_SPEC = (
+    "window_tokens", "overlap_tokens", "pooling", "title_repeat", "max_chars", "oversize", "quantization",
+)  # fmt: skip
+FROM_DEPLOYMENT = (
+    "embed_urls", "embed_api_key", "embed_concurrency", "embed_batch_tokens", "static_dir", "device",
+    "batch_size", "checkpoint_docs", "retry_seconds",
+)  # fmt: skip
+
+
 def active_model(
     target: EmbeddingModelResource, spec: EmbeddingSpec, source: dict | None
 ) -> EmbeddingModelResource:
@@ -66,24 +77,10 @@ def active_model(
     return EmbeddingModelResource(
         model=source.get("model", "") if backend != "static" else target.model,
         backend=backend,
-        embed_urls=target.embed_urls,
         embed_model=source.get("served_model") or target.embed_model,
-        embed_api_key=target.embed_api_key,
-        embed_concurrency=target.embed_concurrency,
-        embed_batch_tokens=target.embed_batch_tokens,
-        static_dir=target.static_dir,
-        device=target.device,
-        batch_size=target.batch_size,
         precision=spec.precision if backend == "transformer" else target.precision,
-        window_tokens=spec.window_tokens,
-        overlap_tokens=spec.overlap_tokens,
-        pooling=spec.pooling,
-        title_repeat=spec.title_repeat,
-        max_chars=spec.max_chars,
-        oversize=spec.oversize,
-        checkpoint_docs=target.checkpoint_docs,
-        quantization=spec.quantization,
-        retry_seconds=target.retry_seconds,
+        **{name: getattr(spec, name) for name in FROM_SPEC},
+        **{name: getattr(target, name) for name in FROM_DEPLOYMENT},
     )
 
 
