@@ -226,7 +226,7 @@ def _wait_for_cursor(home: Path, timeout: float) -> None:
             started = {
                 s.name
                 for s in instance.all_instigator_state()
-                if s.instigator_data is not None and s.instigator_data.cursor
+                if getattr(s.instigator_data, "cursor", None)
             }
             if set(SENSORS) <= started:
                 return
