@@ -102,8 +102,8 @@ def run(args: argparse.Namespace, state: Path) -> None:
         ]
         gone = [
             d
-            for i, s in _spread(by_shard, deletes * 2)
-            if (d := by_shard[s][-1 - i]) not in chosen and d not in deleted
+            for i, s in _spread(by_shard, args.docs // 2)
+            if (d := by_shard[s][-1 - i % len(by_shard[s])]) not in chosen and d not in deleted
         ][:deletes]
         edited_at = dt.datetime.now(dt.UTC)
         for doc_id in chosen:

@@ -296,3 +296,41 @@ def test_each_sensor_waits_only_for_its_own_runs_and_deletions_start_first():
         r.tags["embedding_assets/trigger"]: int(r.tags["dagster/priority"]) for r in (deletion, change)
     }
     assert priority["deletions"] > priority["changes"] > 0  # a sweep or backfill runs at 0
+
+
+def test_a_delta_run_embeds_only_its_own_documents_not_an_edit_another_run_is_applying(
+    pipeline_env, measure
+):
+    """A change run has stored an edited document's snapshot when a deletion run of the same shard
+    executes: the deletion run embeds nothing (no model load), the change run embeds its edit,
+    and the store ends equal to the collection."""
+    from embedding_assets.defs.resources import build_resources
+    from embedding_assets.dev.harness import GRAPH, metadata, run_arguments
+    from embedding_assets.lib.sharding import shard_of
+
+    docs = load_sample(pipeline_env, 40)
+    daemon = Daemon()
+    daemon.run([sweep_request()])
+    by_shard: dict[int, list[str]] = {}
+    for d in docs:
+        by_shard.setdefault(shard_of(d["doc_id"], NUM_SHARDS), []).append(d["doc_id"])
+    edited, deleted = next(ids for ids in by_shard.values() if len(ids) >= 2)[:2]
+    coll = collection(pipeline_env)
+    coll.update_one({"doc_id": edited}, {"$set": {"body": "Edited while a deletion ran beside."}})
+    coll.delete_one({"doc_id": deleted})
+    [change] = sensors.delta_run_requests("changes", "c", [edited])
+    # the change run has read its document (its first step) and not embedded it yet
+    kwargs = run_arguments(change)
+    kwargs["selection"] = [GRAPH[0]]  # document_snapshots alone
+    kwargs["run_config"] = {"ops": {"document_snapshots": change.run_config["ops"]["document_snapshots"]}}
+    assert dg.materialize(GRAPH, resources=build_resources(), instance=daemon.instance, **kwargs).success
+
+    daemon.run(sensors.delta_run_requests("deletions", "d", [deleted]))
+    beside = metadata(daemon.results[-1], "document_vectors")
+    assert beside["embedded"] == 0 and beside["model_loaded"] is False, beside
+
+    daemon.run([change])
+    own = metadata(daemon.results[-1], "document_vectors")
+    assert own["embedded"] == 1, own
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    assert measure(coll, store, store.control.active_version(), "after both runs").none

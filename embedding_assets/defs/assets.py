@@ -45,7 +45,7 @@ from embedding_assets.embedders.for_version import source_of
 from embedding_assets.lib import publish, quality, snapshot
 from embedding_assets.lib.chunk import chunk_frame
 from embedding_assets.lib.embed import vector_frame
-from embedding_assets.lib.frames import dead_letter_id
+from embedding_assets.lib.frames import compatible, conform, dead_letter_id, split_own, vector_schema
 from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.merge import TOMBSTONE_RETENTION, tombstones
 from embedding_assets.lib.sharding import shard_key, shard_of
@@ -142,6 +142,7 @@ def document_snapshots(
 @dg.asset(deps=[document_snapshots], kinds={"polars"}, **_COMMON)
 def chunked_text(
     context: dg.AssetExecutionContext,
+    config: ChangedDocuments,
     embedding_model: EmbeddingModelResource,
     shard_state: ShardStateResource,
     feature_store: FeatureStoreResource,
@@ -162,12 +163,13 @@ def chunked_text(
     skipped: list[pl.DataFrame] = []
     letters = feature_store.store().control.dead_letters(plan.spec.tag)
     for key in work_keys(context):
-        frame, reused_ids = chunk_frame(
-            _upstream(state, "document_snapshots", key),
-            tokenizer,
-            plan,
-            previous=state.load("chunked_text", key),
-        )
+        previous = state.load("chunked_text", key)
+        # a delta run chunks its own documents; the others' rows stay as stored (lib/frames.py)
+        own, carried = split_own(_upstream(state, "document_snapshots", key), previous, config.doc_ids)
+        frame, reused_ids = chunk_frame(own, tokenizer, plan, previous=previous)
+        if carried is not None:
+            frame = pl.concat([conform(carried, frame.schema), frame])
+            reused_ids = [*reused_ids, *carried["doc_id"].to_list()]
         written.save_derived(key, frame)
         totals["reused"] += len(reused_ids)
         totals["chunks"] += int(frame["chunks"].list.len().sum() or 0)
@@ -194,6 +196,7 @@ def chunked_text(
 @dg.asset(deps=[chunked_text], kinds={"pytorch", "polars"}, **_COMMON)
 def document_vectors(
     context: dg.AssetExecutionContext,
+    config: ChangedDocuments,
     embedding_model: EmbeddingModelResource,
     shard_state: ShardStateResource,
     feature_store: FeatureStoreResource,
@@ -245,19 +248,24 @@ def document_vectors(
     previously_failed = {d.doc_id for d in letters.all() if d.kind == FAILED}
     failed: list[tuple[str, str]] = []
     embedded = model_failures = 0
+    schema = vector_schema(embedder.dimension)
     for key in work_keys(context):
+        previous = compatible(state.load_with_checkpoints("document_vectors", key), schema)
+        # a delta run embeds its own documents; the others' vectors stay as stored (lib/frames.py)
+        own, carried = split_own(_upstream(state, "chunked_text", key), previous, config.doc_ids)
         result = vector_frame(
-            _upstream(state, "chunked_text", key),
+            own,
             embedder,
             retry_seconds=embedding_model.retry_seconds,
-            previous=state.load_with_checkpoints("document_vectors", key),
+            previous=previous,
             docs_per_batch=embedding_model.checkpoint_docs,
             progress=progress_of(key),
             checkpoint=lambda part, key=key: state.save_checkpoint("document_vectors", key, part),
             before_embedding=load_model,
             pooling=spec.pooling,
         )
-        valid, bad = split_invalid(result.frame)
+        frame = result.frame if carried is None else pl.concat([carried, result.frame]).sort("doc_id")
+        valid, bad = split_invalid(frame)
         written.save_derived(key, valid)
         state.clear_checkpoints("document_vectors", key)  # the shard is stored whole
         chunks += int(valid["n_chunks"].sum() or 0)

@@ -14,7 +14,7 @@ import dagster as dg
 from bson import json_util
 
 from embedding_assets import settings
-from embedding_assets.defs.assets import ChangedDocuments
+from embedding_assets.defs.assets import ChangedDocuments, embedding_assets
 from embedding_assets.defs.jobs import audit_request, embed_documents, store_audit_job
 from embedding_assets.defs.partitions import NUM_SHARDS, delta_tags, shard_partitions
 from embedding_assets.defs.resources import DocumentSourceResource, ShardStateResource
@@ -104,9 +104,7 @@ def delta_run_requests(
             dg.RunRequest(
                 run_key=run_key(kind, shards, position, ids),
                 partition_key=shard_key(shards[0], NUM_SHARDS) if len(shards) == 1 else None,
-                run_config=dg.RunConfig(
-                    ops={"document_snapshots": changed, "feature_store_entries": changed}
-                ),
+                run_config=dg.RunConfig(ops={asset.key.path[-1]: changed for asset in embedding_assets}),
                 # no asset or check selection: the whole job (its four assets, the gates, and the
                 # store audit of the run's own documents with the last store-wide audit carried
                 # beside them, defs/audit.py). A selection, even of everything, makes a subset job

@@ -5,6 +5,8 @@ Each intermediate asset stores one such frame per shard (stores/shard_state.py).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import polars as pl
 
 TS = pl.Datetime("ms", "UTC")
@@ -83,3 +85,17 @@ def dead_letter_id(row: dict) -> str:
 def source_millis(frame: pl.DataFrame) -> list[int]:
     """``modified_at`` as unix milliseconds (0 where missing): what records carry as ``source_ms``."""
     return frame["modified_at"].dt.epoch("ms").fill_null(0).to_list()
+
+
+def split_own(
+    frame: pl.DataFrame, previous: pl.DataFrame | None, changed: Collection[str]
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """A delta run's rows to compute (its own documents, ``changed``) and the other documents'
+    rows as stored (``previous``), carried unchanged; with no ``changed`` (a full run), every row
+    is computed. Another run's edit in the same shard is computed by that run: a deletion run
+    beside a change run loaded the model to embed the edit the change run embedded anyway."""
+    if not changed or previous is None:
+        return frame, None
+    own = frame.filter(pl.col("doc_id").is_in(list(changed)))
+    others = frame.filter(~pl.col("doc_id").is_in(list(changed)))["doc_id"]
+    return own, previous.filter(pl.col("doc_id").is_in(others))
