@@ -97,5 +97,5 @@ def split_own(
     if not changed or previous is None:
         return frame, None
     own = frame.filter(pl.col("doc_id").is_in(list(changed)))
-    others = frame.filter(~pl.col("doc_id").is_in(list(changed)))["doc_id"]
+    others = frame.filter(~pl.col("doc_id").is_in(list(changed)))["doc_id"].to_list()
     return own, previous.filter(pl.col("doc_id").is_in(others))
