@@ -25,6 +25,20 @@ query($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
       metadataEntries { label ... on PipelineRunMetadataEntry { runId } } } } } } } } } }
 """
 ASSETS = {"document_vectors": 2, "feature_store_entries": 7}  # checks of each
+DEFINITIONS_NOW = """
+import dagster as dg
+from embedding_assets import definitions as d
+from embedding_assets.defs.resources import build_resources
+
+defs = dg.Definitions(
+    assets=d.embedding_assets,
+    asset_checks=[*d.embedding_checks, *d.audit_checks],
+    jobs=[d.embed_documents],
+    resources=build_resources(),
+    executor=dg.in_process_executor,
+    loggers=d.defs.loggers,
+).map_asset_specs(func=d.apply_freshness_policy)
+"""
 
 
 def _create(instance: dg.DagsterInstance, recon: ReconstructableRepository, request: dg.RunRequest):
@@ -60,7 +74,11 @@ def test_every_check_shows_an_evaluation_after_overlapping_runs(pipeline_env, tm
     [deletion] = delta_run_requests("deletions", "b", [deleted])
     assert change.tags[SHARDS_TAG] != deletion.tags[SHARDS_TAG]
 
-    recon = ReconstructableRepository.for_module("embedding_assets.definitions", "defs")
+    # the code location's definitions with resources read now (another test of this worker may
+    # have imported embedding_assets.definitions before this test's environment was set)
+    module = tmp_path / "definitions_now.py"
+    module.write_text(DEFINITIONS_NOW)
+    recon = ReconstructableRepository.for_file(str(module), "defs")
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         first = _create(instance, recon, change)  # created first: its check records are older
