@@ -331,6 +331,8 @@ MATERIALIZED = """query($id: ID!) { runOrError(runId: $id) { ... on Run { assetM
   assetKey { path } partition metadataEntries { label ... on BoolMetadataEntry { boolValue }
   ... on IntMetadataEntry { intValue } } } } } }"""
 RUNS = """{ runsOrError(limit: 50) { ... on Runs { results { runId status tags { key value } } } } }"""
+FILTERED_RUNS = """query($filter: RunsFilter!) { runsOrError(filter: $filter, limit: 50) {
+  ... on Runs { results { runId } } } }"""
 
 
 def _checks(port: int) -> dict[str, dict]:
@@ -405,6 +407,19 @@ def _what_the_ui_shows(port: int, env: dict, home: str, docs: list[dict]) -> dic
     assert run_id is not None, "the change sensor launched no run"
     run = _wait_run(port, run_id)
     assert run["status"] == "SUCCESS", run
+    # the runbook's Runs filters (docs/operations.md, EmbeddingNoSuccessfulRun): by status and by
+    # the trigger tag, as the Runs page's filter bar asks for them
+    found = _graphql(
+        port,
+        FILTERED_RUNS,
+        {
+            "filter": {
+                "statuses": ["SUCCESS"],
+                "tags": [{"key": "embedding_assets/trigger", "value": "changes"}],
+            }
+        },
+    )["data"]["runsOrError"]["results"]
+    assert run_id in {r["runId"] for r in found}, found
     shard = shard_key(shard_of(doc_key(edited), NUM_SHARDS), NUM_SHARDS)
     partitions = {m["partition"] for m in run["assetMaterializations"]}
     assert partitions == {shard}, partitions  # only the changed shard is materialized

@@ -229,10 +229,10 @@ def document_vectors(
         """Progress over what the shard has to embed (its changed documents, not its reused ones)."""
 
         def report(shard_done: int, shard_todo: int) -> None:
-            rate = (done["n"] + shard_done) / max(time.perf_counter() - started, 1e-9)
-            eta = (shard_todo - shard_done) / rate if rate else float("inf")
+            speed = (done["n"] + shard_done) / max(time.perf_counter() - started, 1e-9)
+            eta = (shard_todo - shard_done) / speed if speed else float("inf")
             context.log.info(
-                f"{key}: embedded {shard_done}/{shard_todo} new or changed documents, {rate:.1f}/s, "
+                f"{key}: embedded {shard_done}/{shard_todo} new or changed documents, {speed:.1f}/s, "
                 f"ETA {eta:.0f}s"
             )
 

@@ -10,6 +10,10 @@ from embedding_assets import settings
 from embedding_assets.defs.assets import embedding_assets, feature_store_entries
 from embedding_assets.defs.partitions import range_tags
 
+# Which schedule or sensor launched a run (sweep, changes, deletions, repair, audit-*): what
+# backpressure, run queue limits and the runbook's Runs filter go by.
+TRIGGER_TAG = "embedding_assets/trigger"
+
 embed_documents = dg.define_asset_job(
     "embed_documents",
     selection=dg.AssetSelection.assets(*embedding_assets),
@@ -30,7 +34,7 @@ def daily_sweep(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """
     return dg.RunRequest(
         run_key=f"sweep:{context.scheduled_execution_time:%Y-%m-%dT%H:%M}",
-        tags={**range_tags(), "embedding_assets/trigger": "sweep"},
+        tags={**range_tags(), TRIGGER_TAG: "sweep"},
     )
 
 
@@ -53,6 +57,6 @@ def audit_request(mode: str, key: str) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=key,
         run_config={"ops": {"store_audit": {"config": {"mode": mode}}}},
-        tags={"embedding_assets/trigger": f"audit-{mode}"},
+        tags={TRIGGER_TAG: f"audit-{mode}"},
         job_name=AUDIT_JOB,
     )

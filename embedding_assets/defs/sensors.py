@@ -15,7 +15,7 @@ from bson import json_util
 
 from embedding_assets import settings
 from embedding_assets.defs.assets import ChangedDocuments, embedding_assets
-from embedding_assets.defs.jobs import audit_request, embed_documents, store_audit_job
+from embedding_assets.defs.jobs import TRIGGER_TAG, audit_request, embed_documents, store_audit_job
 from embedding_assets.defs.partitions import NUM_SHARDS, delta_tags, shard_partitions
 from embedding_assets.defs.resources import DocumentSourceResource, ShardStateResource
 from embedding_assets.lib.change_tracking import (
@@ -57,7 +57,6 @@ MAX_DELTA_RUNS_IN_FLIGHT = 2
 # deleted in MongoDB but still served is the worse error, so deletions go before changes; both go
 # before whole-collection runs, which take minutes to hours either way.
 RUN_PRIORITY = {"deletions": 2, "changes": 1, "repair": 1}
-TRIGGER_TAG = "embedding_assets/trigger"
 
 
 def runs_waiting(instance: dg.DagsterInstance, trigger: str) -> int:
