@@ -65,13 +65,14 @@ def test_sensor_runs_are_the_whole_job_so_its_snapshot_never_changes():
         "vector_validity", "error_rate", "retrieval_quality", "coverage", "staleness", "orphans",
         "failed_documents", "entry_validity", "control_plane",
     }  # fmt: skip
-    # and the job's snapshot is the same in every process loading the same settings
+    # and the job's snapshot is the same in every process loading the same settings (with the two
+    # gates as single checks, Dagster ordered them by set iteration: loads differed one time in two)
     code = (
         "from embedding_assets.definitions import defs; from dagster._core.snap import JobSnap; "
         "print(JobSnap.from_job_def(defs.get_job_def('embed_documents')).snapshot_id)"
     )
     command = [sys.executable, "-c", code]
     loads = [
-        subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1] for _ in "ab"
+        subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1] for _ in "abcd"
     ]
-    assert loads[0] == loads[1] and len(loads[0]) == 40
+    assert len(set(loads)) == 1 and len(loads[0]) == 40, loads
