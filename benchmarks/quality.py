@@ -2,6 +2,8 @@
 
     python -m benchmarks.quality                                 # transformer and static tiers
     python -m benchmarks.quality --tiers transformer,static,remote   # + Infinity serving the model
+    python -m benchmarks.quality --tiers transformer@fp32,transformer@openvino-bf16,transformer@onnx-int8
+                                   # the default model through each runtime (lib/runtimes.py labels)
 
 Builds the Debian manual-page set (benchmarks/manpages.py: 16 languages, same-language and
 English queries, one relevant page per query), loads it into MongoDB, runs the pipeline into
@@ -374,7 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.update({**servers.env, **base_env})
         load(collection(dict(os.environ)), dataset)
         for tier in tiers:
-            env = {"EA_BACKEND": "transformer" if tier == "transformer" else tier}
+            backend, _, runtime = tier.partition("@")  # transformer@onnx-int8: one runtime's vectors
+            env = {"EA_BACKEND": backend, "EA_RUNTIME": "auto", "EA_PRECISION": "auto"}
+            if runtime:
+                from embedding_assets.lib.runtimes import parse_label
+
+                choice = parse_label(runtime)
+                env |= {"EA_RUNTIME": choice.runtime, "EA_PRECISION": choice.precision}
             if tier == "remote":
                 from embedding_assets.dev.infinity import InfinityServer, default_venv
                 from embedding_assets.embedders.packaged import resolve

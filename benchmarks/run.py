@@ -308,10 +308,6 @@ def bare_transformer(texts: list[str]) -> dict[str, float]:
     """The model alone on exactly the chunks the pipeline embeds (the same texts, whole, cut in
     the pipeline's windows, with the model's document prompt), per configuration; the first line
     is what most code does: the default encode on whole documents, truncated at the model's limit."""
-    import contextlib
-
-    import numpy as np
-    import torch
     from sentence_transformers import SentenceTransformer
 
     from embedding_assets import settings
@@ -334,7 +330,6 @@ def bare_transformer(texts: list[str]) -> dict[str, float]:
     )
     chunks = [c.text for doc in chunked for c in doc]
     tokens = [c.n_tokens for doc in chunked for c in doc]
-    ordered = [chunks[i] for i in np.argsort(tokens, kind="stable")]
     print(
         f"bare-model sample: {len(texts)} documents, {len(chunks)} chunks of at most {window} "
         f"tokens, {sum(tokens) / len(texts):.0f} tokens per document ({embedder.model_name})",
@@ -350,20 +345,13 @@ def bare_transformer(texts: list[str]) -> dict[str, float]:
             lambda: model.encode(chunks, prompt=prompt), n
         ),
     }
-    precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
-    for precision in precisions:
-        for batch in (8, 16, 32):
-            ctx = (
-                torch.autocast("cpu", dtype=torch.bfloat16)
-                if precision == "bf16"
-                else contextlib.nullcontext()
-            )
+    # every runtime and precision on the same windows, 1 and 2 threads (benchmarks/runtimes.py):
+    # the fastest of them is the limit the pipeline's embedding step is compared with
+    from benchmarks.runtimes import LABELS, bare_rates
 
-            def encode(ctx: object = ctx, batch: int = batch) -> None:
-                with ctx:  # type: ignore[attr-defined]
-                    model.encode(ordered, batch_size=batch, prompt=prompt)
-
-            out[f"{precision}, batch {batch}, chunks sorted by token count"] = _rate(encode, n)
+    usable = [label for label in LABELS if "bf16" not in label or cpu_has_bf16()]
+    for (label, threads), rate in bare_rates(texts, usable, [1, 2]).items():
+        out[f"{label}, {threads} thread(s), batch 16, windows sorted by token count"] = rate
     return out
 
 

@@ -219,6 +219,10 @@ def versions(args: argparse.Namespace) -> int:
                 f"{mark} {tag}  {count} entries  {spec.model} {spec.precision} {spec.quantization}, "
                 f"{spec.window_tokens}-token windows, {spec.pooling} pooling"
             )
+            if spec.model.startswith("static-"):
+                from embedding_assets.embedders.static import TIER_NOTE
+
+                print(f"    {TIER_NOTE}")
             record = store.control.quality(tag)
             if record is None:
                 print("    labeled set: not scored (built before quality records)")

@@ -237,8 +237,9 @@ class EmbeddingClient:
             backend = backend_of(self.spec)
             given = {"backend": backend, "model": self.model} if self.model else None
             recorded = self.store.control.query_model(self.version)
+            calibration = self.store.control.model_calibration(self.version)
             self._embedders[self.version] = query_embedder(
-                self.spec, [given, recorded, configured_source(backend)]
+                self.spec, [given, recorded, configured_source(backend)], calibration
             )
         return self._embedders[self.version]
 

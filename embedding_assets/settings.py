@@ -62,7 +62,19 @@ _SETTINGS = [
     Setting("EA_STATIC_DIR", "", "cache of distilled static models (empty: $EA_STATE_DIR/models)"),
     Setting("EA_DEVICE", "auto", "`cpu`, `cuda`, or `auto` (CUDA when present)"),
     Setting("EA_BATCH_SIZE", 16, "chunks per model call"),
-    Setting("EA_PRECISION", "auto", "`auto`, `fp32`, `bf16`, `fp16`; part of the version tag"),
+    Setting(
+        "EA_RUNTIME",
+        "auto",
+        "`auto` (the fastest runtime that passes its check against torch, measured once per machine), "
+        "`torch`, `openvino` or `onnx`; part of the version tag",
+    ),
+    Setting(
+        "EA_PRECISION",
+        "auto",
+        "`auto` (the fastest lossless one), `fp32`, `bf16`, `fp16` (torch on a GPU) or `int8` "
+        "(openvino: calibrated on the deployment's windows; onnx: dynamic); part of the version tag",
+    ),
+    Setting("EA_THREADS", 0, "threads of openvino or onnx (0: the cores this process may use; never more)"),
     Setting("EA_WINDOW_TOKENS", 128, "tokens per chunk (0: the model's maximum); part of the version tag"),
     Setting("EA_OVERLAP_TOKENS", 0, "tokens each chunk repeats from the one before; part of the version tag"),
     Setting(

@@ -7,7 +7,7 @@ from embedding_assets.embedders.for_version import source_of
 
 
 def test_every_setting_comes_from_the_spec_or_the_deployment_and_none_from_both():
-    explicit = {"model", "backend", "embed_model", "precision"}
+    explicit = {"model", "backend", "embed_model", "runtime", "precision"}
     fields = set(EmbeddingModelResource.model_fields)
     assert set(FROM_SPEC) | set(FROM_DEPLOYMENT) | explicit == fields
     assert not set(FROM_SPEC) & set(FROM_DEPLOYMENT)

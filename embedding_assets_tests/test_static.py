@@ -71,3 +71,18 @@ def test_the_table_is_mapped_from_a_float32_copy_beside_the_model_and_follows_it
     later = table_copy(folder).stat().st_mtime + 5
     os.utime(folder / "model.safetensors", (later, later))
     assert np.array_equal(token_table(folder), rebuilt.astype(np.float32))
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_versions_says_what_the_static_tier_is_for(pipeline_env, monkeypatch, static_dir, capsys):
+    from embedding_assets.cli import main
+    from embedding_assets.dev.harness import load_sample, materialize
+
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
+    load_sample(pipeline_env, 16)
+    assert materialize().success
+    assert main(["versions"]) == 0
+    listing = capsys.readouterr().out
+    assert "static-" in listing and "ranks below BM25" in listing and "0.483" in listing

@@ -73,12 +73,13 @@ def test_the_rules_before_keep_their_tags():
     """A deployment pinned to earlier defaults keeps its version: the tags below are the ones the
     earlier releases computed for the default model (before pooling: ``EA_POOLING=mean
     EA_WINDOW_TOKENS=0 EA_OVERLAP_TOKENS=32``; lead pooling with overlapping windows:
-    ``EA_OVERLAP_TOKENS=32``). The new defaults are another version, built blue/green beside them
+    ``EA_OVERLAP_TOKENS=32``), all through torch (``EA_RUNTIME=torch``, how every release before
+    the runtimes ran). The new defaults are another version, built blue/green beside them
     (docs/operations.md)."""
     from embedding_assets.defs.resources import EmbeddingModelResource
 
     def spec(**settings):
-        return EmbeddingModelResource(device="cpu", precision="bf16", **settings).spec()
+        return EmbeddingModelResource(device="cpu", runtime="torch", precision="bf16", **settings).spec()
 
     before_pooling = spec(pooling="mean", window_tokens=0, overlap_tokens=32)
     assert before_pooling.tag == "multilingual-e5-small-957aec48" and before_pooling.window_tokens == 500

@@ -26,6 +26,7 @@ from embedding_assets.embedders.for_version import backend_of
 from embedding_assets.lib import publish
 from embedding_assets.lib.chunk import chunk_frame
 from embedding_assets.lib.embed import vector_frame
+from embedding_assets.lib.runtimes import parse_label
 from embedding_assets.lib.vectors import split_invalid
 from embedding_assets.lib.versioning import EmbeddingSpec
 from embedding_assets.stores.dead_letters import FAILED
@@ -63,7 +64,7 @@ FROM_SPEC = (
 )  # fmt: skip
 FROM_DEPLOYMENT = (
     "embed_urls", "embed_api_key", "embed_concurrency", "embed_batch_tokens", "static_dir", "device",
-    "batch_size", "checkpoint_docs", "retry_seconds",
+    "batch_size", "checkpoint_docs", "retry_seconds", "threads",
 )  # fmt: skip
 
 
@@ -74,11 +75,16 @@ def active_model(
     deployment's settings for what the tag does not hold (device, batch size, service)."""
     backend = backend_of(spec)
     source = source or {}
+    runtime, precision = target.runtime, target.precision
+    if backend == "transformer":  # the label names both: openvino-bf16, or torch's bare fp32
+        choice = parse_label(spec.precision)
+        runtime, precision = choice.runtime, choice.precision
     return EmbeddingModelResource(
         model=source.get("model", "") if backend != "static" else target.model,
         backend=backend,
         embed_model=source.get("served_model") or target.embed_model,
-        precision=spec.precision if backend == "transformer" else target.precision,
+        runtime=runtime,
+        precision=precision,
         **{name: getattr(spec, name) for name in FROM_SPEC},
         **{name: getattr(target, name) for name in FROM_DEPLOYMENT},
     )
@@ -135,9 +141,10 @@ def follow_active_version(
         plan = model.chunk_plan()
         tokenizer = None if plan.single_chunk else model.embedder().tokenizer
         chunked, _ = chunk_frame(rows, tokenizer, plan)
-        result = vector_frame(
-            chunked, model.embedder(), retry_seconds=model.retry_seconds, pooling=spec.pooling
-        )
+        embedder = model.embedder()
+        if getattr(embedder, "needs_calibration", False):  # static int8: the version's own sample
+            embedder.calibration = store.control.model_calibration(active)  # type: ignore[attr-defined]
+        result = vector_frame(chunked, embedder, retry_seconds=model.retry_seconds, pooling=spec.pooling)
         valid, bad = split_invalid(result.frame)
         failures = result.failures + [
             (d, "invalid vector: non-finite, zero or constant") for d in bad["doc_id"]

@@ -28,6 +28,7 @@ from embedding_assets.defs.partitions import (
     work_keys,
 )
 from embedding_assets.defs.publish_guards import (
+    calibrate_model,
     eviction_policy,
     labeled_vectors,
     record_quality,
@@ -244,6 +245,7 @@ def document_vectors(
     control.register_version(spec, layout=False)  # checks read it before publishing
     control.set_query_model(spec.tag, source_of(embedder))  # where clients load it for queries
     verify_model(context, embedder, control, state, spec)
+    calibrate_model(context, embedder, control, state, spec, lambda: calibration_windows(state, context))
     letters = control.dead_letters(spec.tag)
     previously_failed = {d.doc_id for d in letters.all() if d.kind == FAILED}
     failed: list[tuple[str, str]] = []
@@ -428,6 +430,19 @@ def _upstream(state: ShardStateStore, asset: str, key: str, columns: list[str] |
     if frame is None:
         raise dg.Failure(f"{asset} has no stored shard {key} in {state.base}; materialize it first")
     return frame
+
+
+def calibration_windows(state: ShardStateStore, context: dg.AssetExecutionContext) -> list[str]:
+    """A sample of this run's windows, spread over its shards: what static int8 calibrates on."""
+    from embedding_assets.embedders.compiled import CALIBRATION_WINDOWS
+
+    keys = work_keys(context)
+    per_shard = -(-CALIBRATION_WINDOWS // max(len(keys), 1))
+    windows: list[str] = []
+    for key in keys:
+        chunks = _upstream(state, "chunked_text", key, ["chunks"])["chunks"].explode().drop_nulls()
+        windows += chunks.head(per_shard).to_list()
+    return windows[:CALIBRATION_WINDOWS]
 
 
 def _record_input_problems(letters: DeadLetters, rows: pl.DataFrame) -> None:

@@ -2,7 +2,9 @@
 (remote endpoints against its canary texts), the server will not evict control keys, and the
 version's score on the shipped labeled set."""
 
+import json
 import time
+from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
@@ -95,6 +97,33 @@ def verify_model(
     if kept is None:
         state.save_canary(spec.tag, encode_canary(stored))
     context.log.info(f"model identity verified on {len(vectors)} canary texts")
+
+
+def calibrate_model(
+    context: dg.AssetExecutionContext,
+    embedder: object,
+    control: ControlPlane,
+    state: ShardStateStore,
+    spec: EmbeddingSpec,
+    windows: Callable[[], list[str]],
+) -> None:
+    """A statically quantized model (openvino-int8) measures its activation ranges on the
+    deployment's own windows: the version's first run takes a sample and records it (in Redis and
+    beside the shard state); every later run, on any machine, and every client use that sample, so
+    they build the same model."""
+    if not getattr(embedder, "needs_calibration", False):
+        return
+    kept = state.load_blob(spec.tag, "model-calibration")
+    recorded = control.model_calibration(spec.tag)
+    if recorded is None:
+        sample = json.loads(kept) if kept else windows()
+        if not sample:
+            raise dg.Failure(f"{spec.tag} is calibrated on the deployment's windows, and there are none yet")
+        recorded = control.ensure_model_calibration(spec.tag, sample)
+    if kept is None:
+        state.save_blob(spec.tag, "model-calibration", json.dumps(recorded).encode())
+    embedder.calibration = recorded  # type: ignore[attr-defined]
+    context.log.info(f"{spec.precision} calibrated on {len(recorded)} windows of this deployment's documents")
 
 
 # Policies that may evict keys without a TTL: the control keys. volatile-* evict only keys with a

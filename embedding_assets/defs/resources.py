@@ -14,7 +14,7 @@ from embedding_assets import settings
 from embedding_assets.defs.alerts import AlertWebhookResource
 from embedding_assets.embedders.packaged import resolve as resolve_model
 from embedding_assets.embedders.remote import RemoteEmbedder
-from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder
+from embedding_assets.embedders.runtime_choice import transformer_embedder
 from embedding_assets.embedders.static import STATIC_WINDOW_TOKENS, StaticEmbedder
 from embedding_assets.lib.chunk import ChunkPlan
 from embedding_assets.lib.pooling import pooling_decay
@@ -160,7 +160,9 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     static_dir: str = _default("EA_STATIC_DIR")  # distilled static models (empty: under the state dir)
     device: str = _default("EA_DEVICE")
     batch_size: int = _default("EA_BATCH_SIZE")
-    precision: str = _default("EA_PRECISION")  # auto: bf16 where the hardware runs it natively
+    runtime: str = _default("EA_RUNTIME")  # auto: the fastest verified runtime here
+    precision: str = _default("EA_PRECISION")  # auto: the fastest lossless precision
+    threads: int = _default("EA_THREADS")  # openvino/onnx threads (0: the cores)
     window_tokens: int = _default("EA_WINDOW_TOKENS")  # 0: the model's maximum sequence length
     overlap_tokens: int = _default("EA_OVERLAP_TOKENS")
     pooling: str = _default("EA_POOLING")  # how chunk vectors become the document's
@@ -199,11 +201,13 @@ class EmbeddingModelResource(dg.ConfigurableResource):
                     retry_seconds=self.retry_seconds,
                 )
             elif self.backend == "transformer":
-                self._embedder = SentenceTransformerEmbedder(
+                self._embedder = transformer_embedder(
                     self.model or None,
                     device=self.device,
                     batch_size=self.batch_size,
+                    runtime=self.runtime,
                     precision=self.precision,
+                    threads=self.threads,
                 )
             else:
                 raise ValueError(
@@ -280,7 +284,9 @@ def build_resources() -> dict[str, Any]:
             static_dir=_env("EA_STATIC_DIR"),
             device=_env("EA_DEVICE"),
             batch_size=_env("EA_BATCH_SIZE"),
+            runtime=_env("EA_RUNTIME"),
             precision=_env("EA_PRECISION"),
+            threads=_env("EA_THREADS"),
             window_tokens=_env("EA_WINDOW_TOKENS"),
             overlap_tokens=_env("EA_OVERLAP_TOKENS"),
             pooling=_env("EA_POOLING"),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from embedding_assets import settings
 from embedding_assets.lib.protocols import Embedder
+from embedding_assets.lib.runtimes import parse_label
 from embedding_assets.lib.versioning import EmbeddingSpec
 
 
@@ -37,16 +38,25 @@ def source_of(embedder: object) -> dict[str, str]:
     return {"backend": "transformer", "model": str(getattr(embedder, "model_name", ""))}
 
 
-def identity(embedder: Embedder) -> tuple[str, int, str, str]:
-    return (embedder.fingerprint, embedder.dimension, embedder.query_prompt, embedder.document_prompt)
+def identity(embedder: Embedder) -> tuple[str, int, str, str, str]:
+    return (
+        embedder.fingerprint,
+        embedder.dimension,
+        embedder.query_prompt,
+        embedder.document_prompt,
+        embedder.precision,
+    )
 
 
-def spec_identity(spec: EmbeddingSpec) -> tuple[str, int, str, str]:
-    return (spec.model_fingerprint, spec.dimension, spec.query_prompt, spec.document_prompt)
+def spec_identity(spec: EmbeddingSpec) -> tuple[str, int, str, str, str]:
+    return (spec.model_fingerprint, spec.dimension, spec.query_prompt, spec.document_prompt, spec.precision)
 
 
-def build(source: dict[str, str]) -> Embedder:
-    """An embedder for queries from a recorded or configured source (nothing loads yet)."""
+def build(
+    source: dict[str, str], spec: EmbeddingSpec | None = None, calibration: list[str] | None = None
+) -> Embedder:
+    """An embedder for queries from a recorded or configured source (nothing loads yet); a
+    transformer runs through the runtime and precision ``spec`` records, as its documents did."""
     from embedding_assets.embedders.remote import RemoteEmbedder
     from embedding_assets.embedders.sentence_transformer import SentenceTransformerEmbedder
     from embedding_assets.embedders.static import StaticEmbedder
@@ -65,7 +75,19 @@ def build(source: dict[str, str]) -> Embedder:
             served_model=source.get("served_model") or str(settings.get("EA_EMBED_MODEL")),
             api_key=str(settings.get("EA_EMBED_API_KEY")),
         )
-    return SentenceTransformerEmbedder(model or None, device=str(settings.get("EA_DEVICE")))
+    if spec is None:
+        return SentenceTransformerEmbedder(model or None, device=str(settings.get("EA_DEVICE")))
+    choice = parse_label(spec.precision)
+    if choice.runtime == "torch":
+        return SentenceTransformerEmbedder(
+            model or None, device=str(settings.get("EA_DEVICE")), precision=choice.precision
+        )
+    from embedding_assets.embedders.packaged import resolve
+    from embedding_assets.embedders.runtime_choice import build as build_runtime
+
+    return build_runtime(
+        resolve(model or None), choice, threads=int(settings.get("EA_THREADS")), calibration=calibration
+    )
 
 
 def configured_source(backend: str) -> dict[str, str]:
@@ -73,21 +95,27 @@ def configured_source(backend: str) -> dict[str, str]:
     return {"backend": backend, "model": str(settings.get("EA_MODEL"))}
 
 
-def query_embedder(spec: EmbeddingSpec, sources: list[dict[str, str] | None]) -> Embedder:
-    """The first of ``sources`` whose embedder is the version's; ``QueryModelMismatch`` if none."""
+def query_embedder(
+    spec: EmbeddingSpec, sources: list[dict[str, str] | None], calibration: list[str] | None = None
+) -> Embedder:
+    """The first of ``sources`` whose embedder is the version's; ``QueryModelMismatch`` if none.
+    ``calibration``: the windows a statically quantized version was calibrated on."""
     tried = []
     for source in sources:
         if not source:
             continue
         try:
-            embedder = build(source)
+            embedder = build(source, spec, calibration)
             found = identity(embedder)
         except (OSError, ValueError, ImportError) as err:
             tried.append(f"{source}: {type(err).__name__}: {err}")
             continue
         if found == spec_identity(spec):
             return embedder
-        tried.append(f"{source}: fingerprint {found[0]}, dimension {found[1]}, prompts {found[2:]!r}")
+        tried.append(
+            f"{source}: fingerprint {found[0]}, dimension {found[1]}, prompts {found[2:4]!r}, "
+            f"runtime {found[4]}"
+        )
     raise QueryModelMismatch(
         f"no model at hand embeds queries for version {spec.tag} (fingerprint {spec.model_fingerprint}, "
         f"dimension {spec.dimension}, prompts {(spec.query_prompt, spec.document_prompt)!r}); tried "

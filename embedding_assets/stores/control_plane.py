@@ -62,6 +62,10 @@ def quality_vectors_key(version: str) -> str:
     return f"{META_PREFIX}:{version}:quality_vectors"
 
 
+def model_calibration_key(version: str) -> str:
+    return f"{META_PREFIX}:{version}:model_calibration"
+
+
 def dead_letter_key(version: str) -> str:
     return f"{META_PREFIX}:{version}:dead_letters"
 
@@ -213,10 +217,26 @@ class ControlPlane:
             query_model_key(version),
             quality_key(version),
             quality_vectors_key(version),
+            model_calibration_key(version),
         )
         self.client.hdel(VERSIONS_KEY, version)
         self.client.hdel(INACTIVE_KEY, version)
         self._buckets.pop(version, None)
+
+    # -- the model's own int8 calibration: windows of the deployment's documents -----------------
+    @transient
+    def model_calibration(self, version: str) -> list[str] | None:
+        raw = self.client.get(model_calibration_key(version))
+        return list(json.loads(raw)) if raw else None
+
+    @transient
+    def ensure_model_calibration(self, version: str, texts: list[str]) -> list[str]:
+        """The version's calibration windows: the first writer's, whoever asks (SET NX)."""
+        self.client.set(model_calibration_key(version), json.dumps(texts), nx=True)
+        stored = self.model_calibration(version)
+        if stored is None:
+            raise ControlPlaneLost(f"{model_calibration_key(version)} vanished as it was written")
+        return stored
 
     # -- calibration ------------------------------------------------------------------------
     @transient

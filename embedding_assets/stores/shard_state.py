@@ -237,6 +237,18 @@ class ShardStateStore:
         tmp.write_bytes(raw)
         tmp.rename(path)
 
+    def load_blob(self, tag: str, kind: str) -> bytes | None:
+        """A copy of something a version keeps in Redis (its int8 calibration windows, say)."""
+        path = self._version_path(tag).with_suffix(f".{kind}")
+        return path.read_bytes() if path.exists() else None
+
+    def save_blob(self, tag: str, kind: str, raw: bytes) -> None:
+        path = self._version_path(tag).with_suffix(f".{kind}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(raw)
+        tmp.rename(path)
+
     def version_copies(self) -> dict[str, str]:
         """Every version's copy, by tag."""
         folder = version_copy_path(self.base, "x").parent

@@ -1,0 +1,247 @@
+"""Every runtime on the same real text, bare and through the pipeline, in one run.
+
+    python -m benchmarks.runtimes                    # 2,000 Debian manual pages in 16 languages
+    python -m benchmarks.runtimes --docs 500 --pipeline fp32,auto,openvino-int8
+
+Prints, in this order and in this process:
+
+1. the bare rate of every runtime and precision (torch fp32 and bf16, OpenVINO bf16/fp32/int8, ONNX
+   Runtime fp32/int8) on exactly the windows the pipeline embeds, with 1 and 2 threads: inference
+   alone on pre-tokenized, length-sorted batches, the fastest way this CPU runs the model;
+2. the pipeline end to end (MongoDB to Redis, every step) per runtime, with its embedding step as a
+   fraction of the fastest bare configuration and its end-to-end rate against torch fp32's;
+3. per runtime, a fresh process's model load (cache warm: exported and verified once) and
+   ``embed_query`` p50 / p95.
+
+Servers come from MONGO_URI / REDIS_URL, or are embedded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import manpages
+
+BATCH = 16
+LABELS = ("fp32", "bf16", "openvino-bf16", "openvino-fp32", "openvino-int8", "onnx-fp32", "onnx-int8")
+
+
+def pipeline_windows(texts: list[str]) -> tuple[list[str], list[int], str]:
+    """The windows the pipeline embeds for ``texts`` (its window, overlap and pooling's cap)."""
+    from embedding_assets import settings
+    from embedding_assets.embedders.model_files import load_tokenizer, sentence_transformer_shape
+    from embedding_assets.embedders.packaged import resolve
+    from embedding_assets.lib.chunking import chunk_texts
+    from embedding_assets.lib.pooling import windows_that_count
+
+    folder = resolve(None)
+    shape = sentence_transformer_shape(Path(folder))
+    assert shape is not None
+    configured = int(settings.get("EA_WINDOW_TOKENS"))
+    window = min(configured, shape.max_text_tokens) if configured > 0 else shape.max_text_tokens
+    chunked = chunk_texts(
+        texts,
+        load_tokenizer(folder),
+        window=window,
+        overlap=min(int(settings.get("EA_OVERLAP_TOKENS")), window - 1),
+        max_windows=windows_that_count(str(settings.get("EA_POOLING"))),
+    )
+    chunks = [c.text for doc in chunked for c in doc]
+    tokens = [c.n_tokens for doc in chunked for c in doc]
+    return chunks, tokens, shape.document_prompt
+
+
+def bare_rates(texts: list[str], labels: list[str], threads: list[int]) -> dict[tuple[str, int], float]:
+    """Documents/s of each runtime alone on the pipeline's windows of ``texts``."""
+    import torch
+
+    from embedding_assets import settings
+    from embedding_assets.embedders.compiled import CompiledEmbedder
+    from embedding_assets.embedders.packaged import resolve
+    from embedding_assets.lib.runtimes import parse_label
+
+    folder = resolve(None)
+    chunks, tokens, prompt = pipeline_windows(texts)
+    ordered = [chunks[i] for i in np.argsort(tokens, kind="stable")]
+    print(
+        f"bare: {len(texts)} documents, {len(chunks)} windows of {np.mean(tokens):.0f} tokens on average",
+        flush=True,
+    )
+    calibration = random.Random(3).sample(chunks, min(300, len(chunks)))
+    out: dict[tuple[str, int], float] = {}
+    for label in labels:
+        choice = parse_label(label)
+        for n in threads:
+            if choice.runtime == "torch":
+                from sentence_transformers import SentenceTransformer
+
+                torch.set_num_threads(n)
+                model = SentenceTransformer(folder, device="cpu")
+                ctx = torch.autocast("cpu", dtype=torch.bfloat16) if choice.precision == "bf16" else None
+
+                def run(model: object = model, ctx: object = ctx) -> None:
+                    with ctx or torch.inference_mode():  # type: ignore[attr-defined]
+                        model.encode(ordered, batch_size=BATCH, prompt=prompt or None)  # type: ignore[attr-defined]
+
+            else:
+                compiled = CompiledEmbedder(
+                    folder,
+                    choice,
+                    cache_dir=settings.model_cache_dir(),
+                    threads=n,
+                    calibration=calibration if choice.precision == "int8" else None,
+                )
+                session = compiled.session
+                batches = [
+                    compiled._tokenized(ordered[i : i + BATCH], prompt) for i in range(0, len(ordered), BATCH)
+                ]
+
+                def run(session: object = session, batches: list = batches) -> None:
+                    for ids, mask in batches:
+                        session.run(ids, mask)  # type: ignore[attr-defined]
+
+            run()  # warm-up: compilation, caches, thread pools
+            started = time.perf_counter()
+            run()
+            out[(label, n)] = len(texts) / (time.perf_counter() - started)
+            print(f"  {label:<14} {n} thread(s) {out[(label, n)]:>8.1f} docs/s", flush=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    return out
+
+
+def pipeline_rate(label: str, state: Path) -> tuple[float, float, str]:
+    """(end-to-end docs/s, embedding-step docs/s, version) of one full run with ``label``."""
+    import redis
+
+    from embedding_assets.dev import harness
+    from embedding_assets.lib.runtimes import parse_label
+
+    if label == "auto":
+        env = {"EA_RUNTIME": "auto", "EA_PRECISION": "auto"}
+    else:
+        choice = parse_label(label)
+        env = {"EA_RUNTIME": choice.runtime, "EA_PRECISION": choice.precision}
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+    os.environ.update({**env, "EA_PARQUET_DIR": str(state / f"parquet-{label}")})
+    started = time.perf_counter()
+    result = harness.materialize()
+    wall = time.perf_counter() - started
+    vectors = harness.metadata(result, "document_vectors")
+    rows = int(harness.metadata(result, "feature_store_entries")["rows"])
+    version = str(harness.metadata(result, "feature_store_entries")["version"])
+    return rows / wall, float(vectors["documents_per_second"]), version
+
+
+LOAD_AND_QUERY = """
+import json, sys, time
+started = time.perf_counter()
+from embedding_assets.embedders.runtime_choice import transformer_embedder
+embedder = transformer_embedder(None, device="cpu", runtime=sys.argv[1], precision=sys.argv[2])
+embedder.encode(["warm up"])
+loaded = time.perf_counter() - started
+times = []
+for i in range(200):
+    t = time.perf_counter()
+    embedder.encode_queries([f"how do I copy a directory with its files {i}"])
+    times.append(time.perf_counter() - t)
+times.sort()
+print(json.dumps({"label": embedder.precision, "load": loaded, "p50": times[100], "p95": times[190]}))
+"""
+
+
+def load_and_query(label: str) -> dict[str, float]:
+    from embedding_assets.lib.runtimes import parse_label
+
+    runtime, precision = ("auto", "auto") if label == "auto" else tuple(vars(parse_label(label)).values())
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_QUERY, runtime, precision],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--docs", type=int, default=2000, help="manual pages (a seeded sample)")
+    parser.add_argument("--bare", default=",".join(LABELS), help="runtimes timed bare")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--pipeline", default="fp32,auto", help="runtimes run through the pipeline")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "embedding-assets" / "quality"))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("EA_DEVICE", "cpu")
+    dataset = manpages.build(Path(args.cache))
+    documents = random.Random(5).sample(dataset["documents"], min(args.docs, len(dataset["documents"])))
+    languages = len({d["language"] for d in documents})
+    print(f"{len(documents)} manual pages in {languages} languages", flush=True)
+
+    from benchmarks.quality import load
+    from embedding_assets.dev.harness import collection
+    from embedding_assets.dev.servers import EmbeddedServers
+    from embedding_assets.lib.text import document_text
+    from embedding_assets.stores.feature_store import FeatureStore
+
+    state = Path(tempfile.mkdtemp(prefix="ea-runtimes-"))
+    with EmbeddedServers(state) as servers:
+        os.environ.update({**servers.env, "MONGO_DB": "ea_runtimes", "MONGO_COLLECTION": "documents"})
+        load(collection(dict(os.environ)), {"documents": documents})
+
+        print("\n## Through the pipeline (MongoDB to Redis), one full run each", flush=True)
+        runs: dict[str, tuple[float, float, str]] = {}
+        for label in [s.strip() for s in args.pipeline.split(",") if s.strip()]:
+            runs[label] = pipeline_rate(label, state)
+            print(
+                f"  {label:<14} end to end {runs[label][0]:>7.1f} docs/s, embedding step "
+                f"{runs[label][1]:>7.1f} docs/s ({runs[label][2]})",
+                flush=True,
+            )
+        spec = next(iter(FeatureStore.from_url(os.environ["REDIS_URL"]).control.versions().values()))
+        texts = [document_text(d["title"], d["body"], spec).text for d in documents]
+
+        print("\n## Bare, on the same windows", flush=True)
+        threads = [int(t) for t in args.threads.split(",")]
+        bare = bare_rates(texts, [s.strip() for s in args.bare.split(",") if s.strip()], threads)
+
+    best_key = max(bare, key=lambda k: bare[k])
+    best = bare[best_key]
+    print(f"\n## Summary ({len(documents)} manual pages, {os.cpu_count()} cores)")
+    print(f"fastest bare configuration: {best_key[0]}, {best_key[1]} thread(s), {best:.1f} docs/s")
+    for label, n in sorted(bare, key=lambda k: -bare[k]):
+        print(
+            f"  bare {label:<14} {n} thread(s) {bare[(label, n)]:>8.1f} docs/s  {bare[(label, n)] / best:.2f}"
+        )
+    torch_fp32 = runs.get("fp32")
+    for label, (e2e, step, version) in runs.items():
+        line = f"pipeline {label:<10} ({version}): embedding step {step / best:.2f} of the fastest bare"
+        if torch_fp32:
+            ratio = e2e / torch_fp32[0]
+            line += f"; end to end {ratio:.2f}x torch fp32's ({e2e:.1f} against {torch_fp32[0]:.1f} docs/s)"
+        print(line)
+
+    print("\n## A fresh process: model load (cache warm) and embed_query, 200 queries")
+    for label in ["fp32", "auto", *[k for k in runs if k not in ("fp32", "auto")]]:
+        found = load_and_query(label)
+        print(
+            f"  {label:<14} ({found['label']}): load {found['load']:.2f} s, embed_query p50 "
+            f"{found['p50'] * 1000:.1f} ms, p95 {found['p95'] * 1000:.1f} ms"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

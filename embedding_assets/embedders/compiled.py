@@ -1,0 +1,266 @@
+"""A sentence-transformers model run through OpenVINO or ONNX Runtime, without torch.
+
+What sentence-transformers does around the transformer (the prompt, the tokenizer, mean or CLS
+pooling, unit length) is done here with ``tokenizers`` and numpy, so a run that finds its export in
+the model cache loads in a fraction of a second. Models whose modules are not a Transformer, a
+Pooling and a Normalize (a Dense head, say) are refused: they run through torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedding_assets.embedders.exported import (
+    RuntimeRefused,
+    ensure_exported,
+    quantize_onnx_dynamic,
+    quantize_openvino_static,
+    verified,
+)
+from embedding_assets.embedders.model_files import (
+    ModelShape,
+    ShapedByModelFiles,
+    load_tokenizer,
+    sentence_transformer_shape,
+    tokenizer_json,
+)
+from embedding_assets.lib.runtimes import RuntimePrecision
+from embedding_assets.lib.versioning import model_fingerprint
+
+# Windows a static int8 model is calibrated on, and how many per calibration batch.
+CALIBRATION_WINDOWS = 300
+_CALIBRATION_BATCH = 16
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pooling_of(folder: Path) -> tuple[str, bool]:
+    """``(mean|cls, normalize)`` from the folder's modules; ``RuntimeRefused`` for anything else."""
+    modules = json.loads((folder / "modules.json").read_text())
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    if kinds[:2] != ["Transformer", "Pooling"] or set(kinds[2:]) - {"Normalize"}:
+        raise RuntimeRefused(f"modules {kinds}: only Transformer, Pooling and Normalize run outside torch")
+    pooling = json.loads((folder / modules[1]["path"] / "config.json").read_text())
+    modes = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v]
+    if modes == ["pooling_mode_mean_tokens"]:
+        return "mean", "Normalize" in kinds
+    if modes == ["pooling_mode_cls_token"]:
+        return "cls", "Normalize" in kinds
+    raise RuntimeRefused(f"pooling {modes}: only mean or CLS pooling run outside torch")
+
+
+def calibration_digest(texts: list[str]) -> str:
+    return hashlib.blake2b("\x00".join(texts).encode(), digest_size=6).hexdigest()
+
+
+class _Session:
+    """One compiled model: ``run(input_ids, attention_mask)`` gives the last hidden state."""
+
+    def __init__(self, runtime: str, model: Path, precision: str, threads: int, cache: Path) -> None:
+        self.runtime = runtime
+        if runtime == "openvino":
+            import openvino as ov
+
+            config: dict[str, Any] = {
+                "CACHE_DIR": str(cache),  # the compiled blob: a later load skips compilation
+                "INFERENCE_NUM_THREADS": threads,
+                "PERFORMANCE_HINT": "LATENCY",
+            }
+            if precision in ("bf16", "fp32"):
+                config["INFERENCE_PRECISION_HINT"] = "bf16" if precision == "bf16" else "f32"
+            self._compiled = ov.Core().compile_model(str(model), "CPU", config)
+            self._output = self._compiled.output(0)
+            self._local = threading.local()
+        else:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            self._ort = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if self.runtime == "openvino":
+            request = getattr(self._local, "request", None)
+            if request is None:  # an infer request is not shared between threads
+                request = self._local.request = self._compiled.create_infer_request()
+            return request.infer({"input_ids": input_ids, "attention_mask": attention_mask})[self._output]
+        return self._ort.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+
+_SESSIONS: dict[tuple[str, str, int], _Session] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def session(runtime: str, model: Path, precision: str, threads: int, cache: Path) -> _Session:
+    """Once per process: every run of a process builds its resources anew."""
+    key = (str(model), precision, threads)
+    with _SESSIONS_LOCK:
+        if key not in _SESSIONS:
+            _SESSIONS[key] = _Session(runtime, model, precision, threads, cache)
+        return _SESSIONS[key]
+
+
+class CompiledEmbedder(ShapedByModelFiles):
+    """``protocols.Embedder`` through OpenVINO or ONNX Runtime. The model's files make the version
+    tag as for torch; ``precision`` names the runtime too (``openvino-bf16``)."""
+
+    needs_chunking = True
+    device = "cpu"
+
+    def __init__(
+        self,
+        model_name: str,
+        choice: RuntimePrecision,
+        *,
+        cache_dir: Path,
+        batch_size: int = 16,
+        threads: int = 0,
+        calibration: list[str] | None = None,
+    ) -> None:
+        folder = Path(model_name)
+        if not (folder / "modules.json").is_file():
+            raise RuntimeRefused(f"{model_name} is not a local sentence-transformers folder")
+        self.model_name = model_name
+        self.choice = choice
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.threads = min(threads or cores(), cores())  # never more threads than cores
+        self.pooling, self.normalize = pooling_of(folder)
+        self.calibration = calibration
+
+    @property
+    def precision(self) -> str:
+        return self.choice.label
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Static int8 measures activation ranges on sample windows before it runs."""
+        return self.choice == RuntimePrecision("openvino", "int8")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.model_name)
+
+    @cached_property
+    def _shape(self) -> ModelShape:
+        shape = sentence_transformer_shape(Path(self.model_name))
+        if shape is None:
+            raise RuntimeRefused(f"{self.model_name}: its configs do not describe its output")
+        return shape
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        return load_tokenizer(self.model_name)
+
+    def is_transient(self, error: BaseException) -> bool:
+        return False
+
+    @cached_property
+    def _encoder(self) -> Any:
+        """The tokenizer the model is fed with: the folder's own, truncating at its limit."""
+        from tokenizers import Tokenizer
+
+        found = tokenizer_json(Path(self.model_name))
+        if found is None:
+            raise RuntimeRefused(f"{self.model_name} has no tokenizer.json")
+        tokenizer = Tokenizer.from_file(str(found))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(self._shape.max_seq_length)
+        return tokenizer
+
+    @cached_property
+    def _lowercase(self) -> bool:
+        config = json.loads((Path(self.model_name) / "sentence_bert_config.json").read_text())
+        return bool(config.get("do_lower_case"))
+
+    @cached_property
+    def export_dir(self) -> Path:
+        return ensure_exported(Path(self.model_name), self.fingerprint, self.choice.runtime, self.cache_dir)
+
+    def _model_file(self) -> Path:
+        root, precision = self.export_dir, self.choice.precision
+        if self.choice.runtime == "onnx":
+            return quantize_onnx_dynamic(root) if precision == "int8" else root / "model.onnx"
+        if precision != "int8":
+            return root / "model.xml"
+        if not self.calibration:
+            raise RuntimeRefused(
+                "openvino-int8 is calibrated on the deployment's own windows, and none were given "
+                "(the pipeline records them with the version on its first batch)"
+            )
+        batches = [
+            self._tokenized(self.calibration[i : i + _CALIBRATION_BATCH], self.document_prompt)
+            for i in range(0, len(self.calibration), _CALIBRATION_BATCH)
+        ]
+        inputs = [{"input_ids": ids, "attention_mask": mask} for ids, mask in batches]
+        return quantize_openvino_static(root, inputs, calibration_digest(self.calibration))
+
+    @cached_property
+    def session(self) -> _Session:
+        """Loaded, and verified against torch fp32 the first time on this machine."""
+        model = self._model_file()
+        loaded = session(
+            self.choice.runtime, model, self.choice.precision, self.threads, self.export_dir / "compiled"
+        )
+        self.__dict__["session"] = loaded  # verification below encodes through it
+        extra = f"-{calibration_digest(self.calibration)}" if self.calibration else ""
+        try:
+            verified(self.export_dir.parent, self.choice, self, extra=extra)
+        except RuntimeRefused:
+            del self.__dict__["session"]
+            raise
+        return loaded
+
+    def _tokenized(self, texts: list[str], prompt: str) -> tuple[np.ndarray, np.ndarray]:
+        if self._lowercase:
+            texts = [t.lower() for t in texts]
+        encodings = self._encoder.encode_batch([prompt + t for t in texts])
+        width = max(len(e.ids) for e in encodings)
+        ids = np.ones((len(texts), width), dtype=np.int64)  # padding is masked out: any id does
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = encoding.ids
+            mask[row, : len(encoding.ids)] = 1
+        return ids, mask
+
+    def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        hidden = hidden.astype(np.float32, copy=False)
+        if self.pooling == "cls":
+            vectors = hidden[:, 0]
+        else:
+            weights = mask[..., None].astype(np.float32)
+            vectors = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        if self.normalize:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+    def encode(self, texts: list[str], n_tokens: list[int] | None = None) -> np.ndarray:
+        """Unit vectors of documents, float32, in input order; batches formed by token count."""
+        return self._encode(texts, n_tokens, self.document_prompt)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._encode(texts, None, self.query_prompt)
+
+    def _encode(self, texts: list[str], n_tokens: list[int] | None, prompt: str) -> np.ndarray:
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        keys = n_tokens if n_tokens is not None else [len(t) for t in texts]
+        order = np.argsort(np.asarray(keys), kind="stable")
+        run = self.session.run
+        for start in range(0, len(texts), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            ids, mask = self._tokenized([texts[i] for i in idx], prompt)
+            out[idx] = self._pool(run(ids, mask), mask)
+        return out

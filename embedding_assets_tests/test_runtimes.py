@@ -1,0 +1,282 @@
+"""Runtimes: labels and choice rules (pure), and the exported model checked against torch (real)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedding_assets import settings
+from embedding_assets.embedders.compiled import CompiledEmbedder, pooling_of
+from embedding_assets.embedders.exported import RuntimeRefused, export_root
+from embedding_assets.embedders.sentence_transformer import default_model_path
+from embedding_assets.lib.runtimes import (
+    CHECK_TEXTS,
+    RuntimePrecision,
+    candidates,
+    check_setting,
+    fastest,
+    parse_label,
+)
+
+
+def test_labels_round_trip_and_torch_keeps_its_bare_labels():
+    for choice in [
+        RuntimePrecision("torch", "fp32"),
+        RuntimePrecision("torch", "bf16"),
+        RuntimePrecision("openvino", "bf16"),
+        RuntimePrecision("openvino", "int8"),
+        RuntimePrecision("onnx", "fp32"),
+    ]:
+        assert parse_label(choice.label) == choice
+    assert RuntimePrecision("torch", "bf16").label == "bf16"  # tags written before runtimes stay
+    assert RuntimePrecision("openvino", "bf16").label == "openvino-bf16"
+    for bad in ["openvino-fp16", "onnx-bf16", "tensorrt-fp32", "", "int8"]:
+        with pytest.raises(ValueError):
+            parse_label(bad)
+
+
+def test_settings_no_runtime_offers_are_refused():
+    check_setting("auto", "auto")
+    check_setting("openvino", "int8")
+    for runtime, precision in [("torch", "int8"), ("onnx", "bf16"), ("tensorrt", "auto"), ("auto", "fp8")]:
+        with pytest.raises(ValueError):
+            check_setting(runtime, precision)
+
+
+def test_auto_candidates_are_lossless_and_bf16_only_where_the_cpu_has_it():
+    found = [c.label for c in candidates("auto", "auto", cpu_bf16=True)]
+    assert found == ["fp32", "bf16", "openvino-bf16", "openvino-fp32", "onnx-fp32"]
+    assert "openvino-bf16" not in [c.label for c in candidates("auto", "auto", cpu_bf16=False)]
+    assert [c.label for c in candidates("auto", "int8", cpu_bf16=True)] == ["openvino-int8", "onnx-int8"]
+    assert [c.label for c in candidates("onnx", "auto", cpu_bf16=True)] == ["onnx-fp32"]
+
+
+def test_fastest_keeps_the_earlier_candidate_near_a_tie():
+    a, b, c = (
+        RuntimePrecision("torch", "fp32"),
+        RuntimePrecision("openvino", "bf16"),
+        RuntimePrecision("onnx", "fp32"),
+    )
+    assert fastest({a: 3.0, b: 1.0, c: 1.02}) == b
+    assert fastest({a: 1.0, b: 0.97}) == a  # 3% is noise
+    assert fastest({a: 1.0, b: 0.5, c: 0.49}) == b
+    with pytest.raises(ValueError):
+        fastest({})
+
+
+def test_pooling_is_read_from_the_folder_and_heads_only_torch_runs_are_refused(tmp_path):
+    assert pooling_of(Path(default_model_path())) == ("mean", True)
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    modules = [
+        {"path": "", "type": "sentence_transformers.models.Transformer"},
+        {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    assert pooling_of(tmp_path) == ("cls", False)
+    (tmp_path / "modules.json").write_text(
+        json.dumps([*modules, {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}])
+    )
+    with pytest.raises(RuntimeRefused, match="Dense"):
+        pooling_of(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", ["openvino-bf16", "openvino-fp32", "onnx-fp32", "onnx-int8"])
+def test_each_runtime_agrees_with_torch_fp32_on_twelve_languages(embedder, label):
+    choice = parse_label(label)
+    compiled = CompiledEmbedder(default_model_path(), choice, cache_dir=settings.model_cache_dir())
+    texts = list(CHECK_TEXTS)
+    mine = np.concatenate([compiled.encode_queries(texts), compiled.encode(texts)])
+    torch_fp32 = type(embedder)(default_model_path(), device="cpu", precision="fp32")
+    theirs = np.concatenate([torch_fp32.encode_queries(texts), torch_fp32.encode(texts)])
+    cosines = (mine * theirs).sum(axis=1)
+    assert cosines.min() >= choice.min_cosine
+    if choice.lossless:
+        assert cosines.min() >= 0.9999
+    # the version's identity is the model's files, whatever runs them; the label names the runtime
+    assert compiled.fingerprint == embedder.fingerprint
+    assert compiled.precision == label
+    assert np.allclose(np.linalg.norm(mine, axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_runtime_whose_vectors_disagree_is_refused(embedder, tmp_path, monkeypatch):
+    """An export that does not give torch's vectors (here: the reference it is checked against
+    belongs to other texts, as if the export had gone wrong) is refused before any use."""
+    cache = tmp_path / "cache"
+    real = export_root(settings.model_cache_dir(), embedder.fingerprint)
+    CompiledEmbedder(
+        default_model_path(), RuntimePrecision("onnx", "fp32"), cache_dir=settings.model_cache_dir()
+    ).encode(["x"])
+    mine = export_root(cache, embedder.fingerprint)
+    mine.mkdir(parents=True)
+    shutil.copytree(real / "onnx", mine / "onnx")
+    reference = np.load(real / "reference.npy")
+    np.save(mine / "reference.npy", np.roll(reference, 1, axis=0))  # each text gets another's vector
+    refused = CompiledEmbedder(default_model_path(), RuntimePrecision("onnx", "fp32"), cache_dir=cache)
+    with pytest.raises(RuntimeRefused, match="onnx-fp32 gives vectors at cosine"):
+        refused.encode(["anything"])
+    with pytest.raises(RuntimeRefused):  # and again: the verdict is kept, never forgotten
+        CompiledEmbedder(default_model_path(), RuntimePrecision("onnx", "fp32"), cache_dir=cache).encode(
+            ["x"]
+        )
+    assert json.loads((mine / "verified-onnx-fp32.json").read_text())["min_cosine"] < 0.999
+
+
+LOAD_AND_QUERY = """
+import json, sys, time
+started = time.perf_counter()
+from embedding_assets.embedders.runtime_choice import transformer_embedder
+embedder = transformer_embedder(None, device="cpu")
+vector = embedder.encode_queries(["how do I list files"])
+print(json.dumps({"label": embedder.precision, "seconds": time.perf_counter() - started,
+                  "torch": "torch" in sys.modules, "dimension": int(vector.shape[1])}))
+"""
+
+
+@pytest.mark.slow
+def test_auto_picks_a_runtime_once_records_it_and_runs_it_without_torch(embedder):
+    """Once chosen and exported on this machine, a process loads the model without importing torch."""
+    env = {
+        "EA_MODEL_CACHE": str(settings.model_cache_dir()),
+        "HF_HUB_OFFLINE": "1",
+        "PATH": "/usr/bin:/bin",
+    }
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", LOAD_AND_QUERY],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=True,
+                env=env,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        for _ in range(2)
+    ]
+    assert runs[0]["label"] == runs[1]["label"]
+    records = [json.loads(p.read_text()) for p in settings.model_cache_dir().glob("runtime-choice-*.json")]
+    chosen = [r for r in records if r["model"] == default_model_path() and runs[0]["label"] == r["choice"]]
+    assert chosen, records
+    # the record of auto's whole candidate set (other settings, EA_PRECISION=bf16 say, time fewer)
+    record = max(chosen, key=lambda r: len(r["seconds"]))
+    timed = {k: v for k, v in record["seconds"].items() if isinstance(v, float)}
+    assert {"fp32", "openvino-fp32", "onnx-fp32"} <= set(timed)  # every runtime was timed
+    if parse_label(runs[1]["label"]).runtime != "torch":
+        assert runs[1]["torch"] is False
+    assert runs[1]["dimension"] == 384
+
+
+# -- through the pipeline, on real servers --------------------------------------------------------
+
+
+def _stored_vectors(env: dict[str, str]) -> dict[str, np.ndarray]:
+    from benchmarks.quality import float_vectors_of
+
+    return float_vectors_of(Path(env["EA_PARQUET_DIR"]))
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_a_versions_documents_and_queries_use_one_runtime(pipeline_env, monkeypatch, embedder):
+    from embedding_assets.client import EmbeddingClient
+    from embedding_assets.dev.harness import load_sample, materialize, metadata
+    from embedding_assets.stores.feature_store import FeatureStore
+
+    monkeypatch.setenv("EA_RUNTIME", "openvino")
+    load_sample(pipeline_env, 24)
+    result = materialize()
+    assert result.success
+    version = str(metadata(result, "feature_store_entries")["version"])
+    spec = FeatureStore.from_url(pipeline_env["REDIS_URL"]).control.versions()[version]
+    assert spec.precision.startswith("openvino-")
+    # a client on a machine configured for torch still embeds this version's queries through openvino
+    monkeypatch.setenv("EA_RUNTIME", "torch")
+    monkeypatch.setenv("EA_PRECISION", "fp32")
+    client = EmbeddingClient.from_url(pipeline_env["REDIS_URL"], version)
+    assert client.query_embedder().precision == spec.precision
+    query = client.embed_query("football")
+    torch_query = embedder.encode_queries(["football"])[0]
+    assert float(query.vector @ torch_query) > 0.999  # the same model, another runtime
+    # the stored vectors are the runtime's: a document embedded again through it gives its vector
+    stored = _stored_vectors(pipeline_env)
+    assert len(stored) == 24
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_torch_reproduces_todays_vectors_and_tags(pipeline_env, monkeypatch, embedder):
+    """``EA_RUNTIME=torch`` writes the version an earlier release wrote: torch's bare precision label,
+    and vectors that are torch's own for the same windows."""
+    from embedding_assets.dev.harness import load_sample, materialize, metadata
+    from embedding_assets.stores.feature_store import FeatureStore
+
+    monkeypatch.setenv("EA_RUNTIME", "torch")
+    monkeypatch.setenv("EA_PRECISION", "fp32")
+    monkeypatch.setenv("EA_POOLING", "mean")
+    docs = load_sample(pipeline_env, 8)
+    result = materialize()
+    version = str(metadata(result, "feature_store_entries")["version"])
+    spec = FeatureStore.from_url(pipeline_env["REDIS_URL"]).control.versions()[version]
+    assert spec.precision == "fp32"
+    assert json.loads(spec.canonical())["precision"] == "fp32"
+    stored = _stored_vectors(pipeline_env)
+    from embedding_assets.lib.text import document_text
+
+    fp32 = type(embedder)(device="cpu", precision="fp32")
+    short = [
+        d
+        for d in docs
+        if len(fp32.tokenizer(document_text(d["title"], d["body"], spec).text)["input_ids"]) < 100
+    ]
+    assert short, "the sample has documents of one window"
+    for doc in short:
+        text = document_text(doc["title"], doc["body"], spec).text
+        assert float(stored[doc["doc_id"]] @ fp32.encode([text])[0]) > 0.99999
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_int8_is_calibrated_on_the_deployments_own_windows(pipeline_env, monkeypatch):
+    from embedding_assets.client import EmbeddingClient
+    from embedding_assets.dev.harness import load_sample, materialize, metadata
+    from embedding_assets.stores.feature_store import FeatureStore
+
+    monkeypatch.setenv("EA_RUNTIME", "openvino")
+    monkeypatch.setenv("EA_PRECISION", "int8")
+    docs = load_sample(pipeline_env, 24)
+    result = materialize()
+    assert result.success
+    version = str(metadata(result, "feature_store_entries")["version"])
+    control = FeatureStore.from_url(pipeline_env["REDIS_URL"]).control
+    assert control.versions()[version].precision == "openvino-int8"
+    sample = control.model_calibration(version)
+    assert sample
+    from embedding_assets.lib.text import document_text
+
+    spec = control.versions()[version]
+    texts = " ".join(document_text(d["title"], d["body"], spec).text for d in docs)
+    assert all(window[:40] in texts for window in sample)  # every window is of these documents
+    # a later run (a change) keeps the recorded sample, and so the same model
+    load_sample(
+        pipeline_env, 0, extra=[{**docs[0], "doc_id": "later", "modified_at": docs[0]["modified_at"]}]
+    )
+    again = materialize()
+    assert again.success
+    assert control.model_calibration(version) == sample
+    # a client embeds queries through the model calibrated on that sample
+    client = EmbeddingClient.from_url(pipeline_env["REDIS_URL"], version)
+    embedder = client.query_embedder()
+    assert embedder.precision == "openvino-int8" and embedder.calibration == sample
+    ranking = client.rerank("football", [d["doc_id"] for d in docs])
+    assert len(ranking.ids()) == len(docs) and not ranking.missing
