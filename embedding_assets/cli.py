@@ -58,6 +58,7 @@ def demo(args: argparse.Namespace) -> int:
         corpus.load_into(collection, docs)
         languages = len({d["language"] for d in docs if d.get("language") in corpus.LANGUAGES})
         print(f"loaded {len(docs)} documents in {languages} languages")
+        print(f"model: {prepare_model()}", flush=True)
         result = _materialize_all()
         wall = time.perf_counter() - started
         _print_summary(result, servers.redis_url, collection, wall, args.neighbours)
@@ -358,6 +359,7 @@ def dev(args: argparse.Namespace) -> int:
         print(f"DAGSTER_HOME={env['DAGSTER_HOME']}")
         if servers.reused:
             print(f"using the embedded {', '.join(servers.reused)} another process runs under {state}")
+        print(f"model: {prepare_model()}", flush=True)  # built here, never inside a run
         return run_ui(state, env, args.host, args.port)
 
 
@@ -480,6 +482,38 @@ def reshard(args: argparse.Namespace) -> int:
     return 0
 
 
+def prepare_model() -> str:
+    """What a first run on this machine would need before embedding, done now and outside any run:
+    build the model (the static tier's distillation: minutes, with progress), export it for the
+    chosen runtime, verify and time it. Each happens once per machine, in the model cache."""
+    import dagster as dg
+
+    from embedding_assets.defs.resources import build_resources
+
+    started = time.perf_counter()
+    configured = build_resources()["embedding_model"].model_copy(update={"build_models": True})
+    with dg.build_resources({"model": configured}) as resources:
+        spec = resources.model.spec()
+        embedder = resources.model.embedder()
+        chosen = time.perf_counter()
+        if getattr(embedder, "needs_calibration", False):
+            return f"{spec.tag}: {spec.precision}, calibrated on the deployment's windows by its first run"
+        embedder.encode(["warm up"])
+        loaded = time.perf_counter()
+        embedder.encode(["warm up"])
+        again = time.perf_counter()
+    return (
+        f"{spec.tag}: {spec.model} through {spec.precision} ({type(embedder).__name__}), "
+        f"{spec.dimension} dimensions; ready in {chosen - started:.1f} s, loaded in {loaded - chosen:.1f} s, "
+        f"one text in {(again - loaded) * 1000:.0f} ms (model cache {settings.model_cache_dir()})"
+    )
+
+
+def model(args: argparse.Namespace) -> int:
+    print(prepare_model())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings.models_offline()
     parser = argparse.ArgumentParser(prog="embedding-assets", description=__doc__)
@@ -507,6 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--version", help="version tag (default: the active version)")
     p.add_argument("--model", help="the version's model folder, if not where the pipeline loaded it")
     p.set_defaults(func=search)
+    p = sub.add_parser(
+        "model", help="build, export, verify and time the configured model on this machine (once per machine)"
+    )
+    p.set_defaults(func=model)
     p = sub.add_parser("versions", help="list stored versions; * marks the active one")
     p.set_defaults(func=versions)
     p = sub.add_parser(

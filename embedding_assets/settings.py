@@ -59,7 +59,11 @@ _SETTINGS = [
     Setting("EA_EMBED_API_KEY", "", "remote backend: bearer token, if the service wants one"),
     Setting("EA_EMBED_CONCURRENCY", 4, "remote backend: requests in flight per endpoint (halved on 429/503)"),
     Setting("EA_EMBED_BATCH_TOKENS", 8192, "remote backend: tokens per request"),
-    Setting("EA_STATIC_DIR", "", "cache of distilled static models (empty: $EA_STATE_DIR/models)"),
+    Setting(
+        "EA_STATIC_DIR",
+        "",
+        "distilled static models (empty: $EA_MODEL_CACHE/static, once per machine)",
+    ),
     Setting("EA_DEVICE", "auto", "`cpu`, `cuda`, or `auto` (CUDA when present)"),
     Setting("EA_BATCH_SIZE", 16, "chunks per model call"),
     Setting(
@@ -187,7 +191,9 @@ def model_cache_dir() -> Path:
 
 
 def static_dir() -> Path:
-    return Path(str(get("EA_STATIC_DIR"))) if is_set("EA_STATIC_DIR") else state_dir() / "models"
+    """Distilled once per machine, beside the models it is distilled from: minutes of work that
+    no state folder, test or benchmark should pay again."""
+    return Path(str(get("EA_STATIC_DIR"))) if is_set("EA_STATIC_DIR") else model_cache_dir() / "static"
 
 
 def num_shards() -> int:

@@ -42,3 +42,35 @@ def test_runs_cover_contiguous_changed_shards_and_never_an_unchanged_one():
         assert sorted(s for r in runs for s in r) == sorted(set(shards))
         assert all(r == list(range(r[0], r[-1] + 1)) for r in runs)  # contiguous: nothing else
         assert all(a[-1] + 1 < b[0] for a, b in itertools.pairwise(runs))  # as few runs as that allows
+
+
+def test_edits_inside_the_settle_window_go_at_once_and_never_twice():
+    from embedding_assets.lib.change_tracking import early_changes
+
+    t = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+    a, b = {"doc_id": "a", "modified_at": t}, {"doc_id": 7, "modified_at": t}
+    # tick 1: both are visible but not settled: requested now, remembered
+    todo, early = early_changes({}, [], [a, b], limit=10)
+    assert todo == [a, b] and early == {"a": t.isoformat(), "7": t.isoformat()}
+    # tick 2: the cursor reaches them: not requested again; a late commit dated earlier is
+    late = {"doc_id": "late", "modified_at": t - dt.timedelta(seconds=1)}
+    todo, early = early_changes(early, [late, a, b], [], limit=10)
+    assert todo == [late] and early == {}
+    # an edit of a remembered document (a later modified_at) is a new change
+    again = {"doc_id": "a", "modified_at": t + dt.timedelta(seconds=2)}
+    todo, _ = early_changes({"a": t.isoformat()}, [again], [], limit=10)
+    assert todo == [again]
+    # still unsettled at the next tick (ticks closer than the settle time): not requested twice
+    todo, early = early_changes({"a": t.isoformat()}, [], [a], limit=10)
+    assert todo == [] and early == {"a": t.isoformat()}
+    # a bulk load inside the window waits for the cursor, as before
+    many = [{"doc_id": f"d{i}", "modified_at": t} for i in range(10)]
+    todo, early = early_changes({}, [a], many, limit=10)
+    assert todo == [a] and early == {}
+
+
+def test_the_cursor_keeps_what_it_requested_early():
+    t = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+    cursor = ChangeCursor(t, "doc-1", "f00", {"doc-2": t.isoformat()})
+    assert ChangeCursor.parse(cursor.dump()).early == {"doc-2": t.isoformat()}
+    assert "early" not in ChangeCursor(t, "doc-1").dump()  # cursors stay as they were without it

@@ -248,6 +248,7 @@ def test_while_runs_wait_to_start_the_sensors_hold_their_cursors_and_then_take_e
     assert daemon.cursors[document_changes_sensor.name] == before  # nothing taken, nothing lost
 
     daemon.instance.delete_run("waiting")  # it started and ended
+
     # its own runs executing up to the limit hold the sensor back too (each loads a model); a
     # sweep or the deletion sensor's runs executing do not (they never starve the changes)
     def executing(run_id: str, trigger: str) -> None:
@@ -298,9 +299,7 @@ def test_each_sensor_waits_only_for_its_own_runs_and_deletions_start_first():
     assert priority["deletions"] > priority["changes"] > 0  # a sweep or backfill runs at 0
 
 
-def test_a_delta_run_embeds_only_its_own_documents_not_an_edit_another_run_is_applying(
-    pipeline_env, measure
-):
+def test_a_delta_run_embeds_only_its_own_documents_not_an_edit_another_run_is_applying(pipeline_env, measure):
     """A change run has stored an edited document's snapshot when a deletion run of the same shard
     executes: the deletion run embeds nothing (no model load), the change run embeds its edit,
     and the store ends equal to the collection."""
@@ -334,3 +333,27 @@ def test_a_delta_run_embeds_only_its_own_documents_not_an_edit_another_run_is_ap
     assert own["embedded"] == 1, own
     store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
     assert measure(coll, store, store.control.active_version(), "after both runs").none
+
+
+def test_an_edit_is_requested_at_the_next_tick_not_after_the_settle_time_and_only_once(pipeline_env):
+    """The cursor waits SETTLE_SECONDS behind the present; an edit already visible goes at once,
+    and when the cursor reaches it, it is not requested again (a later edit of it is)."""
+    import time
+
+    docs = load_sample(pipeline_env, 8)
+    coll = collection(pipeline_env)
+    daemon = Daemon()
+    daemon.tick(document_changes_sensor)  # the cursor starts at the newest document
+    doc_id = docs[0]["doc_id"]
+    coll.update_one(
+        {"doc_id": doc_id}, {"$set": {"body": "Edited now.", "modified_at": dt.datetime.now(dt.UTC)}}
+    )
+
+    def asked(requests: list) -> list[str]:
+        return [d for r in requests for d in r.run_config["ops"]["document_snapshots"]["config"]["doc_ids"]]
+
+    assert asked(daemon.tick(document_changes_sensor)) == [doc_id]  # at once, not 5 s later
+    time.sleep(sensors.SETTLE_SECONDS + 1)
+    assert daemon.tick(document_changes_sensor) == []  # the cursor passed it: not again
+    coll.update_one({"doc_id": doc_id}, {"$set": {"body": "Again.", "modified_at": dt.datetime.now(dt.UTC)}})
+    assert asked(daemon.tick(document_changes_sensor)) == [doc_id]

@@ -280,3 +280,33 @@ def test_int8_is_calibrated_on_the_deployments_own_windows(pipeline_env, monkeyp
     assert embedder.precision == "openvino-int8" and embedder.calibration == sample
     ranking = client.rerank("football", [d["doc_id"] for d in docs])
     assert len(ranking.ids()) == len(docs) and not ranking.missing
+
+
+def test_openvino_and_nncf_telemetry_is_declined():
+    """Both treat a missing consent file as consent; the exporter declines before either starts."""
+    from openvino_telemetry import Telemetry
+
+    from embedding_assets.embedders.exported import decline_telemetry
+
+    decline_telemetry()
+    telemetry = Telemetry(
+        tid="G-TEST",
+        app_name="ea-test",
+        app_version="0",
+        backend="ga4",
+        enable_opt_in_dialog=False,
+        disable_in_ci=False,
+    )
+    assert telemetry.consent is False
+
+
+@pytest.mark.slow
+def test_the_model_command_prepares_and_says_what_a_first_run_will_use(embedder, capsys, monkeypatch):
+    from embedding_assets.cli import main
+
+    monkeypatch.setenv("EA_DEVICE", "cpu")
+    assert main(["model"]) == 0
+    out = capsys.readouterr().out
+    label = out.split(" through ", 1)[1].split(" ", 1)[0]
+    assert parse_label(label)  # a runtime and precision this project knows
+    assert "loaded in" in out and "multilingual-e5-small" in out

@@ -86,3 +86,34 @@ def test_versions_says_what_the_static_tier_is_for(pipeline_env, monkeypatch, st
     assert main(["versions"]) == 0
     listing = capsys.readouterr().out
     assert "static-" in listing and "ranks below BM25" in listing and "0.483" in listing
+
+
+@pytest.mark.servers
+def test_a_run_never_distils_it_refuses_with_the_command_that_builds_the_model(
+    pipeline_env, monkeypatch, tmp_path
+):
+    from embedding_assets.dev.harness import load_sample, materialize
+
+    empty = tmp_path / "no-models"
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", str(empty))
+    load_sample(pipeline_env, 4)
+    result = materialize(raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure]
+    message = failures[0].step_failure_data.error.message
+    assert (
+        "is not built" in message
+        and "embedding-assets model" in message
+        and "never done inside a run" in message
+    )
+    assert not any(p.name.startswith("static-") for p in empty.glob("*"))  # nothing distilled
+
+
+def test_the_model_command_builds_the_static_model_outside_runs(static_dir, monkeypatch, capsys):
+    from embedding_assets.cli import main
+
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)  # the machine's, built once (conftest)
+    assert main(["model"]) == 0
+    assert "static-multilingual-e5-small" in capsys.readouterr().out

@@ -157,7 +157,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     embed_api_key: str = _default("EA_EMBED_API_KEY")
     embed_concurrency: int = _default("EA_EMBED_CONCURRENCY")
     embed_batch_tokens: int = _default("EA_EMBED_BATCH_TOKENS")
-    static_dir: str = _default("EA_STATIC_DIR")  # distilled static models (empty: under the state dir)
+    static_dir: str = _default("EA_STATIC_DIR")  # distilled static models (empty: the model cache)
     device: str = _default("EA_DEVICE")
     batch_size: int = _default("EA_BATCH_SIZE")
     runtime: str = _default("EA_RUNTIME")  # auto: the fastest verified runtime here
@@ -173,6 +173,9 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     quantization: str = _default("EA_QUANTIZATION")
     retry_seconds: float = _default("EA_RETRY_SECONDS")  # the embedder's transient errors
 
+    # whether minutes of model building (static distillation) may happen here: not in runs
+    # (`embedding-assets model`, demo and dev build before any run starts)
+    build_models: bool = False
     _embedder: Embedder | None = PrivateAttr(default=None)
     _spec: EmbeddingSpec | None = PrivateAttr(default=None)
 
@@ -189,6 +192,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
                     cache_dir=cache,
                     pooling=self.pooling,
                     window=self.window_tokens if self.window_tokens > 0 else STATIC_WINDOW_TOKENS,
+                    build=self.build_models,
                 )
             elif self.backend == "remote":
                 self._embedder = RemoteEmbedder(

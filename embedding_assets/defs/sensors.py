@@ -20,6 +20,7 @@ from embedding_assets.defs.partitions import NUM_SHARDS, delta_tags, shard_parti
 from embedding_assets.defs.resources import DocumentSourceResource, ShardStateResource
 from embedding_assets.lib.change_tracking import (
     ChangeCursor,
+    early_changes,
     future_digest,
     group_by_shard,
     run_key,
@@ -36,6 +37,9 @@ TICK_BUDGET_SECONDS = 20.0  # well inside the default 60 s sensor timeout
 # Writers stamp modified_at a moment before their write is visible: the cursor stays this far
 # behind the present so that it never passes a document still being committed.
 SETTLE_SECONDS = 5
+# Documents inside the settle window requested at once (lib/change_tracking.early_changes); more
+# than this in 5 s is a bulk load, which waits for the cursor.
+EARLY_LIMIT = 500
 REPAIR_WINDOW = dt.timedelta(days=1)
 FUTURE_LIMIT = 1000  # future-dated documents followed per tick (data errors: a few at most)
 # Dated less than this ahead is writers' clock skew, not an error: such documents wait for the
@@ -156,15 +160,23 @@ def document_changes_sensor(
         cursor = ChangeCursor(until - REPAIR_WINDOW, None, cursor.future)
     started = time.monotonic()
     position = cursor.dump()
+    requested_early = cursor.early
     changed: list[dict] = []
+    caught_up = False
     for _ in range(MAX_PAGES_PER_TICK):
         page = docs.changes_after(cursor.modified_at, cursor.doc_id, PAGE_SIZE, until)
-        if not page:
+        if page:
+            cursor = replace(ChangeCursor.of(page[-1]), future=cursor.future)
+            changed += page
+        if len(page) < PAGE_SIZE:
+            caught_up = True
             break
-        cursor = replace(ChangeCursor.of(page[-1]), future=cursor.future)
-        changed += page
-        if len(page) < PAGE_SIZE or time.monotonic() - started > TICK_BUDGET_SECONDS:
+        if time.monotonic() - started > TICK_BUDGET_SECONDS:
             break
+    # edits already visible inside the settle window go now; the cursor still waits for them
+    unsettled = docs.changes_after(until, None, EARLY_LIMIT, now) if caught_up else []
+    changed, early = early_changes(requested_early, changed, unsettled, EARLY_LIMIT)
+    cursor = replace(cursor, early=early)
     future = docs.dated_after(ahead, FUTURE_LIMIT)
     if future_digest(future) != cursor.future:  # a future-dated document came, went or changed
         changed += future

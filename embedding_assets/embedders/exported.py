@@ -52,6 +52,21 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+def decline_telemetry() -> None:
+    """OpenVINO's converter and NNCF send usage events to Google Analytics unless a consent file in
+    the user's home says no (or CI=true): they treat no file as consent. Nothing here may call out,
+    so every consent check in this process answers "declined"."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # no telemetry package, no telemetry
+        return
+
+    def declined(self: object, *args: object, **kwargs: object) -> object:
+        return ConsentCheckResult.DECLINED
+
+    OptInChecker.check = declined  # type: ignore[method-assign]
+
+
 def _torch_model(folder: Path) -> object:
     """The folder's Transformer module as a torch module of (input_ids, attention_mask) giving the
     last hidden state, which is what pooling reads."""
@@ -82,6 +97,7 @@ def _example() -> dict[str, object]:
 
 
 def export_openvino(folder: Path, dest: Path) -> Path:
+    decline_telemetry()
     import openvino as ov
     import torch
 
@@ -152,6 +168,7 @@ def quantize_openvino_static(root: Path, calibration: list[dict[str, np.ndarray]
     def make(out: Path) -> None:
         import logging
 
+        decline_telemetry()  # before nncf's import, which starts its telemetry
         import nncf
         import openvino as ov
 

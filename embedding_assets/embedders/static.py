@@ -41,13 +41,25 @@ def distilled_path(cache_dir: Path, source: str, pca_dims: int) -> Path:
     return cache_dir / f"static-{model_slug(source)}-{pca_dims}-{key}"
 
 
-def ensure_distilled(cache_dir: Path, source: str, pca_dims: int) -> Path:
-    """The distilled model's folder, distilling it first if it is not cached yet."""
+class StaticModelNotBuilt(LookupError):
+    """The distilled model is not on this machine yet, and this process may not build it."""
+
+
+BUILD_COMMAND = "embedding-assets model"  # with the run's EA_BACKEND=static and EA_MODEL
+
+
+def ensure_distilled(cache_dir: Path, source: str, pca_dims: int, *, build: bool = True) -> Path:
+    """The distilled model's folder, distilling it first if it is not cached yet (``build``)."""
     from embedding_assets.stores.locks import FileLocks
 
     path = distilled_path(cache_dir, source, pca_dims)
     if (path / "config.json").exists():
         return path
+    if not build:
+        raise StaticModelNotBuilt(
+            f"the static model {path.name} is not built in {cache_dir} on this machine; distilling it "
+            f"takes minutes and is never done inside a run: run `{BUILD_COMMAND}` once (EA_BACKEND=static)"
+        )
     # one builder per machine: a second process (a test worker, a run) waits for the first's
     # minutes of distillation instead of doing them again beside it
     with FileLocks(cache_dir / "_locks").hold(path.name):
@@ -129,8 +141,10 @@ class StaticEmbedder:
         batch_size: int = 1024,
         pooling: str = "mean",
         window: int = 128,
+        build: bool = True,
     ) -> None:
         self.source = resolve(source)
+        self.build = build  # False in runs: a missing model is refused with the command that builds it
         self.cache_dir = cache_dir
         self.pca_dims = pca_dims
         self.batch_size = batch_size
@@ -148,7 +162,7 @@ class StaticEmbedder:
 
     @cached_property
     def path(self) -> Path:
-        return ensure_distilled(self.cache_dir, self.source, self.pca_dims)
+        return ensure_distilled(self.cache_dir, self.source, self.pca_dims, build=self.build)
 
     @property
     def model_name(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
@@ -26,18 +26,27 @@ class ChangeCursor:
     # digest of the documents dated after the present when the cursor was last saved
     # (future_digest): they are followed apart, since the cursor never passes the present
     future: str | None = None
+    # documents read before they settled, and already requested: doc key -> modified_at (ISO).
+    # When the cursor reaches them they are not requested again (``early_changes``).
+    early: dict[str, str] = field(default_factory=dict, compare=False)
 
     def dump(self) -> str:
-        return json_util.dumps(
-            {"modified_at": self.modified_at.isoformat(), "doc_id": self.doc_id, "future": self.future}
-        )
+        data = {"modified_at": self.modified_at.isoformat(), "doc_id": self.doc_id, "future": self.future}
+        if self.early:
+            data["early"] = self.early
+        return json_util.dumps(data)
 
     @classmethod
     def parse(cls, raw: str | None) -> ChangeCursor | None:
         if not raw:
             return None
         data = json_util.loads(raw)
-        return cls(dt.datetime.fromisoformat(data["modified_at"]), data["doc_id"], data.get("future"))
+        return cls(
+            dt.datetime.fromisoformat(data["modified_at"]),
+            data["doc_id"],
+            data.get("future"),
+            dict(data.get("early") or {}),
+        )
 
     @classmethod
     def of(cls, doc: dict) -> ChangeCursor:
@@ -45,6 +54,31 @@ class ChangeCursor:
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
         return cls(when, doc["doc_id"])
+
+
+def _stamp(doc: dict) -> str:
+    when = doc["modified_at"]
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).isoformat()
+
+
+def early_changes(
+    requested: dict[str, str], settled: list[dict], unsettled: list[dict], limit: int
+) -> tuple[list[dict], dict[str, str]]:
+    """What to request now, and what is then requested early.
+
+    The cursor stays behind the present by the settle time, so that it never passes a write still
+    being committed; waiting that long for every edit is latency nobody asked for. Documents already
+    visible in the settle window (``unsettled``) are requested at once and remembered
+    (``requested``: the previous tick's answer); when the cursor reaches them, those with the same
+    ``modified_at`` are not requested again. A write committed late is still found by the cursor,
+    since the cursor itself never moves early. Over ``limit`` unsettled documents (a bulk load) none
+    is taken early: they wait for the cursor, as before."""
+    todo = [d for d in settled if requested.get(doc_key(d["doc_id"])) != _stamp(d)]
+    if len(unsettled) >= limit:
+        return todo, {}
+    early = {doc_key(d["doc_id"]): _stamp(d) for d in unsettled}
+    todo += [d for d in unsettled if requested.get(doc_key(d["doc_id"])) != _stamp(d)]
+    return todo, early
 
 
 def future_digest(docs: Iterable[dict]) -> str:
