@@ -153,6 +153,8 @@ class TierResult:
     documents: int
     query_ms: list[float]
     scores: dict[str, Scores]
+    precision: str = ""  # the version's runtime and precision label (lib/runtimes.py)
+    fingerprint: str = ""
 
 
 def evaluate(
@@ -270,7 +272,9 @@ def run_tier(
         flush=True,
     )
     scores, query_ms = evaluate(tier, client, dataset, bm25, float_vectors_of(parquet), queries)
-    return TierResult(tier, version, seconds, int(meta["rows"]), query_ms, scores)
+    return TierResult(
+        tier, version, seconds, int(meta["rows"]), query_ms, scores, spec.precision, spec.model_fingerprint
+    )
 
 
 def print_tables(results: list[TierResult], out: Callable[[str], None] = print) -> None:
@@ -346,6 +350,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=0, help="a seeded sample of queries (0: all)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "embedding-assets" / "quality"))
     parser.add_argument("--infinity-venv", default="", help="default: EA_INFINITY_VENV or the machine's")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="keep each transformer runtime's R@10 in the model cache, where EA_RUNTIME=auto reads "
+        "which int8 runtimes rank within 0.005 of torch fp32 (needs a transformer@fp32 tier)",
+    )
     args = parser.parse_args(argv)
     tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
 
@@ -395,7 +405,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 results.append(run_tier(tier, state, servers.redis_url, env, dataset, bm25, queries))  # type: ignore[arg-type]
             print_tables(results)  # after each tier: a later one failing loses nothing
+    if args.record:
+        record_runtimes(results)
     return 0
+
+
+def record_runtimes(results: list[TierResult]) -> None:
+    """R@10 of each transformer runtime's stored vectors, by its label, for ``EA_RUNTIME=auto``."""
+    import json
+
+    from embedding_assets.embedders.runtime_choice import quality_record
+    from embedding_assets.lib.runtimes import admitted, parse_label
+
+    by_model: dict[str, dict[str, dict[str, float]]] = {}
+    for r in results:
+        if not r.tier.startswith("transformer") or "dense (int8, stored)" not in r.scores:
+            continue
+        dense = r.scores["dense (int8, stored)"]
+        by_model.setdefault(r.fingerprint, {})[r.precision] = {
+            kind: round(dense.summary(kind)[0], 4) for kind in ("same", "cross")
+        }
+    for fingerprint, quality in by_model.items():
+        path = quality_record(fingerprint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(quality, indent=1, sort_keys=True) + "\n")
+        verdicts = {label: admitted(quality, parse_label(label)) for label in quality if label != "fp32"}
+        print(
+            f"recorded in {path}: "
+            + ", ".join(f"{k} {'admitted' if v else 'not admitted'}" for k, v in verdicts.items())
+        )
 
 
 if __name__ == "__main__":

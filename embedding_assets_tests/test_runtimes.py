@@ -310,3 +310,53 @@ def test_the_model_command_prepares_and_says_what_a_first_run_will_use(embedder,
     label = out.split(" through ", 1)[1].split(" ", 1)[0]
     assert parse_label(label)  # a runtime and precision this project knows
     assert "loaded in" in out and "multilingual-e5-small" in out
+
+
+def test_auto_takes_int8_only_where_a_quality_record_shows_it_ranks_as_torch_does():
+    from embedding_assets.lib.runtimes import admitted
+
+    quality = {
+        "fp32": {"same": 0.900, "cross": 0.848},
+        "openvino-int8": {"same": 0.897, "cross": 0.844},  # within 0.005 on both
+        "onnx-int8": {"same": 0.899, "cross": 0.840},  # 0.008 lower on cross-lingual queries
+        "openvino-bf16": {"same": 0.898, "cross": 0.848},
+    }
+    assert admitted(quality, parse_label("openvino-int8"))
+    assert not admitted(quality, parse_label("onnx-int8"))
+    assert not admitted(
+        {**quality, "openvino-bf16": {"same": 0.897, "cross": 0.848}}, parse_label("openvino-bf16")
+    )
+    assert not admitted(
+        {"openvino-int8": quality["openvino-int8"]}, parse_label("openvino-int8")
+    )  # no baseline
+    labels = [c.label for c in candidates("auto", "auto", cpu_bf16=True, quality=quality)]
+    assert "openvino-int8" in labels and "onnx-int8" not in labels
+    assert "openvino-int8" not in [c.label for c in candidates("auto", "auto", cpu_bf16=True)]
+
+
+def test_builders_racing_on_one_cache_build_once_and_nobody_sees_half_a_file(tmp_path):
+    import threading
+    import time
+
+    from embedding_assets.embedders.exported import derived
+
+    root = tmp_path / "exported" / "abc-v1" / "onnx"
+    root.mkdir(parents=True)
+    calls: list[int] = []
+
+    def make(out: Path) -> None:
+        calls.append(1)
+        out.write_text("half")
+        time.sleep(0.3)
+        out.write_text("whole")
+
+    seen: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: seen.append(derived(root, "m.onnx", make).read_text()))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [1] and seen == ["whole"] * 4

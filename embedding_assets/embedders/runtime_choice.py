@@ -71,7 +71,10 @@ def measure(model: str, labels: list[str], threads: int = 0) -> dict[str, float 
     windows = timing_windows()
     found: dict[str, float | str] = {}
     for label in labels:
-        embedder = build(model, parse_label(label), threads=threads)
+        choice = parse_label(label)
+        # static int8 times a model calibrated on the timing windows (a version's own comes later)
+        calibration = windows if choice == RuntimePrecision("openvino", "int8") else None
+        embedder = build(model, choice, threads=threads, calibration=calibration)
         try:
             embedder.encode(windows[:16])
         except RuntimeRefused as refused:
@@ -99,9 +102,21 @@ def measure_in_child(model: str, labels: list[str]) -> dict[str, float | str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def quality_record(fingerprint: str) -> Path:
+    """Where ``benchmarks.quality --record`` keeps R@10 per runtime for a model on this machine."""
+    return settings.model_cache_dir() / f"runtime-quality-{fingerprint}.json"
+
+
+def recorded_quality(fingerprint: str) -> dict[str, dict[str, float]] | None:
+    try:
+        return json.loads(quality_record(fingerprint).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def choose(model: str, fingerprint: str, runtime: str, precision: str) -> RuntimePrecision:
     """The runtime and precision to run ``model`` with (a local folder), measured once if asked."""
-    options = candidates(runtime, precision, cpu_bf16=cpu_has_bf16())
+    options = candidates(runtime, precision, cpu_bf16=cpu_has_bf16(), quality=recorded_quality(fingerprint))
     if not options:
         raise ValueError(f"no runtime offers EA_RUNTIME={runtime} with EA_PRECISION={precision} here")
     if len(options) == 1:

@@ -68,16 +68,37 @@ def check_setting(runtime: str, precision: str) -> None:
         raise ValueError(f"{runtime} offers {EXPORTED_PRECISIONS[runtime]}, not {precision!r}")
 
 
-def candidates(runtime: str, precision: str, *, cpu_bf16: bool) -> list[RuntimePrecision]:
-    """What ``auto`` times, simplest first. int8 is never a candidate of ``auto``: it is taken only
-    when asked for (``EA_PRECISION=int8``), because on the manual pages it moved R@10 by more than
-    the 0.005 the project allows (docs/benchmarks.md)."""
+# How far R@10 (same-language and cross-lingual, benchmarks.quality) may fall below torch fp32's for
+# ``auto`` to take a runtime: lossless ones must be indistinguishable, int8 nearly so.
+MAX_R10_LOSS = {True: 0.002, False: 0.005}
+
+
+def admitted(quality: dict[str, dict[str, float]] | None, choice: RuntimePrecision) -> bool:
+    """Whether a recorded quality measurement (label -> {"same": R@10, "cross": R@10}, with torch
+    fp32 as ``fp32``) shows ``choice`` within ``MAX_R10_LOSS`` of torch fp32 on both query kinds."""
+    if not quality or "fp32" not in quality or choice.label not in quality:
+        return False
+    base, mine = quality["fp32"], quality[choice.label]
+    limit = MAX_R10_LOSS[choice.lossless]
+    return all(base[kind] - mine[kind] <= limit for kind in ("same", "cross"))
+
+
+def candidates(
+    runtime: str,
+    precision: str,
+    *,
+    cpu_bf16: bool,
+    quality: dict[str, dict[str, float]] | None = None,
+) -> list[RuntimePrecision]:
+    """What ``auto`` times, simplest first. int8 is a candidate when asked for (``EA_PRECISION=int8``)
+    or where ``quality`` (recorded on this machine by ``benchmarks.quality --record``) shows it
+    within 0.005 R@10 of torch fp32 on both query kinds; never on speed alone."""
     check_setting(runtime, precision)
     found = []
     for rt in RUNTIMES if runtime == "auto" else (runtime,):
         offered = TORCH_PRECISIONS[:2] if rt == "torch" else EXPORTED_PRECISIONS[rt]
         for p in offered:
-            if p == "int8" and precision != "int8":
+            if p == "int8" and precision != "int8" and not admitted(quality, RuntimePrecision(rt, p)):
                 continue
             if p == "bf16" and not cpu_bf16:
                 continue
