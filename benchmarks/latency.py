@@ -198,7 +198,8 @@ def run(args: argparse.Namespace, state: Path) -> None:
             p95 = statistics.quantiles(values, n=20)[-1]
             print(
                 f"  {name:<8} p50 {statistics.median(values):5.1f} s   p95 {p95:5.1f} s   "
-                f"max {max(values):5.1f} s   goal p95 <= 30 s"
+                f"max {max(values):5.1f} s   goal p95 <= {30 if args.beside else 15} s "
+                + ("(beside a load, issue 28)" if args.beside else "(quiet machine, issue 29)")
             )
     p95 = statistics.quantiles(latencies, n=20)[-1]
     print(f"  delta runs launched by the sensors: {runs}")

@@ -37,7 +37,7 @@ run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
   config:
-    dequeue_interval_seconds: 2
+    dequeue_interval_seconds: 1
     # a run dequeued while the code server restarts waits for it (10 x 30 s) instead of failing
     max_user_code_failure_retries: 10
     user_code_failure_retry_delay: 30

@@ -19,7 +19,7 @@ def test_deployment_instance_config_runs_on_postgres(postgres_home):
     with dg.DagsterInstance.from_config(postgres_home) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
-        assert instance.run_coordinator.dequeue_interval_seconds == 2  # a delta waits less
+        assert instance.run_coordinator.dequeue_interval_seconds == 1  # a delta waits less
         # a run dequeued while the code server restarts waits for it instead of failing
         assert instance.get_concurrency_config().run_queue_config.max_user_code_failure_retries == 10
         # each sensor ticks on its own cadence, not after the others in turn

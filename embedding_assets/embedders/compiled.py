@@ -39,6 +39,8 @@ from embedding_assets.lib.versioning import model_fingerprint
 # Windows a static int8 model is calibrated on, and how many per calibration batch.
 CALIBRATION_WINDOWS = 300
 _CALIBRATION_BATCH = 16
+# Queries are padded to a multiple of this many tokens: at most 64 shapes up to 512 tokens.
+QUERY_PAD = 8
 
 
 def cores() -> int:
@@ -274,11 +276,15 @@ class CompiledEmbedder(ShapedByModelFiles):
         """The queries' session: one request on every thread, the lowest latency for one text."""
         return self._session(1)
 
-    def _tokenized(self, texts: list[str], prompt: str) -> tuple[np.ndarray, np.ndarray]:
+    def _tokenized(self, texts: list[str], prompt: str, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and mask, padded to the longest text (rounded up to ``multiple``: queries come in every
+        length, and each new shape costs the runtime a kernel selection; masked padding changes
+        nothing the pooling reads)."""
         if self._lowercase:
             texts = [t.lower() for t in texts]
         encodings = self._encoder.encode_batch([prompt + t for t in texts])
         width = max(len(e.ids) for e in encodings)
+        width = -(-width // multiple) * multiple
         ids = np.ones((len(texts), width), dtype=np.int64)  # padding is masked out: any id does
         mask = np.zeros((len(texts), width), dtype=np.int64)
         for row, encoding in enumerate(encodings):
@@ -302,9 +308,11 @@ class CompiledEmbedder(ShapedByModelFiles):
         return self._encode(texts, n_tokens, self.document_prompt, self.session)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
-        return self._encode(texts, None, self.query_prompt, self.query_session)
+        return self._encode(texts, None, self.query_prompt, self.query_session, multiple=QUERY_PAD)
 
-    def _encode(self, texts: list[str], n_tokens: list[int] | None, prompt: str, on: _Session) -> np.ndarray:
+    def _encode(
+        self, texts: list[str], n_tokens: list[int] | None, prompt: str, on: _Session, multiple: int = 1
+    ) -> np.ndarray:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out
@@ -314,7 +322,7 @@ class CompiledEmbedder(ShapedByModelFiles):
         def batches() -> Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]:
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                ids, mask = self._tokenized([texts[i] for i in idx], prompt)
+                ids, mask = self._tokenized([texts[i] for i in idx], prompt, multiple)
                 yield ids, mask, idx
 
         def pooled(idx: np.ndarray, hidden: np.ndarray, mask: np.ndarray) -> None:
