@@ -128,17 +128,20 @@ def test_a_doc_id_renamed_in_place_leaves_no_entry_behind(pipeline_env, measure)
 
 
 def test_edits_stamped_now_are_requested_once(pipeline_env, measure):
-    """Inside the settling window they are neither future-dated nor missed: one tick's runs, one
-    per range of their shards, for them all."""
+    """Inside the settling window they are neither future-dated nor missed nor taken twice: the
+    next tick's runs, one per range of their shards, take them all; when the cursor reaches them
+    (it stays behind the settle window), nothing more."""
     filled = Filled(pipeline_env, measure)
     ids = [f"doc-{i:06d}" for i in range(6)]
     now = dt.datetime.now(dt.UTC)
     for doc_id in ids:
         filled.coll.update_one({"doc_id": doc_id}, {"$set": {"body": f"Now {doc_id}.", "modified_at": now}})
-    assert filled.daemon.tick(document_changes_sensor) == []  # still settling: nothing yet, nothing twice
-    time.sleep(sensors.SETTLE_SECONDS + 1)
-    launched = filled.daemon.sync(*SENSORS)
+    requests = filled.daemon.tick(document_changes_sensor)  # visible already: requested at once
+    asked = [d for r in requests for d in r.run_config["ops"]["document_snapshots"]["config"]["doc_ids"]]
     by_shard = group_by_shard(ids, NUM_SHARDS)
     assert len(by_shard) > 1  # several shards
-    assert launched == len(shard_runs(by_shard))
+    assert sorted(asked) == ids and len(requests) == len(shard_runs(by_shard))
+    filled.daemon.run(requests)
+    time.sleep(sensors.SETTLE_SECONDS + 1)
+    assert filled.daemon.sync(*SENSORS) == 0  # settled now: not requested again
     assert filled.matches_the_collection()

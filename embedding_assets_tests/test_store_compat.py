@@ -53,6 +53,7 @@ def _restore(env: dict[str, str]) -> list[dict]:
 
 def test_a_store_written_before_is_read_and_kept_current_without_re_embedding(pipeline_env, monkeypatch):
     monkeypatch.setenv("EA_PRECISION", "fp32")  # as the fixture was made: the tag must not depend on the CPU
+    monkeypatch.setenv("EA_RUNTIME", "torch")  # every release before runtimes ran torch (docs/operations.md)
     monkeypatch.setenv("EA_MODEL", "all-MiniLM-L6-v2")  # the default of the release that wrote it
     # and its chunking rule, as docs/operations.md tells a deployment that keeps its old version
     monkeypatch.setenv("EA_POOLING", "mean")

@@ -15,7 +15,7 @@ from embedding_assets.defs.alerts import AlertWebhookResource
 from embedding_assets.embedders.packaged import resolve as resolve_model
 from embedding_assets.embedders.remote import RemoteEmbedder
 from embedding_assets.embedders.runtime_choice import transformer_embedder
-from embedding_assets.embedders.static import STATIC_WINDOW_TOKENS, StaticEmbedder
+from embedding_assets.embedders.static import STATIC_WINDOW_TOKENS, StaticEmbedder, StaticModelNotBuilt
 from embedding_assets.lib.chunk import ChunkPlan
 from embedding_assets.lib.pooling import pooling_decay
 from embedding_assets.lib.protocols import Embedder
@@ -221,6 +221,12 @@ class EmbeddingModelResource(dg.ConfigurableResource):
 
     def spec(self) -> EmbeddingSpec:
         """The version this configuration writes: from the model's files, never its weights."""
+        try:
+            return self._make_spec()
+        except StaticModelNotBuilt as err:  # retrying cannot build it: say what does, once
+            raise dg.Failure(str(err), allow_retries=False) from err
+
+    def _make_spec(self) -> EmbeddingSpec:
         if self._spec is None:
             embedder = self.embedder()
             limit = embedder.max_tokens
