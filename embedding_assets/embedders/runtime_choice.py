@@ -18,16 +18,9 @@ from pathlib import Path
 
 from embedding_assets import settings
 from embedding_assets.embedders.cpu_precision import cpu_identity
+from embedding_assets.embedders.sentence_transformer import cpu_has_bf16
 from embedding_assets.lib.protocols import Embedder
 from embedding_assets.lib.runtimes import CHECK_TEXTS, RuntimePrecision, candidates, fastest, parse_label
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def timing_windows(count: int = 64) -> list[str]:
