@@ -418,10 +418,13 @@ def metrics(args: argparse.Namespace) -> int:
         )
         probes["mongodb"] = lambda: source.client.admin.command("ping")
     if settings.get("REDIS_URL"):
-        import redis
+        from embedding_assets.stores.feature_store import StoreClient
 
-        store = redis.Redis.from_url(
-            str(settings.get("REDIS_URL")), socket_timeout=3, socket_connect_timeout=3
+        store = StoreClient.from_url(
+            str(settings.get("REDIS_URL")),
+            socket_timeout=3,
+            socket_connect_timeout=3,
+            driver_info=None,
         )
         probes["redis"] = store.ping
     if settings.get("EA_CODE_SERVER"):
@@ -514,6 +517,24 @@ def model(args: argparse.Namespace) -> int:
     return 0
 
 
+def redis_acl(args: argparse.Namespace) -> int:
+    """The ACL file of the three users (lib/acl.py), passwords hashed; a user whose password
+    variable is unset is written ``off``."""
+    from embedding_assets.lib import acl
+
+    passwords = {role: os.environ[f"EA_REDIS_PASSWORD_{role.upper()}"] for role in acl.ROLES
+                 if os.environ.get(f"EA_REDIS_PASSWORD_{role.upper()}")}  # fmt: skip
+    text = acl.acl_file(passwords, default_off=not args.keep_default)
+    if args.out:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        print(f"wrote {args.out}: users {', '.join(acl.ROLES)} ({', '.join(sorted(passwords)) or 'none'} on)")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings.models_offline()
     parser = argparse.ArgumentParser(prog="embedding-assets", description=__doc__)
@@ -573,12 +594,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--shards", type=int, required=True, help="the new shard count")
     p.add_argument("--parquet-dir", help="the shard state (default: EA_PARQUET_DIR)")
     p.set_defaults(func=reshard)
+    p = sub.add_parser(
+        "redis-acl",
+        help="print the Redis ACL file of the pipeline, reader and admin users (passwords from "
+        "EA_REDIS_PASSWORD_PIPELINE / _READER / _ADMIN, stored hashed)",
+    )
+    p.add_argument("--out", help="write it to this file (mode 600) instead of printing it")
+    p.add_argument("--keep-default", action="store_true", help="leave the default user as it is")
+    p.set_defaults(func=redis_acl)
     args = parser.parse_args(argv)
+    from embedding_assets.stores.feature_store import AccessDenied, TLSRefused
+
     try:
         return int(args.func(args))
     except LookupError as err:  # no active version, an unknown one, a query model not found
         if isinstance(err, KeyError | IndexError):
             raise
+        print(f"embedding-assets {args.command}: {err}", file=sys.stderr)
+        return 2
+    except (AccessDenied, TLSRefused) as err:  # the user's ACL, or a certificate that does not verify
         print(f"embedding-assets {args.command}: {err}", file=sys.stderr)
         return 2
 

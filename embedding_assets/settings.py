@@ -91,7 +91,11 @@ _SETTINGS = [
     Setting("EA_QUANTIZATION", "int8", "`int8` or `binary`"),
     Setting("EA_TTL_SECONDS", 30 * 24 * 3600, "expiry of each bucket of entries, renewed by writes"),
     Setting("EA_STORE_BUCKETS", 16_384, "hashes a new version's entries are spread over"),
-    Setting("EA_REDIS_TUNE", 1, "raise the server's hash-max-listpack-* limits (0: leave it alone)"),
+    Setting(
+        "EA_REDIS_TUNE",
+        1,
+        "raise the server's hash-max-listpack-* limits (0: never send CONFIG, as with the ACL users)",
+    ),
     Setting("EA_MAX_AGE_SECONDS", 20 * 3600, "entries older than this are restamped by full runs"),
     Setting("EA_STALE_SECONDS", 24 * 3600, "an entry older than this is stale (the freshness SLA)"),
     Setting(
@@ -227,13 +231,53 @@ def models_offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+# query parameters whose values are credentials (an API key in an endpoint's URL, a signed URL)
+_SECRET_PARAMS = ("key", "token", "secret", "pass", "sig", "auth", "credential")
+
+
 def mask_url(url: str) -> str:
-    """A URL as it may be printed or logged: any password replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
+    """A URL as it may be printed or logged: any password, and any query value that looks like a
+    credential (``api_key=``, ``token=``, ``sig=``...), replaced by ``***``."""
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if any(_secret_param(k) for k, _ in pairs):
+            shown = [f"{k}={'***' if _secret_param(k) else v}" for k, v in pairs]
+            parts = parts._replace(query="&".join(shown))
+    return urlunsplit(parts)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of a URL that are credentials: its password and secret-looking query values."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    parts = urlsplit(url)
+    found = [parts.password, unquote(parts.password)] if parts.password else []
+    found += [v for k, v in parse_qsl(parts.query) if _secret_param(k) and v]
+    return [f for f in found if len(f) >= 3]
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` (an error message from a library) with every one of ``secrets`` replaced by ``***``."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _secret_param(name: str) -> bool:
+    lowered = name.lower()  # certificate file paths (ssl_keyfile, tlsCertificateKeyFile) are no secret
+    return any(s in lowered for s in _SECRET_PARAMS) and not lowered.startswith(("ssl_", "tls"))
+
+
+def webhook_shown(url: str) -> str:
+    """A webhook as it may be printed: scheme and host only (Slack-style webhooks keep their
+    secret in the path)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or '?'}/..." if parts.scheme else "(not a URL)"

@@ -1,5 +1,6 @@
 import pytest
 
+from embedding_assets.dev import corpus
 from embedding_assets.dev.harness import load_sample
 from embedding_assets.lib.sharding import shard_of
 from embedding_assets.sources.mongo import MongoDocumentSource
@@ -10,7 +11,7 @@ pytestmark = pytest.mark.servers
 def test_scan_route_and_fetch_by_id_route_agree(pipeline_env, monkeypatch):
     docs = load_sample(pipeline_env, 200, [{"title": "no id"}])
     source = MongoDocumentSource(pipeline_env["MONGO_URI"], pipeline_env["MONGO_DB"], "documents")
-    source.ensure_indexes()
+    corpus.ensure_indexes(source.collection)
     assert source.count() == 201
 
     # all shards: one scan, every document once

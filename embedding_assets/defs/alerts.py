@@ -9,7 +9,13 @@ import tenacity
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from pydantic import PrivateAttr
 
+from embedding_assets import settings
+
 log = logging.getLogger("embedding_assets.alerts")
+
+
+class AlertNotSent(RuntimeError):
+    """The webhook did not take an alert (after retries)."""
 
 
 class AlertWebhookResource(dg.ConfigurableResource):
@@ -25,7 +31,12 @@ class AlertWebhookResource(dg.ConfigurableResource):
         if not self.url:
             log.warning("alert (no EA_ALERT_WEBHOOK set): %s", body["text"])
             return
-        self._post(body)
+        try:
+            self._post(body)
+        except Exception as err:  # the URL is the webhook's secret: never in a message or a stack
+            secrets = [self.url, *settings.url_secrets(self.url)]
+            text = settings.redact(f"{type(err).__name__}: {err}", secrets)
+            raise AlertNotSent(f"alert webhook {settings.webhook_shown(self.url)} failed: {text}") from None
 
     @tenacity.retry(
         wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=10),

@@ -34,6 +34,7 @@ from embedding_assets.defs.publish_guards import (
     record_quality,
     verify_model,
 )
+from embedding_assets.defs.refusals import fail_once_on_refusal
 from embedding_assets.defs.resources import (
     DocumentSourceResource,
     EmbeddingModelResource,
@@ -83,6 +84,7 @@ class ChangedDocuments(dg.Config):
 
 
 @dg.asset(kinds={"mongodb", "polars"}, **_COMMON)
+@fail_once_on_refusal
 def document_snapshots(
     context: dg.AssetExecutionContext,
     config: ChangedDocuments,
@@ -141,6 +143,7 @@ def document_snapshots(
 
 
 @dg.asset(deps=[document_snapshots], kinds={"polars"}, **_COMMON)
+@fail_once_on_refusal
 def chunked_text(
     context: dg.AssetExecutionContext,
     config: ChangedDocuments,
@@ -195,6 +198,7 @@ def chunked_text(
 
 
 @dg.asset(deps=[chunked_text], kinds={"pytorch", "polars"}, **_COMMON)
+@fail_once_on_refusal
 def document_vectors(
     context: dg.AssetExecutionContext,
     config: ChangedDocuments,
@@ -300,6 +304,7 @@ def document_vectors(
 
 
 @dg.asset(deps=[document_vectors], kinds={"redis"}, **_COMMON)
+@fail_once_on_refusal
 def feature_store_entries(
     context: dg.AssetExecutionContext,
     config: ChangedDocuments,

@@ -24,7 +24,7 @@ from embedding_assets.lib.text import TEXT_RULES
 from embedding_assets.lib.versioning import EmbeddingSpec, model_slug
 from embedding_assets.retrying import transient
 from embedding_assets.sources.mongo import MongoDocumentSource
-from embedding_assets.stores.feature_store import FeatureStore
+from embedding_assets.stores.feature_store import FeatureStore, TLSRefused
 from embedding_assets.stores.locks import RedisLocks
 from embedding_assets.stores.shard_state import ShardLayoutError, ShardStateStore, is_local
 
@@ -93,12 +93,15 @@ class FeatureStoreResource(dg.ConfigurableResource):
                 "embedded servers and sets it"
             )
         if self._store is None:
-            store = FeatureStore.from_url(
-                self.url,
-                ttl_seconds=self.ttl_seconds,
-                write_batch_size=self.write_batch_size,
-                buckets=self.buckets,
-            )
+            try:
+                store = FeatureStore.from_url(
+                    self.url,
+                    ttl_seconds=self.ttl_seconds,
+                    write_batch_size=self.write_batch_size,
+                    buckets=self.buckets,
+                )
+            except TLSRefused as err:  # no retry makes a certificate trusted
+                raise dg.Failure(str(err), allow_retries=False) from None
             try:
                 (transient(store.client.ping) if wait else store.client.ping)()
             except redis.exceptions.AuthenticationError as err:
@@ -111,8 +114,12 @@ class FeatureStoreResource(dg.ConfigurableResource):
         return self._store
 
     def encoding(self) -> str:
-        """How the server stores buckets (``listpack`` is the compact one), tuning it if allowed."""
-        return self.store().compact_encoding(tune=bool(self.tune_server))
+        """How the server stores buckets (``listpack`` is the compact one), tuning it if allowed.
+        With EA_REDIS_TUNE=0 CONFIG is never sent (a least-privilege user may not run it: the
+        server's own config sets the limits), and the encoding is reported ``unknown``."""
+        if not self.tune_server:
+            return "unknown"
+        return self.store().compact_encoding(tune=True)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:

@@ -52,6 +52,13 @@ def generate_documents(
         }
 
 
+def ensure_indexes(collection: object) -> None:
+    """The indexes the reads and the change sensor rely on. The collection's owner creates them
+    (docs/operations.md, Security): the pipeline's MongoDB user may only read and watch."""
+    collection.create_index("doc_id")  # type: ignore[attr-defined]
+    collection.create_index([("modified_at", 1), ("doc_id", 1)])  # type: ignore[attr-defined]
+
+
 def load_into(collection: object, documents: list[dict]) -> int:
     """Upsert by doc_id, so loading twice leaves one copy of each document (a document
     without a doc_id is inserted as it is)."""

@@ -51,15 +51,20 @@ def stop_groups(*processes: subprocess.Popen) -> None:
 
 
 class SecantusProcess:
-    def __init__(self, storage: Path, port: int | None = None, options: list[str] | None = None) -> None:
+    def __init__(
+        self, storage: Path, port: int | None = None, options: list[str] | None = None, uri_options: str = ""
+    ) -> None:
         self.storage = storage
         self.port = port or free_port()
         self.options = options or []  # more command-line flags, e.g. ["--cache-size", "256M"]
+        self.uri_options = uri_options  # e.g. "tls=true&tlsCAFile=..." when started with TLS
         self.process: subprocess.Popen | None = None
 
     @property
     def uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true" + (
+            f"&{self.uri_options}" if self.uri_options else ""
+        )
 
     @property
     def pid(self) -> int | None:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import requests
 
+from embedding_assets import settings
 from embedding_assets.embedders.model_files import (
     ModelShape,
     ShapedByModelFiles,
@@ -65,12 +66,18 @@ class ModelMismatch(RuntimeError):
     """An endpoint serves vectors that are not the version's model."""
 
 
+def _redacted(text: str, endpoint: _Endpoint) -> str:
+    """A transport error's text without the endpoint's credentials (requests quotes the URL)."""
+    return settings.redact(text, settings.url_secrets(endpoint.url))
+
+
 class _Endpoint:
     """One URL, with its own session per thread and a cool-down after failures."""
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
         self.path = self.url if self.url.endswith("/embeddings") else f"{self.url}/embeddings"
+        self.shown = settings.mask_url(self.url)  # what messages, metadata and dead letters say
         self.down_until = 0.0
         self._local = threading.local()
 
@@ -144,7 +151,7 @@ class RemoteEmbedder(ShapedByModelFiles):
     # -- what the version tag and chunking need: the local folder, never the service -------------
     @property
     def device(self) -> str:
-        return "remote:" + ",".join(e.url for e in self.endpoints)
+        return "remote:" + ",".join(e.shown for e in self.endpoints)
 
     @cached_property
     def _shape(self) -> ModelShape:
@@ -243,21 +250,22 @@ class RemoteEmbedder(ShapedByModelFiles):
                 timeout=self.timeout_seconds,
             )
         except (requests.ConnectionError, requests.Timeout) as err:
-            raise ServiceUnavailable(f"{endpoint.url}: {type(err).__name__}: {err}") from err
+            said = _redacted(str(err), endpoint)
+            raise ServiceUnavailable(f"{endpoint.shown}: {type(err).__name__}: {said}") from None
         if response.status_code == 429 or response.status_code >= 500:
             raise ServiceUnavailable(
-                f"{endpoint.url} answered {response.status_code}: {response.text[:200]}",
+                f"{endpoint.shown} answered {response.status_code}: {response.text[:200]}",
                 retry_after=_retry_after(response.headers.get("Retry-After")),
             )
         if response.status_code >= 400:
             raise InputRejected(
-                f"{endpoint.url} refused the input ({response.status_code}): {response.text[:300]}"
+                f"{endpoint.shown} refused the input ({response.status_code}): {response.text[:300]}"
             )
         data = sorted(response.json()["data"], key=lambda d: d["index"])
         vectors = np.asarray([d["embedding"] for d in data], dtype=np.float32)
         if vectors.shape != (len(texts), self.dimension):
             raise ModelMismatch(
-                f"{endpoint.url} returned {vectors.shape} for {len(texts)} texts; the version's model "
+                f"{endpoint.shown} returned {vectors.shape} for {len(texts)} texts; the version's model "
                 f"has dimension {self.dimension}"
             )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -275,7 +283,7 @@ class RemoteEmbedder(ShapedByModelFiles):
             worst = float(np.min(np.sum(vectors * base, axis=1)))
             if worst < MIN_CANARY_COSINE:
                 raise ModelMismatch(
-                    f"{endpoint.url} (model {self.served_model!r}) embeds the canary texts at cosine "
+                    f"{endpoint.shown} (model {self.served_model!r}) embeds the canary texts at cosine "
                     f"{worst:.4f} to the version's vectors (at least {MIN_CANARY_COSINE} required): it "
                     "serves another model; remove it from EA_EMBED_URLS or embed a new version"
                 )

@@ -98,11 +98,6 @@ class MongoDocumentSource:
             self._client.close()
             self._client = None
 
-    def ensure_indexes(self) -> None:
-        """The indexes the reads and the change sensor rely on."""
-        self.collection.create_index("doc_id")
-        self.collection.create_index([("modified_at", 1), ("doc_id", 1)])
-
     @transient
     def count(self) -> int:
         return self.collection.count_documents({})

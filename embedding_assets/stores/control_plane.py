@@ -300,18 +300,21 @@ class ControlPlane:
         return VersionCopy(spec, self.buckets(spec.tag), calibration)
 
     def eviction_policy(self) -> str | None:
-        """The server's maxmemory-policy (None where CONFIG is refused); on a cluster, the first
-        master's that may evict keys without a TTL, else the first master's."""
+        """The server's maxmemory-policy, from INFO (which a user without CONFIG may run; None
+        where neither answers); on a cluster, the first master's that may evict keys without a
+        TTL, else the first master's."""
         from embedding_assets.stores.redis_entries import servers
 
-        try:
-            policies = [
-                str(transient(server.config_get)("maxmemory-policy").get("maxmemory-policy"))
-                for server in servers(self.client)
-            ]
-        except redis.ResponseError:
-            return None
-        return next((p for p in policies if p.startswith("allkeys-")), policies[0])
+        policies = []
+        for server in servers(self.client):
+            try:
+                policy = transient(server.info)("memory").get("maxmemory_policy")
+                if policy is None:  # a server whose INFO leaves it out
+                    policy = transient(server.config_get)("maxmemory-policy").get("maxmemory-policy")
+            except redis.ResponseError:
+                return None
+            policies.append(str(policy))
+        return next((p for p in policies if p.startswith("allkeys-")), policies[0]) if policies else None
 
     # -- dead letters -----------------------------------------------------------------------
     def dead_letters(self, version: str) -> DeadLetters:

@@ -6,7 +6,9 @@ keys through ``control``; services read through ``embedding_assets.client``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 import polars as pl
@@ -135,17 +137,108 @@ def _compact(server: redis.Redis, tune: bool) -> str:
     return "listpack" if ok else "hashtable"
 
 
+class AccessDenied(redis.exceptions.NoPermissionError):
+    """A command or key this Redis user's ACL does not allow: one line naming the user and the
+    command (Redis 7.0 names neither the user nor, for keys, the command)."""
+
+    @classmethod
+    def of(cls, err: redis.exceptions.ResponseError, user: str, command: str | None) -> AccessDenied:
+        text = str(err)
+        named = re.search(r"run the '([^']+)' command", text)
+        what = (named.group(1) if named else command or "?").upper().replace("|", " ")
+        target = " on one of its keys" if re.search(r"access (a|one of the) key", text) else ""
+        return cls(
+            f"Redis user '{user}' may not run {what}{target}: its ACL does not allow it "
+            f"(deploy/redis/users.acl lists what each user needs; the server said: {text.splitlines()[0]})"
+        )
+
+
+class _Explained:
+    """Turns a NOPERM reply into ``AccessDenied``, for single commands and pipelines alike."""
+
+    ea_user = "default"
+
+    def execute_command(self, *args: object, **options: object) -> object:
+        try:
+            return super().execute_command(*args, **options)  # type: ignore[misc]
+        except redis.exceptions.ResponseError as err:
+            if not _denied(err):
+                raise
+            raise AccessDenied.of(err, self.ea_user, str(args[0]) if args else None) from None
+
+    def pipeline(self, *args: object, **kwargs: object) -> object:
+        pipe = super().pipeline(*args, **kwargs)  # type: ignore[misc]
+        execute, user = pipe.execute, self.ea_user
+
+        def explained(*a: object, **k: object) -> object:
+            try:
+                return execute(*a, **k)
+            except redis.exceptions.ResponseError as err:
+                if not _denied(err):
+                    raise
+                raise AccessDenied.of(err, user, None) from None
+
+        pipe.execute = explained
+        return pipe
+
+
+def _denied(err: redis.exceptions.ResponseError) -> bool:
+    """NOPERM, or a script's command refused by the ACL (a plain error reply: "ACL failure in script")."""
+    return isinstance(err, redis.exceptions.NoPermissionError) or "ACL failure" in str(err)
+
+
+class StoreClient(_Explained, redis.Redis):
+    pass
+
+
+class StoreClusterClient(_Explained, redis.RedisCluster):
+    pass
+
+
 def connect(url: str, **kwargs: object) -> redis.Redis:
     """A client of the server at ``url``; a cluster client when it is a node of a Redis Cluster
     (any node's URL will do: the others are discovered). A server that cannot be asked gets the
-    plain client, whose first command reports why."""
-    client = redis.Redis.from_url(url, **kwargs)
+    plain client, whose first command reports why. A command the user's ACL refuses raises
+    ``AccessDenied``; a TLS certificate that does not verify, ``TLSRefused``."""
+    # no CLIENT SETINFO on connect: Redis 7.0 has none, and the ACL users are not granted it
+    kwargs = {"driver_info": None, **kwargs}
+    client = StoreClient.from_url(url, **kwargs)
+    client.ea_user = redis_user(url)
     try:
         clustered = int(client.info("cluster").get("cluster_enabled", 0)) == 1
+    except redis.ConnectionError as err:
+        refused = tls_refusal(err, url)
+        if refused is not None:
+            raise refused from None
+        return client
     except redis.RedisError:
         return client
     if not clustered:
         return client
     client.close()
     kwargs.pop("db", None)
-    return redis.RedisCluster.from_url(url, **kwargs)  # type: ignore[return-value]
+    cluster = StoreClusterClient.from_url(url, **kwargs)
+    cluster.ea_user = client.ea_user
+    return cluster  # type: ignore[return-value]
+
+
+def redis_user(url: str) -> str:
+    return unquote(urlsplit(url).username or "") or "default"
+
+
+class TLSRefused(redis.ConnectionError):
+    """The server's certificate does not verify against the CA the URL names (or the system's)."""
+
+
+def tls_refusal(err: BaseException, url: str) -> TLSRefused | None:
+    """A clear error when ``err`` is a failed TLS verification, else None."""
+    text = str(err)
+    if "CERTIFICATE_VERIFY_FAILED" not in text and "certificate verify failed" not in text.lower():
+        return None
+    parts = urlsplit(url)
+    ca = dict(parse_qsl(parts.query)).get("ssl_ca_certs", "the system's CAs")
+    reason = text.split("certificate verify failed:")[-1].split("(_ssl")[0].strip(" )") or "not trusted"
+    return TLSRefused(
+        f"TLS: the certificate of Redis at {parts.hostname}:{parts.port} does not verify against "
+        f"{ca} ({reason}); refusing to connect"
+    )

@@ -175,6 +175,7 @@ class RedisEntryStore:
         self._delete_if_not_newer = client.register_script(_DELETE_IF_NOT_NEWER)
         self._read_many = client.register_script(_READ_MANY)
         self._read_headers = client.register_script(_READ_HEADERS)
+        self._read_only_scripts = True  # EVALSHA_RO, until a server says it has none
         self._loaded: set[str] = set()  # scripts loaded on every master (cluster)
 
     def location(self, version: str, doc_id: str) -> tuple[str, str]:
@@ -332,7 +333,23 @@ class RedisEntryStore:
                 pipe.hget(key, field)
             return list(pipe.execute())
         # a missing field is false in Lua, a nil reply here
-        return list(script(keys=keys, args=fields))  # type: ignore[operator]
+        return list(self._read_script(script, keys, fields))  # type: ignore[arg-type]
+
+    def _read_script(self, script: redis.commands.core.Script, keys: list[str], args: list) -> list:
+        """A read script through EVALSHA_RO: a reader whose ACL grants its keys read-only (``%R~``)
+        may run it, where EVALSHA counts as a write. Servers before Redis 7 get EVALSHA."""
+        if self._read_only_scripts:
+            try:
+                try:
+                    return self.client.evalsha_ro(script.sha, len(keys), *keys, *args)  # type: ignore[return-value]
+                except redis.exceptions.NoScriptError:  # a restarted server: load it once
+                    self.client.script_load(script.script)
+                    return self.client.evalsha_ro(script.sha, len(keys), *keys, *args)  # type: ignore[return-value]
+            except redis.exceptions.ResponseError as err:
+                if "unknown command" not in str(err).lower():
+                    raise
+                self._read_only_scripts = False
+        return script(keys=keys, args=args)  # type: ignore[return-value]
 
     def scan_ids(self, version: str, forget_deletions_before: int = 0) -> Iterator[str]:
         """Every doc_id with an entry; tombstones older than ``forget_deletions_before`` (server

@@ -1,0 +1,29 @@
+"""Refusals no retry can fix: a command the Redis user's ACL does not allow, a certificate that
+does not verify. A step that meets one fails once, in one line, instead of after its retries;
+its documents stay unwritten in the shard state, so the next run (once the rule or the
+certificate is fixed) takes them."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+import dagster as dg
+
+from embedding_assets.stores.feature_store import AccessDenied, TLSRefused
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def fail_once_on_refusal(fn: F) -> F:
+    """Decorates an asset's or a check's function (under ``@dg.asset``)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return fn(*args, **kwargs)
+        except (AccessDenied, TLSRefused) as err:
+            raise dg.Failure(str(err), allow_retries=False) from None
+
+    return wrapper  # type: ignore[return-value]
