@@ -42,6 +42,7 @@ from embedding_assets_tests.secure_servers import (
 pytestmark = pytest.mark.servers
 
 PASSWORDS = {"pipeline": "pipe-Secret-1", "reader": "read-Secret-2", "admin": "admin-Secret-3"}
+MONGO_PASSWORD = "mongo-Secret-4"
 
 
 def acl_server(
@@ -248,7 +249,7 @@ def _mongo_with_users(
     db.command("createRole", "embeddingPipeline", roles=[],
                privileges=[{"resource": {"db": database, "collection": "documents"},
                             "actions": ["find", "changeStream"]}])  # fmt: skip
-    db.command("createUser", "pipeline", pwd=PASSWORDS["pipeline"], roles=["embeddingPipeline"])
+    db.command("createUser", "pipeline", pwd=MONGO_PASSWORD, roles=["embeddingPipeline"])
     db.command("createUser", "owner", pwd="owner-Secret", roles=["readWrite"])
     setup.close()
     server.stop()
@@ -257,7 +258,7 @@ def _mongo_with_users(
     server.start()
     base = f"127.0.0.1:{server.port}/{database}?directConnection=true&{server.uri_options}"
     return server, {
-        "pipeline": f"mongodb://pipeline:{PASSWORDS['pipeline']}@{base}",
+        "pipeline": f"mongodb://pipeline:{MONGO_PASSWORD}@{base}",
         "owner": f"mongodb://owner:owner-Secret@{base}",
     }
 
@@ -469,7 +470,7 @@ def test_no_secret_reaches_the_ui_logs_run_config_metadata_dead_letters_or_metri
     webhook = _Webhook()
     secrets = {
         "redis password": PASSWORDS["pipeline"],
-        "mongo password": PASSWORDS["pipeline"],
+        "mongo password": MONGO_PASSWORD,
         "api key": "sk-ea-7f1c9b2d4e",
         "endpoint credential": "ep-token-5a8e3c",
         "webhook path": "T00-B00-hook-9d2f7a",
@@ -477,6 +478,10 @@ def test_no_secret_reaches_the_ui_logs_run_config_metadata_dead_letters_or_metri
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML)
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)):  # its storage made once, before three processes open it
+        pass
     processes: dict[str, subprocess.Popen] = {}
     logs = tmp_path / "logs"
     logs.mkdir()
