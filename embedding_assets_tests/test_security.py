@@ -230,6 +230,39 @@ def test_the_reader_cannot_write_or_delete_and_the_pipeline_cannot_flush_reconfi
         assert FeatureStore.from_url(as_user(server, "reader")).entries.read_one(version, "doc-000001")
 
 
+def test_a_password_rotates_without_losing_a_write(pipeline_env, tmp_path, monkeypatch):
+    """Redis keeps several passwords per user: add the new one, move the deployment to it, then
+    remove the old one (docs/operations.md, Security). Writes go on throughout; the old password
+    is then refused in one line that shows no password."""
+    with acl_server(tmp_path / "valkey") as server:
+        monkeypatch.setenv("EA_REDIS_TUNE", "0")
+        old_url, new_url = as_user(server, "pipeline"), server.url("pipeline", "rotated-Secret-5")
+        docs = load_sample(pipeline_env, 10)
+        monkeypatch.setenv("REDIS_URL", old_url)
+        assert materialize().success
+        running = FeatureStore.from_url(old_url)  # a process that started before the rotation
+        watcher = redis.Redis.from_url(server.url(*WATCHER))
+        watcher.execute_command("ACL", "SETUSER", "pipeline", ">rotated-Secret-5")
+        coll = collection(pipeline_env)
+        coll.update_one({"doc_id": docs[0]["doc_id"]}, {"$set": {"body": "Written during the rotation."}})
+        assert materialize().success  # still on the old password: both are valid now
+        monkeypatch.setenv("REDIS_URL", new_url)
+        coll.update_one({"doc_id": docs[1]["doc_id"]}, {"$set": {"body": "Written after the switch."}})
+        assert materialize().success
+        watcher.execute_command("ACL", "SETUSER", "pipeline", f"<{PASSWORDS['pipeline']}")
+        assert running.control.active_version()  # an open connection stays authenticated
+        monkeypatch.setenv("REDIS_URL", old_url)
+        result = materialize(raise_on_error=False)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        message = failure.step_failure_data.error.message
+        assert "refused the credentials" in message and PASSWORDS["pipeline"] not in message
+        assert "pipeline:***@" in message
+        store = FeatureStore.from_url(new_url)
+        found = differences(coll, store, store.control.active_version())
+        assert found.lost == found.stale == found.extra == ()
+
+
 def _mongo_with_users(
     folder: Path, certs: dict[str, Path], database: str
 ) -> tuple[SecantusProcess, dict[str, str]]:
