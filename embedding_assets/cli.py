@@ -522,8 +522,8 @@ def redis_acl(args: argparse.Namespace) -> int:
     variable is unset is written ``off``."""
     from embedding_assets.lib import acl
 
-    passwords = {role: os.environ[f"EA_REDIS_PASSWORD_{role.upper()}"] for role in acl.ROLES
-                 if os.environ.get(f"EA_REDIS_PASSWORD_{role.upper()}")}  # fmt: skip
+    passwords = {role: str(settings.get(f"EA_REDIS_PASSWORD_{role.upper()}")) for role in acl.ROLES}
+    passwords = {role: secret for role, secret in passwords.items() if secret}
     text = acl.acl_file(passwords, default_off=not args.keep_default)
     if args.out:
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

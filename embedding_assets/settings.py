@@ -126,6 +126,9 @@ _SETTINGS = [
         "version see a switch within their refresh interval (5 s by default)",
     ),
     Setting("EA_ALERT_WEBHOOK", "", "where run and check failures are posted (empty: logged)"),
+    Setting("EA_REDIS_PASSWORD_PIPELINE", "", "`redis-acl`: the pipeline user's password (empty: off)"),
+    Setting("EA_REDIS_PASSWORD_READER", "", "`redis-acl`: the reader user's password (empty: off)"),
+    Setting("EA_REDIS_PASSWORD_ADMIN", "", "`redis-acl`: the admin user's password (empty: off)"),
     Setting(
         "EA_AUDIT_SAMPLE", 10_000, "documents the sampled store audit reads (after full runs, every 10 min)"
     ),

@@ -95,6 +95,7 @@ class CommandRecorder:
         self.commands: dict[str, set[str]] = defaultdict(set)
         self._phase = ""
         self._ended: set[str] = set()
+        self._users: dict[str, str] = {}
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -110,11 +111,21 @@ class CommandRecorder:
                 self._note(line.decode(errors="replace") if isinstance(line, bytes) else str(line))
         connection.disconnect()
 
+    def _user_of(self, address: str) -> str | None:
+        """The user a connection logged in as (CLIENT LIST, asked again for a new connection)."""
+        if address not in self._users:
+            self._users.update({c["addr"]: c.get("user", "") for c in self.marker.client_list()})
+        return self._users.get(address)
+
     def _note(self, line: str) -> None:
         # 1700000000.123456 [0 127.0.0.1:50000] "HSET" "key" ... ([0 lua] for a script's commands)
-        words = _WORDS.findall(line.split("] ", 1)[1] if "] " in line else "")[:2]
+        head, _, rest = line.partition("] ")
+        words = _WORDS.findall(rest)[:2]
         if not words:
             return
+        address = head.rsplit(" ", 1)[-1]
+        if address != "lua" and words[0].lower() != "echo" and self._user_of(address) == WATCHER[0]:
+            return  # the test's own commands (losing an entry on purpose), not the user's work
         name = words[0].lower()
         if name == "echo" and len(words) > 1 and words[1].startswith(self.MARK):
             phase = words[1][len(self.MARK) :]
