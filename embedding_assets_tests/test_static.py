@@ -117,3 +117,20 @@ def test_the_model_command_builds_the_static_model_outside_runs(static_dir, monk
     monkeypatch.setenv("EA_STATIC_DIR", static_dir)  # the machine's, built once (conftest)
     assert main(["model"]) == 0
     assert "static-multilingual-e5-small" in capsys.readouterr().out
+
+
+def test_the_model_command_also_writes_the_float32_table_so_no_run_converts_it(
+    static_dir, monkeypatch, capsys
+):
+    """Converting the float16 table takes seconds and ~0.6 GB at its peak: the build does it (and
+    redoes it for a model distilled by an earlier release), never a run's step."""
+    from embedding_assets.cli import main
+    from embedding_assets.embedders.packaged import resolve
+    from embedding_assets.embedders.static import distilled_path, table_copy
+
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
+    folder = distilled_path(Path(static_dir), resolve(None), 256)
+    table_copy(folder).unlink(missing_ok=True)  # as a model distilled before this release left it
+    assert main(["model"]) == 0
+    assert table_copy(folder).exists()

@@ -54,6 +54,8 @@ def ensure_distilled(cache_dir: Path, source: str, pca_dims: int, *, build: bool
 
     path = distilled_path(cache_dir, source, pca_dims)
     if (path / "config.json").exists():
+        if build and not table_copy(path).exists():  # distilled by an earlier release
+            token_table(path)
         return path
     if not build:
         raise StaticModelNotBuilt(
@@ -72,6 +74,8 @@ def ensure_distilled(cache_dir: Path, source: str, pca_dims: int, *, build: bool
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         model.save_pretrained(str(tmp))
         tmp.rename(path)
+        # the float32 table too: converting it takes seconds and ~0.6 GB, which no run should pay
+        token_table(path)
     return path
 
 
