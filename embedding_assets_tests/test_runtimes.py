@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -90,9 +91,21 @@ def test_pooling_is_read_from_the_folder_and_heads_only_torch_runs_are_refused(t
 @pytest.mark.slow
 @pytest.mark.parametrize("label", ["openvino-bf16", "openvino-fp32", "onnx-fp32", "onnx-int8"])
 def test_each_runtime_agrees_with_torch_fp32_on_twelve_languages(embedder, label):
+    """Lossless runtimes agree to 1e-4 on every machine. int8 sits near its floor (0.99), on one
+    side or the other by machine: used when above it, else refused with its cosine, for good."""
     choice = parse_label(label)
     compiled = CompiledEmbedder(default_model_path(), choice, cache_dir=settings.model_cache_dir())
     texts = list(CHECK_TEXTS)
+    if not choice.lossless:
+        try:
+            compiled.encode(["x"])
+        except RuntimeRefused as refused:
+            found = float(re.search(r"cosine ([0-9.]+)", str(refused)).group(1))  # type: ignore[union-attr]
+            assert 0.95 <= found < choice.min_cosine  # quantized, not broken: just under the floor
+            again = CompiledEmbedder(default_model_path(), choice, cache_dir=settings.model_cache_dir())
+            with pytest.raises(RuntimeRefused, match=f"cosine {found}"):  # the kept verdict
+                again.encode(["x"])
+            return
     mine = np.concatenate([compiled.encode_queries(texts), compiled.encode(texts)])
     torch_fp32 = type(embedder)(default_model_path(), device="cpu", precision="fp32")
     theirs = np.concatenate([torch_fp32.encode_queries(texts), torch_fp32.encode(texts)])
@@ -248,22 +261,22 @@ def test_torch_reproduces_todays_vectors_and_tags(pipeline_env, monkeypatch, emb
 @pytest.mark.servers
 @pytest.mark.slow
 def test_int8_is_calibrated_on_the_deployments_own_windows(pipeline_env, monkeypatch):
+    """The first run records a sample of the deployment's own windows; the model is built from it
+    and checked against torch: used when it agrees (>= 0.99), else the run fails once, saying so
+    (int8 sits near that floor: on one side or the other by machine)."""
     from embedding_assets.client import EmbeddingClient
-    from embedding_assets.dev.harness import load_sample, materialize, metadata
+    from embedding_assets.dev.harness import load_sample, materialize
+    from embedding_assets.lib.text import document_text
     from embedding_assets.stores.feature_store import FeatureStore
 
     monkeypatch.setenv("EA_RUNTIME", "openvino")
     monkeypatch.setenv("EA_PRECISION", "int8")
     docs = load_sample(pipeline_env, 24)
-    result = materialize()
-    assert result.success
-    version = str(metadata(result, "feature_store_entries")["version"])
+    result = materialize(raise_on_error=False)
     control = FeatureStore.from_url(pipeline_env["REDIS_URL"]).control
-    assert control.versions()[version].precision == "openvino-int8"
+    [version] = [v for v, spec in control.versions().items() if spec.precision == "openvino-int8"]
     sample = control.model_calibration(version)
     assert sample
-    from embedding_assets.lib.text import document_text
-
     spec = control.versions()[version]
     texts = " ".join(document_text(d["title"], d["body"], spec).text for d in docs)
     assert all(window[:40] in texts for window in sample)  # every window is of these documents
@@ -271,9 +284,18 @@ def test_int8_is_calibrated_on_the_deployments_own_windows(pipeline_env, monkeyp
     load_sample(
         pipeline_env, 0, extra=[{**docs[0], "doc_id": "later", "modified_at": docs[0]["modified_at"]}]
     )
-    again = materialize()
-    assert again.success
+    again = materialize(raise_on_error=False)
+    assert again.success == result.success
     assert control.model_calibration(version) == sample
+    if not result.success:  # refused on this machine: once, with the cosine, no retry
+        events = [e.event_type_value for e in result.all_events]
+        assert "STEP_UP_FOR_RETRY" not in events
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert re.search(
+            r"openvino-int8 gives vectors at cosine 0\.9\d+ .* \(floor 0\.99\)",
+            failure.step_failure_data.error.message,
+        )
+        return
     # a client embeds queries through the model calibrated on that sample
     client = EmbeddingClient.from_url(pipeline_env["REDIS_URL"], version)
     embedder = client.query_embedder()
