@@ -140,6 +140,49 @@ def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
     return json.loads(urllib.request.urlopen(request, timeout=30).read())
 
 
+def start_deployment(
+    folder: Path, env: dict[str, str], logs: Path, processes: dict[str, subprocess.Popen]
+) -> int:
+    """A gRPC code server, a webserver and a daemon as separate processes (added to ``processes``,
+    which the caller stops), serving once the webserver lists the assets; returns its port."""
+    grpc_port, web_port = free_port(), free_port()
+    workspace = folder / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - grpc_server:\n"
+        f"      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: embedding_assets\n"
+    )
+    bin_dir = Path(sys.executable).parent
+    logs.mkdir(exist_ok=True)
+    commands = {
+        "code-server": [
+            str(bin_dir / "dagster"), "code-server", "start", "-m", "embedding_assets.definitions",
+            "-h", "127.0.0.1", "-p", str(grpc_port),
+        ],
+        "webserver": [
+            str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(web_port),
+        ],
+        "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
+    }  # fmt: skip
+    for name, command in commands.items():
+        processes[name] = subprocess.Popen(
+            command,
+            cwd=folder,
+            env=env,
+            stdout=open(logs / f"{name}.log", "w"),  # noqa: SIM115 - closed with the process
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 240
+    nodes = ""
+    while time.monotonic() < deadline and "feature_store_entries" not in nodes:
+        try:
+            nodes = str(_graphql(web_port, "{ assetNodes { assetKey { path } } }"))
+        except OSError:
+            time.sleep(1)
+    assert "feature_store_entries" in nodes, _tails(logs)
+    return web_port
+
+
 def _machine_redis(default: str) -> str:
     """The machine's Redis 7 (127.0.0.1:6379, the test database flushed), else the embedded one."""
     import redis
@@ -186,45 +229,11 @@ def test_a_backfill_launched_through_graphql_runs_as_parallel_runs_on_postgres(
     # suite's default of 0 says no change is ever in flight, which is not so here)
     monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "60")
     docs = load_sample(pipeline_env, 160)
-    grpc_port, web_port = free_port(), free_port()
-    workspace = tmp_path / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n  - grpc_server:\n"
-        f"      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: embedding_assets\n"
-    )
-    bin_dir = Path(sys.executable).parent
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     logs = tmp_path / "logs"
-    logs.mkdir()
-    commands = {
-        "code-server": [
-            str(bin_dir / "dagster"), "code-server", "start", "-m", "embedding_assets.definitions",
-            "-h", "127.0.0.1", "-p", str(grpc_port),
-        ],
-        "webserver": [
-            str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(web_port),
-        ],
-        "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
-    }  # fmt: skip
-    processes = {}
+    processes: dict[str, subprocess.Popen] = {}
     try:
-        for name, command in commands.items():
-            processes[name] = subprocess.Popen(
-                command,
-                cwd=tmp_path,
-                env=env,
-                stdout=open(logs / f"{name}.log", "w"),  # noqa: SIM115 - closed with the process
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 240
-        nodes = ""
-        while time.monotonic() < deadline and "feature_store_entries" not in nodes:
-            try:
-                nodes = str(_graphql(web_port, "{ assetNodes { assetKey { path } } }"))
-            except OSError:
-                time.sleep(1)
-        assert "feature_store_entries" in nodes, _tails(logs)
+        web_port = start_deployment(tmp_path, env, logs, processes)
 
         launched = _graphql(
             web_port,

@@ -496,7 +496,7 @@ def test_no_secret_reaches_the_ui_logs_run_config_metadata_dead_letters_or_metri
 
     from embedding_assets.deployment import LOCAL_INSTANCE_YAML
     from embedding_assets.dev.servers import free_port, stop_groups
-    from embedding_assets_tests.test_deploy import ASSETS, BACKFILL, _graphql, _tails
+    from embedding_assets_tests.test_deploy import ASSETS, BACKFILL, _graphql, _tails, start_deployment
 
     certs = make_certificates(tmp_path / "certs")
     mongo, users = _mongo_with_users(tmp_path / "mongo", certs, pipeline_env["MONGO_DB"])
@@ -517,7 +517,6 @@ def test_no_secret_reaches_the_ui_logs_run_config_metadata_dead_letters_or_metri
         pass
     processes: dict[str, subprocess.Popen] = {}
     logs = tmp_path / "logs"
-    logs.mkdir()
     try:
         with acl_server(tmp_path / "valkey") as server:
             owner_env = {**pipeline_env, "MONGO_URI": users["owner"]}
@@ -536,33 +535,7 @@ def test_no_secret_reaches_the_ui_logs_run_config_metadata_dead_letters_or_metri
                 "EA_EMBED_URLS": f"http://svc:{secrets['endpoint credential']}@127.0.0.1:9/v1",
                 "EA_ALERT_WEBHOOK": f"http://127.0.0.1:{webhook.port}/services/{secrets['webhook path']}",
             }
-            grpc_port, web_port = free_port(), free_port()
-            workspace = tmp_path / "workspace.yaml"
-            workspace.write_text(
-                "load_from:\n  - grpc_server:\n"
-                f"      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: embedding_assets\n"
-            )
-            bin_dir = Path(sys.executable).parent
-            commands = {
-                "code-server": [str(bin_dir / "dagster"), "code-server", "start", "-m",
-                                "embedding_assets.definitions", "-h", "127.0.0.1", "-p", str(grpc_port)],
-                "webserver": [str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1",
-                              "-p", str(web_port)],
-                "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
-            }  # fmt: skip
-            for name, command in commands.items():
-                processes[name] = subprocess.Popen(
-                    command, cwd=tmp_path, env=env, stdout=open(logs / f"{name}.log", "w"),  # noqa: SIM115
-                    stderr=subprocess.STDOUT, start_new_session=True,
-                )  # fmt: skip
-            deadline = time.monotonic() + 240
-            nodes = ""
-            while time.monotonic() < deadline and "feature_store_entries" not in nodes:
-                try:
-                    nodes = str(_graphql(web_port, "{ assetNodes { assetKey { path } } }"))
-                except OSError:
-                    time.sleep(1)
-            assert "feature_store_entries" in nodes, _tails(logs)
+            web_port = start_deployment(tmp_path, env, logs, processes)
 
             def backfill(title: str) -> None:
                 params = {"assetSelection": [{"path": [a]} for a in ASSETS], "allPartitions": True,
@@ -609,10 +582,19 @@ def test_no_secret_reaches_the_ui_logs_run_config_metadata_dead_letters_or_metri
             cli_out = capsys.readouterr()
             metrics_port = free_port()
             scrape_env = {**env, "REDIS_URL": as_user(server, "reader")}
+            command = [
+                str(Path(sys.executable).parent / "embedding-assets"),
+                "metrics",
+                "--port",
+                str(metrics_port),
+            ]
             metrics = subprocess.Popen(
-                [str(bin_dir / "embedding-assets"), "metrics", "--port", str(metrics_port)], env=scrape_env,
-                stdout=open(logs / "metrics.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
-            )  # fmt: skip
+                command,
+                env=scrape_env,
+                stdout=open(logs / "metrics.log", "w"),  # noqa: SIM115 - closed with the process
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             processes["metrics"] = metrics
             scraped = ""
             deadline = time.monotonic() + 60

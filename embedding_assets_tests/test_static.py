@@ -120,17 +120,22 @@ def test_the_model_command_builds_the_static_model_outside_runs(static_dir, monk
 
 
 def test_the_model_command_also_writes_the_float32_table_so_no_run_converts_it(
-    static_dir, monkeypatch, capsys
+    static_dir, monkeypatch, capsys, tmp_path
 ):
     """Converting the float16 table takes seconds and ~0.6 GB at its peak: the build does it (and
     redoes it for a model distilled by an earlier release), never a run's step."""
+    import shutil
+
     from embedding_assets.cli import main
     from embedding_assets.embedders.packaged import resolve
     from embedding_assets.embedders.static import distilled_path, table_copy
 
+    machine = distilled_path(Path(static_dir), resolve(None), 256)
+    cache = tmp_path / "static"
+    folder = cache / machine.name
+    shutil.copytree(machine, folder)  # as a model distilled before this release left it: no table
     monkeypatch.setenv("EA_BACKEND", "static")
-    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
-    folder = distilled_path(Path(static_dir), resolve(None), 256)
-    table_copy(folder).unlink(missing_ok=True)  # as a model distilled before this release left it
+    monkeypatch.setenv("EA_STATIC_DIR", str(cache))
+    assert distilled_path(cache, resolve(None), 256) == folder and not table_copy(folder).exists()
     assert main(["model"]) == 0
     assert table_copy(folder).exists()
