@@ -18,7 +18,7 @@ from embedding_assets.lib.protocols import EntryStore
 from embedding_assets.lib.publish import calibration_sample
 from embedding_assets.lib.quantization import INT8, Int8Calibration, calibrate_int8
 from embedding_assets.lib.versioning import EmbeddingSpec
-from embedding_assets.retrying import transient
+from embedding_assets.retrying import certificate_refused, transient
 from embedding_assets.stores.control_plane import DEFAULT_BUCKETS, ControlPlane
 from embedding_assets.stores.redis_entries import DEFAULT_TTL_SECONDS, RedisEntryStore, servers
 
@@ -143,7 +143,8 @@ class AccessDenied(redis.exceptions.NoPermissionError):
 
     @classmethod
     def of(cls, err: redis.exceptions.ResponseError, user: str, command: str | None) -> AccessDenied:
-        text = str(err)
+        # a pipeline's error quotes the whole command (values included) before the server's words
+        text = str(err).split("caused error: ", 1)[-1]
         named = re.search(r"run the '([^']+)' command", text)
         what = (named.group(1) if named else command or "?").upper().replace("|", " ")
         target = " on one of its keys" if re.search(r"access (a|one of the) key", text) else ""
@@ -232,9 +233,9 @@ class TLSRefused(redis.ConnectionError):
 
 def tls_refusal(err: BaseException, url: str) -> TLSRefused | None:
     """A clear error when ``err`` is a failed TLS verification, else None."""
-    text = str(err)
-    if "CERTIFICATE_VERIFY_FAILED" not in text and "certificate verify failed" not in text.lower():
+    if not certificate_refused(err):
         return None
+    text = str(err)
     parts = urlsplit(url)
     ca = dict(parse_qsl(parts.query)).get("ssl_ca_certs", "the system's CAs")
     reason = text.split("certificate verify failed:")[-1].split("(_ssl")[0].strip(" )") or "not trusted"
