@@ -1,5 +1,7 @@
+import datetime as dt
 import itertools
 
+import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -121,3 +123,42 @@ def test_tokenizer_json_gives_the_same_tokens_and_offsets_as_autotokenizer(model
     ]
     window = {"window": 32, "overlap": 4}
     assert chunk_texts(texts, fast, **window) == chunk_texts(texts, reference, **window)
+
+
+def _snapshot(rows: list[dict]) -> pl.DataFrame:
+    from embedding_assets.lib.frames import SNAPSHOT_SCHEMA
+
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    base = {"source_id": "s", "language": "en", "indexed_at": when, "modified_at": when, "read_at": when}
+    return pl.DataFrame([{**base, "notes": None, **r} for r in rows], schema=SNAPSHOT_SCHEMA)
+
+
+def test_whole_document_chunks_skips_and_reuse():
+    from embedding_assets.lib.chunk import ChunkPlan, chunk_frame
+    from embedding_assets.lib.text import content_hash
+    from embedding_assets.lib.versioning import EmbeddingSpec
+
+    spec = EmbeddingSpec("m", "f", 16, 8192, 0, 2, 1000, "t1", "fp32", "int8")
+    plan = ChunkPlan(spec, single_chunk=True, tokenize_batch=2)
+    snapshot = _snapshot(
+        [
+            {"doc_id": "a", "title": "T", "body": "Body  of\ta"},
+            {"doc_id": None, "title": "x", "body": "y", "notes": "doc_id is an array; ..."},
+            {"doc_id": "b", "title": None, "body": "  "},
+            {"doc_id": "c", "title": None, "body": "c\x00c"},
+            {"doc_id": "d", "title": "D", "body": None},
+        ]
+    )
+    frame, reused = chunk_frame(snapshot, None, plan)
+    rows = {r["doc_id"]: r for r in frame.to_dicts()}
+    assert reused == [] and frame.height == 5
+    assert rows["a"]["chunks"] == ["T\nT\nBody of a"] and rows["a"]["chunk_tokens"] == [None]
+    assert rows["a"]["content_hash"] == content_hash("T\nT\nBody of a", spec.tag)
+    assert rows["a"]["n_tokens"] is None and rows["a"]["skip_reason"] is None
+    assert rows[None]["skip_reason"] == "doc_id is an array (source _id s)" and rows[None]["chunks"] == []
+    assert rows["b"]["skip_reason"].startswith("no text") and rows["b"]["chunk_tokens"] == []
+    assert rows["c"]["chunks"] == ["c c"] and rows["c"]["note"] == "control characters removed"
+    assert rows["d"]["chunks"] == ["D\nD"]
+    # unchanged text: the stored rows are kept, not chunked again
+    again, reused = chunk_frame(snapshot, None, plan, previous=frame)
+    assert sorted(reused) == ["a", "c", "d"] and again.equals(frame)

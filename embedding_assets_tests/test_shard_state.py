@@ -164,9 +164,7 @@ def test_find_never_reads_a_shard_torn_by_a_write_renamed_in_meanwhile(tmp_path)
     key = shard_key(0, 16)
 
     def frame(n: int) -> pl.DataFrame:
-        return pl.DataFrame(
-            {"doc_id": [f"d{i}" for i in range(n)], "source_id": [f"s{i}" for i in range(n)]}
-        )
+        return pl.DataFrame({"doc_id": [f"d{i}" for i in range(n)], "source_id": [f"s{i}" for i in range(n)]})
 
     store.save("document_snapshots", key, frame(2000))
     stop, errors = threading.Event(), []

@@ -126,8 +126,13 @@ def test_changes_younger_than_the_grace_are_in_flight_not_missing(pipeline_env, 
 
     _, coll, _store, _version = filled
     coll.insert_one(
-        {"doc_id": "just-now", "title": "New", "body": "Inserted a moment ago.", "language": "en",
-         "modified_at": dt.datetime.now(dt.UTC)}
+        {
+            "doc_id": "just-now",
+            "title": "New",
+            "body": "Inserted a moment ago.",
+            "language": "en",
+            "modified_at": dt.datetime.now(dt.UTC),
+        }
     )
     monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "600")
     checks = check_results(audit(run_config={"ops": {"store_audit": {"config": {"mode": "full"}}}}))
@@ -289,9 +294,7 @@ def test_delta_runs_audit_their_documents_and_carry_the_last_store_wide_audit(pi
     assert store.entries.read_one(version, "doc-000003") is None
 
     # a store-wide failure is carried, never hidden by a delta that went well
-    redis.Redis.from_url(pipeline_env["REDIS_URL"]).hdel(
-        *store.entries.location(version, "doc-000004")
-    )
+    redis.Redis.from_url(pipeline_env["REDIS_URL"]).hdel(*store.entries.location(version, "doc-000004"))
     assert not check_results(audit())["coverage"].passed
     coll.update_one({"doc_id": "doc-000005"}, {"$set": {"body": "Edited again."}})
     [request] = delta_run_requests("changes", "again", ["doc-000005"])
@@ -343,8 +346,6 @@ def test_each_partition_of_a_run_shows_its_own_figures_and_the_runs_only_as_run_
     vectors = shard_metadata(result, "document_vectors")
     assert sorted(v["embedded"] for v in vectors.values()) == [1, 2]
     assert all(v["run_embedded"] == 3 and "documents_per_second" not in v for v in vectors.values())
-
-
 
 
 def test_two_audits_ending_in_the_same_second_keep_their_own_repairs(tmp_path):

@@ -1,8 +1,12 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
 from embedding_assets.lib.text import (
     coerce_text_field,
     content_hash,
     embeddable_text,
     normalize_text,
+    repair_text,
 )
 
 
@@ -59,3 +63,34 @@ def test_content_hash_depends_on_text_and_version_only():
     assert content_hash(a, "v1") != content_hash(a + "!", "v1")
     assert content_hash(a, "v1") != content_hash(a, "v2")
     assert 0 <= content_hash(a, "v1") < 2**64
+
+
+def _repaired_one_rule_at_a_time(value: str) -> tuple[str, list[str]]:
+    """The rules applied in order, each by itself: what repair_text's one-scan shortcut must equal."""
+    import re
+    import unicodedata
+
+    notes = []
+    if re.search("[\ud800-\udfff]", value):
+        value = re.sub("[\ud800-\udfff]", "\ufffd", value)
+        notes.append("lone surrogates replaced")
+    elif "\ufffd" in value:
+        notes.append("invalid UTF-8 replaced")
+    value = unicodedata.normalize("NFC", value)
+    if re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", value):
+        value = re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", " ", value)
+        notes.append("control characters removed")
+    return " ".join(value.split()), notes
+
+
+# whitespace of every kind, controls, combining marks, Hangul jamo, surrogates, U+FFFD, CJK, ASCII
+_TRICKY = (
+    "aZ09 .,\t\n\r\x0b\x0c\x1c\x1f\x00\x7f\x85\x9f\xa0\u1680\u2000\u200a\u2028\u2029\u202f\u205f"
+    "\u3000\u200b\u0301\u0308\u0327\u1100\u1161\u11a8\uac00\u212b\u2126\ufb01\ud800\udfff\ufffd"
+    "\u00e9\u0435\u4e2d\u00c5"
+)
+
+
+@given(st.text(alphabet=st.sampled_from(_TRICKY), max_size=40))
+def test_repair_text_equals_its_rules_applied_one_at_a_time(value):
+    assert repair_text(value) == _repaired_one_rule_at_a_time(value)

@@ -238,4 +238,3 @@ def save_gone_since(folder: str | UPath, gone_since: dict[str, int]) -> None:
     base = UPath(folder)
     base.mkdir(parents=True, exist_ok=True)
     (base / "gone-since.json").write_text(json.dumps(gone_since))
-

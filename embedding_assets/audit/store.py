@@ -94,9 +94,9 @@ def audit_store(
         expected = _expected_of(source, spec, doc_ids or [])
         findings.population = source.estimated_count()
     else:
-        docs = source.sample_documents(sample_size, seed=rng.randrange(2**31))
-        expected = audit.latest_copies(audit.expected_rows(docs, spec))
         findings.population = source.estimated_count()
+        docs = source.sample_documents(sample_size, seed=rng.randrange(2**31), total=findings.population)
+        expected = audit.latest_copies(audit.expected_rows(docs, spec))
     if mode == "sampled" and buckets:  # a sampled copy may be an older duplicate: recheck
         suspects = _classify(findings, expected, entries, tag, spec, now, dry_run=True)[:RECHECK_LIMIT]
         if suspects:
@@ -254,9 +254,7 @@ def _classify(
             findings.mismatched.append(doc_id)
         present.append(doc_id)
         ages.append(max(0, now - header.computed_at))
-        behind, aged = sla_breaches(
-            header, content_hash=chash, source_ms=modified, now=now, sla_seconds=sla
-        )
+        behind, aged = sla_breaches(header, content_hash=chash, source_ms=modified, now=now, sla_seconds=sla)
         findings.older_than_document += behind
         findings.older_than_24h += aged
         if behind or aged:
@@ -358,4 +356,3 @@ def _validity(
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-

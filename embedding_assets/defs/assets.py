@@ -77,6 +77,9 @@ _COMMON = dict(
 )
 
 
+PROGRESS_SECONDS = 5.0
+
+
 class ChangedDocuments(dg.Config):
     """doc_ids a sensor saw added, modified or deleted; empty means the whole shard."""
 
@@ -228,12 +231,18 @@ def document_vectors(
         _upstream(state, "chunked_text", k, ["skip_reason"])["skip_reason"].null_count()
         for k in work_keys(context)
     )
-    done = {"n": 0}
+    done = {"n": 0, "logged": 0.0}
 
     def progress_of(key: str) -> Callable[[int, int], None]:
-        """Progress over what the shard has to embed (its changed documents, not its reused ones)."""
+        """Progress over what the shard has to embed (its changed documents, not its reused ones):
+        a line per PROGRESS_SECONDS and the shard's last, not one per batch (each is an event the
+        instance stores; a fast model finishes hundreds of batches a minute)."""
 
         def report(shard_done: int, shard_todo: int) -> None:
+            now = time.perf_counter()
+            if shard_done < shard_todo and now - done["logged"] < PROGRESS_SECONDS:
+                return
+            done["logged"] = now
             speed = (done["n"] + shard_done) / max(time.perf_counter() - started, 1e-9)
             eta = (shard_todo - shard_done) / speed if speed else float("inf")
             context.log.info(

@@ -40,7 +40,12 @@ def daily_sweep(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 AUDIT_JOB = "store_audit_job"
 AUDIT_CHECK_NAMES = (
-    "coverage", "staleness", "orphans", "failed_documents", "entry_validity", "control_plane"
+    "coverage",
+    "staleness",
+    "orphans",
+    "failed_documents",
+    "entry_validity",
+    "control_plane",
 )
 
 store_audit_job = dg.define_asset_job(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from embedding_assets.lib.chunking import chunk_texts
-from embedding_assets.lib.frames import CHUNK_SCHEMA, SNAPSHOT_SCHEMA, compatible, conform
+from embedding_assets.lib.frames import CHUNK_SCHEMA, SNAPSHOT_SCHEMA, compatible, conform, lists_of
 from embedding_assets.lib.pooling import windows_that_count
 from embedding_assets.lib.protocols import Tokenizer
 from embedding_assets.lib.text import content_hash, document_text
@@ -47,61 +47,85 @@ def chunk_frame(
     if previous is not None and previous.height:
         done = previous.filter(pl.col("skip_reason").is_null())
         known = dict(zip(done["doc_id"].to_list(), done["content_hash"].to_list(), strict=True))
-    rows: list[dict] = []
+    # Rows as tuples of the scalar columns, the list columns' values laid end to end: turned into
+    # columns at the end (a frame from row dicts costs polars more than the rows' own making).
+    rows: list[tuple] = []
+    flat_chunks: list[str] = []
+    flat_tokens: list[int | None] = []
+    counts: list[int] = []
     reuse: list[str] = []
-    batch: list[tuple[dict, str, str | None, int]] = []
+    batch: list[tuple[tuple, str, str | None, int]] = []
 
     def flush() -> None:
         texts = [text for _, text, _, _ in batch]
-        if plan.single_chunk:
-            chunked = [([text], [None]) for text in texts]
-        else:
-            assert tokenizer is not None, "chunking needs the model's tokenizer"
-            cut = chunk_texts(
-                texts,
-                tokenizer,
-                window=plan.spec.window_tokens,
-                overlap=plan.spec.overlap_tokens,
-                max_windows=windows_that_count(plan.spec.pooling),
-            )
-            chunked = [([c.text for c in chunks], [c.n_tokens for c in chunks]) for chunks in cut]
-        for (doc, _, note, chash), (chunks, tokens) in zip(batch, chunked, strict=True):
-            rows.append(
-                {
-                    "doc_id": doc["doc_id"],
-                    "source_id": doc["source_id"],
-                    "modified_at": doc["modified_at"],
-                    "content_hash": chash,
-                    "n_tokens": None if plan.single_chunk else sum(tokens),
-                    "chunks": chunks,
-                    "chunk_tokens": tokens,
-                    "skip_reason": None if chunks else "no tokens in text",
-                    "note": note,
-                    "read_at": doc["read_at"],
-                }
-            )
+        if plan.single_chunk:  # one chunk per document, no token counts
+            for doc, _, note, chash in batch:
+                rows.append((*doc[:4], chash, None, None, note))
+            flat_chunks.extend(texts)
+            flat_tokens.extend([None] * len(texts))
+            counts.extend([1] * len(texts))
+            batch.clear()
+            return
+        assert tokenizer is not None, "chunking needs the model's tokenizer"
+        cut = chunk_texts(
+            texts,
+            tokenizer,
+            window=plan.spec.window_tokens,
+            overlap=plan.spec.overlap_tokens,
+            max_windows=windows_that_count(plan.spec.pooling),
+        )
+        for (doc, _, note, chash), chunks in zip(batch, cut, strict=True):
+            tokens = [c.n_tokens for c in chunks]
+            rows.append((*doc[:4], chash, sum(tokens), None if chunks else "no tokens in text", note))
+            flat_chunks.extend(c.text for c in chunks)
+            flat_tokens.extend(tokens)
+            counts.append(len(chunks))
         batch.clear()
 
-    for doc in snapshot.iter_rows(named=True):
-        if doc["doc_id"] is None:
-            notes = doc["notes"] or ""
-            why = notes.split("; ")[0] if notes.startswith("doc_id ") else "missing doc_id"
-            rows.append(_skipped(doc, f"{why} (source _id {doc['source_id']})"))
+    def skipped(doc: tuple, reason: str) -> None:
+        rows.append((*doc[:4], None, 0, reason, doc[6]))
+        counts.append(0)
+
+    names = ["doc_id", "source_id", "modified_at", "read_at", "title", "body", "notes"]
+    for doc in zip(*(snapshot[name].to_list() for name in names), strict=True):
+        doc_id, source_id, _, _, title, body, notes = doc
+        if doc_id is None:
+            noted = notes or ""
+            why = noted.split("; ")[0] if noted.startswith("doc_id ") else "missing doc_id"
+            skipped(doc, f"{why} (source _id {source_id})")
             continue
-        embeddable = document_text(doc["title"], doc["body"], plan.spec, notes=doc["notes"])
+        embeddable = document_text(title, body, plan.spec, notes=notes)
         if embeddable.skip_reason:
-            rows.append(_skipped(doc, embeddable.skip_reason))
+            skipped(doc, embeddable.skip_reason)
             continue
         chash = content_hash(embeddable.text, plan.spec.tag)
-        if known.get(doc["doc_id"]) == chash:
-            reuse.append(doc["doc_id"])
+        if known.get(doc_id) == chash:
+            reuse.append(doc_id)
             continue
         batch.append((doc, embeddable.text, embeddable.note, chash))
         if len(batch) >= plan.tokenize_batch:
             flush()
     if batch:
         flush()
-    parts = [pl.DataFrame(rows, schema=CHUNK_SCHEMA)] if rows else []
+    scalars = [
+        "doc_id",
+        "source_id",
+        "modified_at",
+        "read_at",
+        "content_hash",
+        "n_tokens",
+        "skip_reason",
+        "note",
+    ]
+    columns: dict[str, object] = {
+        name: pl.Series(name, values, dtype=CHUNK_SCHEMA[name])
+        for name, values in zip(
+            scalars, zip(*rows, strict=True) if rows else [[]] * len(scalars), strict=True
+        )
+    }
+    columns["chunks"] = lists_of(flat_chunks, counts, pl.String)
+    columns["chunk_tokens"] = lists_of(flat_tokens, counts, pl.Int32)
+    parts = [pl.DataFrame(columns).select(CHUNK_SCHEMA.names())] if rows else []
     if reuse:
         assert previous is not None
         reused = (
@@ -113,18 +137,3 @@ def chunk_frame(
         parts.append(reused)
     frame = pl.concat(parts) if parts else CHUNK_SCHEMA.to_frame()
     return frame.sort("doc_id", nulls_last=True), reuse
-
-
-def _skipped(doc: dict, reason: str) -> dict:
-    return {
-        "doc_id": doc["doc_id"],
-        "source_id": doc["source_id"],
-        "modified_at": doc["modified_at"],
-        "content_hash": None,
-        "n_tokens": 0,
-        "chunks": [],
-        "chunk_tokens": [],
-        "skip_reason": reason,
-        "note": doc["notes"],
-        "read_at": doc["read_at"],
-    }

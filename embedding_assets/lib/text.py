@@ -23,6 +23,8 @@ TEXT_RULES = "t1"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 # C0 and C1 controls; tab/newline/CR are whitespace and are folded by split() below.
 _CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# anything the repairs below act on or note
+_SUSPECT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffd]")
 
 
 def normalize_text(value: str) -> str:
@@ -32,6 +34,10 @@ def normalize_text(value: str) -> str:
 
 def repair_text(value: str) -> tuple[str, list[str]]:
     """:func:`normalize_text`, with a note for every repair that changed the content."""
+    if not _SUSPECT.search(value):  # most text: one scan finds nothing to repair (NFC adds none)
+        if not value.isascii():  # ASCII is its own NFC
+            value = unicodedata.normalize("NFC", value)
+        return " ".join(value.split()), []
     notes = []
     if _SURROGATES.search(value):
         value = _SURROGATES.sub("\ufffd", value)

@@ -24,6 +24,7 @@ from bson import Binary, Decimal128, Int64, ObjectId
 from embedding_assets.lib.identity import doc_key, id_candidates, refusal
 from embedding_assets.lib.sharding import shard_of
 from embedding_assets.retrying import TRANSIENT, transient
+from embedding_assets.sources.read_ahead import read_ahead
 
 FIELDS = ("doc_id", "title", "body", "language", "indexed_at", "modified_at", "deleted_at", "is_deleted")
 _PROJECTION = {f: 1 for f in FIELDS}
@@ -102,7 +103,7 @@ class MongoDocumentSource:
     def count(self) -> int:
         return self.collection.count_documents({})
 
-    def sample_documents(self, size: int, seed: int | None = None) -> list[dict]:
+    def sample_documents(self, size: int, seed: int | None = None, total: int | None = None) -> list[dict]:
         """About ``size`` documents drawn at random, every copy of a drawn doc_id included.
 
         MongoDB: ``$sample`` (a random cursor when the sample is under 5% of the collection).
@@ -110,7 +111,7 @@ class MongoDocumentSource:
         memory (23 GB at 1M documents): there, one streaming scan keeps each doc_id with
         probability ``size / total`` by a seeded hash, in constant memory.
         """
-        total = self.estimated_count()
+        total = self.estimated_count() if total is None else total  # SecantusDB counts by a scan
         if total <= size:  # the whole collection is the sample
             return list(self.scan_all())
         if not self._is_secantus():
@@ -160,7 +161,7 @@ class MongoDocumentSource:
         """``(shard, document)`` for every document in ``shards``."""
         wanted = set(shards)
         if len(wanted) >= _FETCH_BY_ID_FRACTION * num_shards:
-            for doc in self.scan_all():
+            for doc in read_ahead(self.scan_all()):
                 shard = self._shard(doc, num_shards)
                 if shard in wanted:
                     yield shard, doc
