@@ -30,6 +30,6 @@ case "$what" in
     .venv/bin/ruff check embedding_assets embedding_assets_tests benchmarks
     # two workers (pytest-xdist): the suite waits on servers and subprocesses as much as it
     # computes; EA_TEST_WORKERS=0 runs it in this process
-    exec .venv/bin/python -m pytest -n "${EA_TEST_WORKERS:-2}" --dist worksteal "$@" ;;
+    exec .venv/bin/python -m pytest -n "${EA_TEST_WORKERS:-2}" --dist worksteal --durations=25 "$@" ;;
   *) exec .venv/bin/embedding-assets "$what" "$@" ;;
 esac
