@@ -281,8 +281,8 @@ def print_passes(
     print(f"\n## Pipeline: {args.docs} documents, backend {args.backend}, {os.cpu_count()} cores")
     print(
         f"peak RSS of the full pass (the backfill, corpus generation included): {backfill_rss_mb:.0f} MB; "
-        f"of the process after every pass: {peak_rss_mb:.0f} MB (its ephemeral Dagster instance keeps "
-        "every run's events in memory)"
+        f"of the process after every pass and the bare baselines: {peak_rss_mb:.0f} MB (the baselines "
+        "load sentence-transformers; the ephemeral Dagster instance keeps every run's events in memory)"
     )
     head = f"{'pass':<34} {'docs':>8} {'embedded':>9} {'written':>9} {'wall s':>8} {'docs/s':>8}"
     print(head + "".join(f" {a.split('_')[-1][:9]:>9}" for a in ASSETS))
