@@ -1,5 +1,4 @@
 import threading
-import time
 
 import pytest
 
@@ -35,12 +34,11 @@ def test_a_caller_that_stops_early_stops_the_reader_and_closes_the_source():
         finally:
             closed.set()
 
-    before = threading.active_count()
+    before = set(threading.enumerate())
     items = read_ahead(endless(), batch=5, pages=2)
     assert [next(items) for _ in range(3)] == [0, 1, 2]
+    (reader,) = [t for t in threading.enumerate() if t not in before and t.name == "read-ahead"]
     items.close()
     assert closed.wait(5)
-    deadline = time.monotonic() + 5
-    while threading.active_count() > before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threading.active_count() == before
+    reader.join(5)
+    assert not reader.is_alive()
