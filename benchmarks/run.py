@@ -222,7 +222,6 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     print_audits(args, audits, passes[-2])
     ours = args.docs / first.wall
     print_bare(args, bare, ours, args.docs / first.steps["document_vectors"])
-    print_limit(first)
     print_lookups(store, args.docs)
     if args.backend == "static":  # before print_storage, which flushes the store to measure it
         print_quality(coll, min(args.docs, 2_000))

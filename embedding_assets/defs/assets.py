@@ -243,7 +243,7 @@ def document_vectors(
             if shard_done < shard_todo and now - done["logged"] < PROGRESS_SECONDS:
                 return
             done["logged"] = now
-            speed = (done["n"] + shard_done) / max(time.perf_counter() - started, 1e-9)
+            speed = (done["n"] + shard_done) / max(now - started, 1e-9)
             eta = (shard_todo - shard_done) / speed if speed else float("inf")
             context.log.info(
                 f"{key}: embedded {shard_done}/{shard_todo} new or changed documents, {speed:.1f}/s, "

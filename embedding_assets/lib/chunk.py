@@ -31,6 +31,20 @@ class ChunkPlan:
     tokenize_batch: int = 256
 
 
+# chunk_frame's row tuples: the snapshot's first _CARRIED columns, then what chunking computes
+_ROW_COLUMNS = (
+    "doc_id",
+    "source_id",
+    "modified_at",
+    "read_at",
+    "content_hash",
+    "n_tokens",
+    "skip_reason",
+    "note",
+)
+_CARRIED = 4
+
+
 def chunk_frame(
     snapshot: pl.DataFrame,
     tokenizer: Tokenizer | None,
@@ -47,7 +61,7 @@ def chunk_frame(
     if previous is not None and previous.height:
         done = previous.filter(pl.col("skip_reason").is_null())
         known = dict(zip(done["doc_id"].to_list(), done["content_hash"].to_list(), strict=True))
-    # Rows as tuples of the scalar columns, the list columns' values laid end to end: turned into
+    # Rows as tuples of _ROW_COLUMNS, the list columns' values laid end to end: turned into
     # columns at the end (a frame from row dicts costs polars more than the rows' own making).
     rows: list[tuple] = []
     flat_chunks: list[str] = []
@@ -60,7 +74,7 @@ def chunk_frame(
         texts = [text for _, text, _, _ in batch]
         if plan.single_chunk:  # one chunk per document, no token counts
             for doc, _, note, chash in batch:
-                rows.append((*doc[:4], chash, None, None, note))
+                rows.append((*doc[:_CARRIED], chash, None, None, note))
             flat_chunks.extend(texts)
             flat_tokens.extend([None] * len(texts))
             counts.extend([1] * len(texts))
@@ -76,17 +90,17 @@ def chunk_frame(
         )
         for (doc, _, note, chash), chunks in zip(batch, cut, strict=True):
             tokens = [c.n_tokens for c in chunks]
-            rows.append((*doc[:4], chash, sum(tokens), None if chunks else "no tokens in text", note))
+            rows.append((*doc[:_CARRIED], chash, sum(tokens), None if chunks else "no tokens in text", note))
             flat_chunks.extend(c.text for c in chunks)
             flat_tokens.extend(tokens)
             counts.append(len(chunks))
         batch.clear()
 
     def skipped(doc: tuple, reason: str) -> None:
-        rows.append((*doc[:4], None, 0, reason, doc[6]))
+        rows.append((*doc[:_CARRIED], None, 0, reason, doc[-1]))
         counts.append(0)
 
-    names = ["doc_id", "source_id", "modified_at", "read_at", "title", "body", "notes"]
+    names = [*_ROW_COLUMNS[:_CARRIED], "title", "body", "notes"]
     for doc in zip(*(snapshot[name].to_list() for name in names), strict=True):
         doc_id, source_id, _, _, title, body, notes = doc
         if doc_id is None:
@@ -107,25 +121,15 @@ def chunk_frame(
             flush()
     if batch:
         flush()
-    scalars = [
-        "doc_id",
-        "source_id",
-        "modified_at",
-        "read_at",
-        "content_hash",
-        "n_tokens",
-        "skip_reason",
-        "note",
-    ]
-    columns: dict[str, object] = {
-        name: pl.Series(name, values, dtype=CHUNK_SCHEMA[name])
-        for name, values in zip(
-            scalars, zip(*rows, strict=True) if rows else [[]] * len(scalars), strict=True
-        )
-    }
-    columns["chunks"] = lists_of(flat_chunks, counts, pl.String)
-    columns["chunk_tokens"] = lists_of(flat_tokens, counts, pl.Int32)
-    parts = [pl.DataFrame(columns).select(CHUNK_SCHEMA.names())] if rows else []
+    parts = []
+    if rows:
+        columns = {
+            name: pl.Series(name, values, dtype=CHUNK_SCHEMA[name])
+            for name, values in zip(_ROW_COLUMNS, zip(*rows, strict=True), strict=True)
+        }
+        columns["chunks"] = lists_of(flat_chunks, counts, pl.String)
+        columns["chunk_tokens"] = lists_of(flat_tokens, counts, pl.Int32)
+        parts.append(pl.DataFrame(columns).select(CHUNK_SCHEMA.names()))
     if reuse:
         assert previous is not None
         reused = (
