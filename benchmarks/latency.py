@@ -225,9 +225,7 @@ def _wait_for_cursor(home: Path, timeout: float) -> None:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         while time.time() < deadline:
             started = {
-                s.name
-                for s in instance.all_instigator_state()
-                if getattr(s.instigator_data, "cursor", None)
+                s.name for s in instance.all_instigator_state() if getattr(s.instigator_data, "cursor", None)
             }
             if set(SENSORS) <= started:
                 return
@@ -274,9 +272,7 @@ def _phases(home: Path) -> dict[str, list[float]]:
                     took = entry.timestamp - steps[event.step_key]
                     out.setdefault(f"{trigger}: step {event.step_key}", []).append(took)
             created = record.create_timestamp.timestamp()
-            starting, start, success = (
-                at.get(t.value) for t in (E.RUN_STARTING, E.RUN_START, E.RUN_SUCCESS)
-            )
+            starting, start, success = (at.get(t.value) for t in (E.RUN_STARTING, E.RUN_START, E.RUN_SUCCESS))
             if starting:
                 out.setdefault(f"{trigger}: queued (created -> launch)", []).append(starting - created)
             if starting and start:

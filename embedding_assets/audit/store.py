@@ -94,8 +94,7 @@ def audit_store(
         expected = _expected_of(source, spec, doc_ids or [])
         findings.population = source.estimated_count()
     else:
-        findings.population = source.estimated_count()
-        docs = source.sample_documents(sample_size, seed=rng.randrange(2**31), total=findings.population)
+        docs, findings.population = source.sample_documents(sample_size, seed=rng.randrange(2**31))
         expected = audit.latest_copies(audit.expected_rows(docs, spec))
     if mode == "sampled" and buckets:  # a sampled copy may be an older duplicate: recheck
         suspects = _classify(findings, expected, entries, tag, spec, now, dry_run=True)[:RECHECK_LIMIT]
