@@ -223,7 +223,7 @@ class StaticEmbedder:
             encodings = tokenizer.encode_batch_fast(
                 texts[start : start + self.batch_size], add_special_tokens=False
             )
-            lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+            lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))  # no id lists
             flat = np.fromiter(
                 itertools.chain.from_iterable(e.ids for e in encodings),
                 dtype=np.int64,
