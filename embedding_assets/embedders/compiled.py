@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Callable, Iterable
 from functools import cached_property
@@ -33,6 +32,7 @@ from embedding_assets.embedders.model_files import (
     sentence_transformer_shape,
     tokenizer_json,
 )
+from embedding_assets.lib.processes import cores
 from embedding_assets.lib.runtimes import RuntimePrecision
 from embedding_assets.lib.versioning import model_fingerprint
 
@@ -41,10 +41,6 @@ CALIBRATION_WINDOWS = 300
 _CALIBRATION_BATCH = 16
 # Queries are padded to a multiple of this many tokens: at most 64 shapes up to 512 tokens.
 QUERY_PAD = 8
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def pooling_of(folder: Path) -> tuple[str, bool]:

@@ -1,6 +1,14 @@
-"""A process's identity that no clock step changes: its pid and its start in ticks since boot."""
+"""A process's identity that no clock step changes (its pid and its start in ticks since boot),
+and the cores it may run on."""
 
 from __future__ import annotations
+
+import os
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def start_ticks(pid: int | None) -> int | None:
