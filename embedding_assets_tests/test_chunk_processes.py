@@ -1,4 +1,3 @@
-
 from embedding_assets.dev import corpus
 from embedding_assets.lib.chunk import ChunkPlan, chunk_frame
 from embedding_assets.lib.chunk_processes import MIN_DOCUMENTS, chunker, processes_for

@@ -42,15 +42,19 @@ def test_a_sample_is_spread_over_the_collection_with_every_copy_of_its_ids(pipel
     coll.insert_many([{"doc_id": f"d{i:04d}", "body": "x"} for i in range(1000)])
     coll.insert_many([{"doc_id": f"d{i:04d}", "body": "copy"} for i in range(0, 1000, 2)])  # duplicates
     source = MongoDocumentSource(pipeline_env["MONGO_URI"], pipeline_env["MONGO_DB"], "documents")
-    sample, population = source.sample_documents(150, seed=1)
-    assert population == 1500
+    coll.insert_one({"doc_id": "gone", "body": "x", "is_deleted": True})  # a tombstone
+    drawn = source.sample_documents(150, seed=1)
+    sample, population = drawn.documents, drawn.population
+    assert population == 1501
+    assert drawn.seen_live is not None and len(drawn.seen_live) == 1500  # every copy of every live id
+    assert drawn.seen_live.seen(["d0000", "d0999", "gone", "never"]) == {"d0000", "d0999"}
     ids = [d["doc_id"] for d in sample]
-    ranks = sorted({int(i[1:]) for i in ids})
-    assert len(ranks) == 150  # exactly 150 doc_ids (the 150 of smallest seeded hash)
+    ranks = sorted({int(i[1:]) for i in ids if i != "gone"})
+    assert len(ranks) + ("gone" in ids) == 150  # exactly 150 doc_ids (the 150 of smallest seeded hash)
     assert len({r // 100 for r in ranks}) == 10  # from every tenth of the collection
     for rank in ranks:  # a drawn doc_id comes with all its copies: duplicates resolve as in the pipeline
         assert ids.count(f"d{rank:04d}") == (2 if rank % 2 == 0 else 1)
-    assert sample != source.sample_documents(150, seed=2)[0]
-    assert source.sample_documents(150, seed=1)[0] == sample  # the seed decides the draw
-    everything, population = source.sample_documents(5000, seed=2)
-    assert (len(everything), population) == (1500, 1500)  # larger than the collection: all of it
+    assert sample != source.sample_documents(150, seed=2).documents
+    assert source.sample_documents(150, seed=1).documents == sample  # the seed decides the draw
+    everything = source.sample_documents(5000, seed=2)
+    assert (len(everything.documents), everything.population) == (1501, 1501)  # all of it

@@ -39,3 +39,17 @@ def test_bottom_k_draws_each_key_about_equally_often():
 def test_bottom_k_of_nothing_or_zero():
     assert bottom_k([], 5, key=str, salt=1) == ([], 0)
     assert bottom_k(["a", "b"], 0, key=str, salt=1) == ([], 2)
+
+
+def test_seen_keys_answers_for_what_was_added_and_only_that():
+    from embedding_assets.lib.sampling import SeenKeys
+
+    seen = SeenKeys()
+    assert seen.seen(["a"]) == set()
+    for i in range(0, 10_000, 2):
+        seen.add(f"doc-{i}")
+    asked = [f"doc-{i}" for i in range(10_000)] + ["", "é", "\udcff"]
+    assert seen.seen(asked) == {f"doc-{i}" for i in range(0, 10_000, 2)}
+    seen.add("é")  # added after a question: answered from then on
+    assert seen.seen(["é", "e"]) == {"é"}
+    assert len(seen) == 5001

@@ -22,6 +22,7 @@ from embedding_assets.audit.findings import (
 )
 from embedding_assets.lib import audit, codec
 from embedding_assets.lib import quantization as q
+from embedding_assets.lib.sampling import SeenKeys
 from embedding_assets.lib.staleness import sla_breaches
 from embedding_assets.lib.vectors import vector_problems
 from embedding_assets.lib.versioning import EmbeddingSpec
@@ -87,6 +88,7 @@ def audit_store(
     findings = Findings(tag, mode, now, control_problems=problems)
     rng = random.Random(seed)
 
+    seen_live: SeenKeys | None = None
     if mode == "full":
         expected = _expected_full(source, spec)
         findings.population = expected.height
@@ -94,7 +96,8 @@ def audit_store(
         expected = _expected_of(source, spec, doc_ids or [])
         findings.population = source.estimated_count()
     else:
-        docs, findings.population = source.sample_documents(sample_size, seed=rng.randrange(2**31))
+        sample = source.sample_documents(sample_size, seed=rng.randrange(2**31))
+        docs, findings.population, seen_live = sample.documents, sample.population, sample.seen_live
         expected = audit.latest_copies(audit.expected_rows(docs, spec))
     if mode == "sampled" and buckets:  # a sampled copy may be an older duplicate: recheck
         suspects = _classify(findings, expected, entries, tag, spec, now, dry_run=True)[:RECHECK_LIMIT]
@@ -121,7 +124,10 @@ def audit_store(
     elif buckets:
         sampled = _sample_entries(store, tag, buckets, min(sample_size, EXTRA_SAMPLE), rng)
         findings.entries_examined = len(sampled)
-        alive = source.live_ids(sampled)
+        # what the sample's scan saw live needs no query; the rest is asked (a document
+        # written since the scan is found there)
+        alive = seen_live.seen(sampled) if seen_live is not None else set()
+        alive |= source.live_ids([d for d in sampled if d not in alive])
         findings.extra = sorted(d for d in sampled if d not in alive)
         findings.entries_total = _estimate_entries(store, tag, buckets, rng)
 

@@ -8,9 +8,11 @@ scan for the sample and its population, not a count and a scan; memory stays at 
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+import numpy as np
 import xxhash
 
 T = TypeVar("T")
@@ -45,3 +47,28 @@ def bottom_k(items: Iterable[T], size: int, key: Callable[[T], str], salt: int) 
                 kept[k] = [(read, item)]
         read += 1
     return [item for _, item in sorted((c for cs in kept.values() for c in cs), key=lambda c: c[0])], read
+
+
+class SeenKeys:
+    """Keys seen in a scan, as 8-byte hashes (8 MB per million): asks whether a key was seen,
+    with a false "seen" once in 2^64 / (keys seen) draws. Used where a "not seen" is confirmed
+    by a query of its own, so that a scan spares the queries for everything it saw."""
+
+    def __init__(self) -> None:
+        self._added = array("Q")
+        self._sorted: np.ndarray | None = None
+
+    def add(self, key: str) -> None:
+        self._added.append(salted_hash(key, 0))
+        self._sorted = None
+
+    def __len__(self) -> int:
+        return len(self._added)
+
+    def seen(self, keys: list[str]) -> set[str]:
+        if self._sorted is None:
+            self._sorted = np.sort(np.frombuffer(self._added, dtype=np.uint64))
+        wanted = np.fromiter((salted_hash(k, 0) for k in keys), dtype=np.uint64, count=len(keys))
+        at = np.searchsorted(self._sorted, wanted).clip(max=max(len(self._sorted) - 1, 0))
+        hit = self._sorted[at] == wanted if len(self._sorted) else np.zeros(len(keys), bool)
+        return {k for k, h in zip(keys, hit, strict=True) if h}

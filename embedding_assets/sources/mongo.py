@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pymongo
@@ -21,8 +22,9 @@ import pymongo.errors
 from bson import Binary, Decimal128, Int64, ObjectId
 
 from embedding_assets.lib.identity import doc_key, id_candidates, refusal
-from embedding_assets.lib.sampling import bottom_k
+from embedding_assets.lib.sampling import SeenKeys, bottom_k
 from embedding_assets.lib.sharding import shard_of
+from embedding_assets.lib.snapshot import is_tombstone
 from embedding_assets.retrying import TRANSIENT, transient
 from embedding_assets.sources.read_ahead import read_ahead
 
@@ -65,6 +67,16 @@ class ChangeStreamUnavailable(RuntimeError):
     """The server has no change streams (e.g. a standalone mongod); other routes must cover."""
 
 
+@dataclass
+class Sample:
+    """A random sample of documents, the collection's size, and, where the sample came from a
+    scan of the whole collection, the doc_ids that scan saw live."""
+
+    documents: list[dict]
+    population: int
+    seen_live: SeenKeys | None = None
+
+
 class MongoDocumentSource:
     def __init__(
         self, uri: str, database: str, collection: str, *, batch_size: int = 1000, timeout_ms: int = 15_000
@@ -104,7 +116,7 @@ class MongoDocumentSource:
     def count(self) -> int:
         return self.collection.count_documents({})
 
-    def sample_documents(self, size: int, seed: int | None = None) -> tuple[list[dict], int]:
+    def sample_documents(self, size: int, seed: int | None = None) -> Sample:
         """About ``size`` documents drawn at random, every copy of a drawn doc_id included, and
         the collection's size (tombstones included).
 
@@ -112,17 +124,26 @@ class MongoDocumentSource:
         the collection's metadata count. SecantusDB, the embedded server, answers ``$sample`` by
         loading the whole collection into memory (23 GB at 1M documents) and counts by a scan:
         there, one streaming scan keeps the ``size`` doc_ids of smallest seeded hash
-        (lib/sampling.py) and counts what it read, in constant memory.
+        (lib/sampling.py), counts what it read, and remembers which doc_ids it saw live.
         """
         if not self._is_secantus():
             total = self.estimated_count()
             if total <= size:  # the whole collection is the sample
                 docs = list(self.scan_all())
-                return docs, len(docs)
+                return Sample(docs, len(docs))
             pipeline = [{"$sample": {"size": size}}, {"$project": _PROJECTION}]
-            return transient(lambda: list(self.collection.aggregate(pipeline)))(), total
+            return Sample(transient(lambda: list(self.collection.aggregate(pipeline)))(), total)
         salt = random.Random(seed).randrange(2**63)
-        return bottom_k(read_ahead(self.scan_all()), size, lambda d: doc_key(d.get("doc_id")), salt)
+        live = SeenKeys()
+
+        def key(doc: dict) -> str:
+            k = doc_key(doc.get("doc_id"))
+            if doc.get("doc_id") is not None and not is_tombstone(doc):
+                live.add(k)
+            return k
+
+        docs, total = bottom_k(read_ahead(self.scan_all()), size, key, salt)
+        return Sample(docs, total, live)
 
     def _is_secantus(self) -> bool:
         if self._secantus is None:
