@@ -16,7 +16,6 @@ Redis (benchmarks/peers.py).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -162,14 +161,11 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     store = FeatureStore.from_url(redis_url)
     daemon = Daemon()
     passes: list[Pass] = []
-    worker_peaks: list[float] = []
 
     def full_pass(label: str) -> Pass:
         t = time.perf_counter()
-        with WorkerMemory() as workers:
-            daemon.run([sweep_request()])
+        daemon.run([sweep_request()])
         wall = time.perf_counter() - t
-        worker_peaks.append(workers.peak_mb)
         r = daemon.results[-1]
         assert r.success, f"{label}: the run failed"
         p = Pass(
@@ -236,10 +232,6 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     audits = time_audits(mongo_uri, store)
 
     print_passes(args, passes, backfill_rss_mb, peak_rss_mb)
-    print(
-        f"worker processes of the full pass (chunking, lib/chunk_processes.py), all at once at their "
-        f"peak: {worker_peaks[0]:.0f} MB beside the run's own"
-    )
     print_audits(args, audits, passes[-2])
     ours = args.docs / first.wall
     print_bare(args, bare, ours, args.docs / first.steps["document_vectors"])
@@ -249,37 +241,6 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     print_storage(redis_url, args.docs, store)
     if args.peers:
         run_peers(args, mongo_uri, redis_url, ours, passes[-2], passes[-1])
-
-
-class WorkerMemory:
-    """The peak of the summed RSS of the multiprocessing workers under this process while the
-    block runs, sampled every 0.1 s: the chunk workers a large run starts, whose memory this
-    process's ``ru_maxrss`` omits (the embedded servers are children too, and not counted)."""
-
-    def __enter__(self) -> WorkerMemory:
-        import threading
-
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        while not self._stop.wait(0.1):
-            total = 0
-            for child in me.children(recursive=True):
-                with contextlib.suppress(psutil.Error):  # not the servers: multiprocessing's own
-                    if "multiprocessing" in " ".join(child.cmdline()):
-                        total += child.memory_info().rss
-            self.peak_mb = max(self.peak_mb, total / 2**20)
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def time_audits(mongo_uri: str, store: object) -> dict[str, object]:

@@ -44,13 +44,13 @@ from embedding_assets.defs.resources import (
 from embedding_assets.defs.run_tags import READ_TAG, read_time, run_spec, stamp_version
 from embedding_assets.defs.step_figures import Written, rate, reason_table, shard_figures
 from embedding_assets.embedders.for_version import source_of
-from embedding_assets.lib import chunk_processes, publish, quality, snapshot
+from embedding_assets.lib import publish, quality, snapshot
+from embedding_assets.lib.chunk import chunk_frame
 from embedding_assets.lib.embed import vector_frame
 from embedding_assets.lib.frames import compatible, conform, dead_letter_id, split_own, vector_schema
 from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.merge import TOMBSTONE_RETENTION, tombstones
 from embedding_assets.lib.ordered_map import ordered_map
-from embedding_assets.lib.processes import cores
 from embedding_assets.lib.sharding import shard_key, shard_of
 from embedding_assets.lib.vectors import split_invalid
 from embedding_assets.stores.control_plane import (
@@ -171,36 +171,21 @@ def chunked_text(
     totals = {"reused": 0, "chunks": 0, "tokens": 0}
     skipped: list[pl.DataFrame] = []
     letters = feature_store.store().control.dead_letters(plan.spec.tag)
-    keys = work_keys(context)
-    # shards are hash-balanced: a full run's size is about its first shard's times their number
-    sized = bool(keys) and not config.doc_ids and plan.single_chunk
-    first = _upstream(state, "document_snapshots", keys[0], ["doc_id"]).height if sized else 0
-    processes = chunk_processes.processes_for(
-        plan, shards=len(keys), documents=first * len(keys), delta=bool(config.doc_ids), cores=cores()
-    )
-
-    def chunk_shard(key: str) -> tuple[str, pl.DataFrame, list[str], pl.DataFrame | None]:
+    for key in work_keys(context):
         previous = state.load("chunked_text", key)
         # a delta run chunks its own documents; the others' rows stay as stored (lib/frames.py)
         own, carried = split_own(_upstream(state, "document_snapshots", key), previous, config.doc_ids)
-        return key, *chunk(own, previous), carried
-
-    # shards are chunked by `processes` worker processes (none: here), `processes` threads
-    # waiting on them; each shard is saved here, in order, as soon as it is done
-    with chunk_processes.chunker(plan, tokenizer, processes) as chunk:
-        for key, frame, reused_ids, carried in ordered_map(chunk_shard, keys, processes):
-            if carried is not None:
-                frame = pl.concat([conform(carried, frame.schema), frame])
-                reused_ids = [*reused_ids, *carried["doc_id"].to_list()]
-            written.save_derived(key, frame)
-            totals["reused"] += len(reused_ids)
-            totals["chunks"] += int(frame["chunks"].list.len().sum() or 0)
-            totals["tokens"] += int(frame["n_tokens"].sum() or 0)
-            skipped.append(frame.filter(pl.col("skip_reason").is_not_null()).select("doc_id", "skip_reason"))
-            written.shard(key, reused=len(reused_ids), skipped=skipped[-1].height)
-            _record_input_problems(
-                letters, frame.filter(~pl.col("doc_id").is_in(reused_ids).fill_null(False))
-            )
+        frame, reused_ids = chunk_frame(own, tokenizer, plan, previous=previous)
+        if carried is not None:
+            frame = pl.concat([conform(carried, frame.schema), frame])
+            reused_ids = [*reused_ids, *carried["doc_id"].to_list()]
+        written.save_derived(key, frame)
+        totals["reused"] += len(reused_ids)
+        totals["chunks"] += int(frame["chunks"].list.len().sum() or 0)
+        totals["tokens"] += int(frame["n_tokens"].sum() or 0)
+        skipped.append(frame.filter(pl.col("skip_reason").is_not_null()).select("doc_id", "skip_reason"))
+        written.shard(key, reused=len(reused_ids), skipped=skipped[-1].height)
+        _record_input_problems(letters, frame.filter(~pl.col("doc_id").is_in(reused_ids).fill_null(False)))
     skipped_rows = (
         pl.concat(skipped)
         if skipped
