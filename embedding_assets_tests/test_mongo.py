@@ -58,3 +58,15 @@ def test_a_sample_is_spread_over_the_collection_with_every_copy_of_its_ids(pipel
     assert source.sample_documents(150, seed=1).documents == sample  # the seed decides the draw
     everything = source.sample_documents(5000, seed=2)
     assert (len(everything.documents), everything.population) == (1501, 1501)  # all of it
+
+
+def test_threads_sharing_a_source_share_one_client():
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = MongoDocumentSource("mongodb://127.0.0.1:1", "db", "documents", timeout_ms=100)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            clients = list(pool.map(lambda _: source.client, range(64)))
+        assert len({id(c) for c in clients}) == 1  # no client made and dropped unclosed
+    finally:
+        source.close()

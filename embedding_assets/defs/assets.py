@@ -358,9 +358,12 @@ def feature_store_entries(
     # a delta run read only its own documents: the rest of its shards' rows, published again
     # where the store lost their entries, are looked up first (see publish.publish)
     changed = set(config.doc_ids or [])
+    # made here, not lazily by the publishing threads (two would each make a client)
+    documents = source.source() if changed else None
 
     def still_live(ids: list[str]) -> set[str]:
-        return changed | source.source().live_ids([d for d in ids if d not in changed])
+        assert documents is not None
+        return changed | documents.live_ids([d for d in ids if d not in changed])
 
     def publish_shard(key: str) -> tuple[str, list[str], publish.PublishStats]:
         frame = _upstream(state, "document_vectors", key, columns)

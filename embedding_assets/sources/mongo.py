@@ -12,6 +12,7 @@ import datetime as dt
 import itertools
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -87,21 +88,27 @@ class MongoDocumentSource:
         self.collection_name = collection
         self.batch_size = batch_size
         self._client: pymongo.MongoClient | None = None
+        self._client_lock = threading.Lock()
         self._secantus: bool | None = None  # which server answers: asked once
 
     @property
     def client(self) -> pymongo.MongoClient:
         if self._client is None:
-            self._client = pymongo.MongoClient(
-                self.uri,
-                tz_aware=True,
-                serverSelectionTimeoutMS=self.timeout_ms,
-                retryReads=True,
-                retryWrites=True,
-                # invalid UTF-8 in a document becomes U+FFFD instead of failing the whole read
-                unicode_decode_error_handler="replace",
-            )
+            with self._client_lock:  # threads that share a source (publishing) share one client
+                if self._client is None:
+                    self._client = self._new_client()
         return self._client
+
+    def _new_client(self) -> pymongo.MongoClient:
+        return pymongo.MongoClient(
+            self.uri,
+            tz_aware=True,
+            serverSelectionTimeoutMS=self.timeout_ms,
+            retryReads=True,
+            retryWrites=True,
+            # invalid UTF-8 in a document becomes U+FFFD instead of failing the whole read
+            unicode_decode_error_handler="replace",
+        )
 
     @property
     def collection(self) -> Any:
