@@ -26,6 +26,7 @@ from embedding_assets.dev.harness import (
     store_state,
 )
 from embedding_assets.dev.servers import SecantusProcess, ValkeyProcess
+from embedding_assets.sources import mongo
 from embedding_assets.stores.feature_store import FeatureStore
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -136,6 +137,7 @@ def test_mongodb_drops_connections_in_the_middle_of_a_scan(own, monkeypatch, cap
     monkeypatch.setenv("EA_BACKEND", "static")  # the fault is in the scan: any model will do
     monkeypatch.setenv("EA_STATIC_DIR", static_dir)
     monkeypatch.setenv("EA_READ_BATCH", "25")  # 150 documents: six pages
+    monkeypatch.setattr(mongo, "_SECANTUS_SCAN_PAGE", 0)  # (a scan's pages are 10,000 at least)
     monkeypatch.setenv("EA_MONGO_TIMEOUT_MS", "1000")  # the driver gives up before the server is back
     load_sample(own["env"], 150)
     listener = _RestartMongoAtPage(own["mongo"], "documents", page=3)

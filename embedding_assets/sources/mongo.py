@@ -36,6 +36,10 @@ _FETCH_BY_ID_FRACTION = 0.25
 # One cursor (pages re-walk the collection on some servers); after this many interruptions
 # in a row with no document read in between, the scan gives up and the step fails.
 _MAX_RESUMES_WITHOUT_PROGRESS = 5
+# SecantusDB builds a query's whole result, then copies what is left of it for every page it sends
+# (``entry.remaining[batch:]``): pages of 1,000 made a scan of 1M documents quadratic. Its full scans
+# are read in pages of at least this many (16 MB per reply caps them, as mongod's do).
+_SECANTUS_SCAN_PAGE = 10_000
 log = logging.getLogger("embedding_assets.retry")
 
 
@@ -226,7 +230,8 @@ class MongoDocumentSource:
     def _cursor_after(self, last: Any, projection: dict | None) -> Any:
         """A cursor past ``last``, with its first batch fetched (so a dead server shows here)."""
         query = {} if last is None else {"_id": {"$gt": last}}
-        cursor = self.collection.find(query, projection, batch_size=self.batch_size)
+        page = max(self.batch_size, _SECANTUS_SCAN_PAGE) if self._is_secantus() else self.batch_size
+        cursor = self.collection.find(query, projection, batch_size=page)
         cursor = cursor.sort("_id", 1).hint("_id_")
         first = next(cursor, None)
         return iter([]) if first is None else itertools.chain([first], cursor)
