@@ -190,6 +190,7 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     print(f"bare encode right before the full pass: {max(before.values()):.0f} docs/s", flush=True)
     first = full_pass("full pass, empty store")
     peak_rss_mb = backfill_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS so far (corpus load and full pass): {backfill_rss_mb:.0f} MB", flush=True)
     after = bare_baseline(args, texts)
     bare = best_of(before, after)
     print_limit(first)

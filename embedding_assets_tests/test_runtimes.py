@@ -187,6 +187,9 @@ def test_an_int8_query_tokenizes_only_itself(embedder, tmp_path, monkeypatch):
     again = [int8.encode_queries([q]) for q in ("how do I list files", "wie liste ich Dateien auf")]
     assert tokenized == [1, 1] and len(built) == 1
     np.testing.assert_allclose(again[0], first, atol=1e-6)
+    int8.calibration = calibration[:24]  # another version's sample: another model
+    int8.encode_queries(["how do I list files"])
+    assert len(built) == 2 and built[0] != built[1]
 
 
 LOAD_AND_QUERY = """

@@ -185,6 +185,18 @@ class CompiledEmbedder(ShapedByModelFiles):
         return self.choice.label
 
     @property
+    def calibration(self) -> list[str] | None:
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, windows: list[str] | None) -> None:
+        """Another sample is another model: found and verified anew (a run sets its version's)."""
+        if windows != getattr(self, "_calibration", None):
+            self.__dict__.pop("_model_file", None)
+            self._verified = False
+        self._calibration = windows
+
+    @property
     def needs_calibration(self) -> bool:
         """Static int8 measures activation ranges on sample windows before it runs."""
         return self.choice == RuntimePrecision("openvino", "int8")
