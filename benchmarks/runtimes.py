@@ -150,66 +150,65 @@ def pipeline_rate(label: str, state: Path) -> tuple[float, float, str]:
     return rows / wall, float(vectors["documents_per_second"]), version
 
 
-LOAD_AND_QUERY = """
+# How both child scripts below end: the load's time, then 200 queries through ``query``.
+_QUERIES = """
+loaded = time.perf_counter() - started
+times = []
+for i in range(200):
+    t = time.perf_counter()
+    query(f"how do I copy a directory with its files {i}")
+    times.append(time.perf_counter() - t)
+times.sort()
+print(json.dumps({"label": label, "load": loaded, "p50": times[100], "p95": times[190]}))
+"""
+
+# A process that runs the configured runtime: argv runtime, precision.
+LOAD_AND_QUERY = (
+    """
 import json, sys, time
 started = time.perf_counter()
 from embedding_assets.embedders.runtime_choice import transformer_embedder
 embedder = transformer_embedder(None, device="cpu", runtime=sys.argv[1], precision=sys.argv[2])
 embedder.encode(["warm up"])
-loaded = time.perf_counter() - started
-times = []
-for i in range(200):
-    t = time.perf_counter()
-    embedder.encode_queries([f"how do I copy a directory with its files {i}"])
-    times.append(time.perf_counter() - t)
-times.sort()
-print(json.dumps({"label": embedder.precision, "load": loaded, "p50": times[100], "p95": times[190]}))
+label = embedder.precision
+def query(text): embedder.encode_queries([text])
 """
-
+    + _QUERIES
+)
 
 # A client's process: the version's own model (int8 is built from the calibration sample the pipeline
-# recorded with the version, cached by its digest), then its queries through ``embed_query``.
-CLIENT_LOAD_AND_QUERY = """
+# recorded with the version, cached by its digest), its queries through ``embed_query``. argv Redis
+# URL, version.
+CLIENT_LOAD_AND_QUERY = (
+    """
 import json, sys, time
 started = time.perf_counter()
 from embedding_assets.client import EmbeddingClient
 client = EmbeddingClient.from_url(sys.argv[1], sys.argv[2])
 client.embed_query("warm up")
-loaded = time.perf_counter() - started
-times = []
-for i in range(200):
-    t = time.perf_counter()
-    client.embed_query(f"how do I copy a directory with its files {i}")
-    times.append(time.perf_counter() - t)
-times.sort()
 label = client.query_embedder().precision
-print(json.dumps({"label": label, "load": loaded, "p50": times[100], "p95": times[190]}))
+query = client.embed_query
 """
+    + _QUERIES
+)
+
+
+def _child(script: str, *args: str) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True, timeout=900
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def client_load_and_query(redis_url: str, version: str) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-c", CLIENT_LOAD_AND_QUERY, redis_url, version],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=900,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _child(CLIENT_LOAD_AND_QUERY, redis_url, version)
 
 
 def load_and_query(label: str) -> dict[str, float]:
     from embedding_assets.lib.runtimes import parse_label
 
     runtime, precision = ("auto", "auto") if label == "auto" else tuple(vars(parse_label(label)).values())
-    done = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_QUERY, runtime, precision],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=900,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _child(LOAD_AND_QUERY, runtime, precision)
 
 
 def main(argv: list[str] | None = None) -> int:
