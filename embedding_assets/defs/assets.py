@@ -358,12 +358,15 @@ def feature_store_entries(
     # a delta run read only its own documents: the rest of its shards' rows, published again
     # where the store lost their entries, are looked up first (see publish.publish)
     changed = set(config.doc_ids or [])
-    # made here, not lazily by the publishing threads (two would each make a client)
-    documents = source.source() if changed else None
+    still_live: Callable[[list[str]], set[str]] | None = None
+    if changed:
+        # the source is made here, not lazily by the publishing threads (two would each make a client)
+        documents = source.source()
 
-    def still_live(ids: list[str]) -> set[str]:
-        assert documents is not None
-        return changed | documents.live_ids([d for d in ids if d not in changed])
+        def live_or_changed(ids: list[str]) -> set[str]:
+            return changed | documents.live_ids([d for d in ids if d not in changed])
+
+        still_live = live_or_changed
 
     def publish_shard(key: str) -> tuple[str, list[str], publish.PublishStats]:
         frame = _upstream(state, "document_vectors", key, columns)
@@ -375,7 +378,7 @@ def feature_store_entries(
             calibration,
             now=now,
             max_age_seconds=feature_store.max_age_seconds,
-            still_live=still_live if changed else None,
+            still_live=still_live,
         )
         return key, frame["doc_id"].to_list(), shard_stats
 
