@@ -87,25 +87,29 @@ def main() -> None:
 
 def prepare_static() -> None:
     """The distilled model, built before the run (once per machine) in a child process, so that the
-    run's peak RSS is its own; the distillation's time and memory on a line of their own."""
-    from embedding_assets.embedders.packaged import resolve
-    from embedding_assets.embedders.static import distilled_path
-
-    cache, source = Path(os.environ["EA_STATIC_DIR"]), resolve(None)
-    path = distilled_path(cache, source, 256)
-    if (path / "config.json").exists():
-        print(f"static model: {path.name}, in the machine's cache ({cache})", flush=True)
-        return
+    run's peak RSS is its own; the distillation's time and memory on a line of their own. The
+    child also builds the multilingual model it is distilled from, when the machine has none yet:
+    that build loads the transformer, which would otherwise count in this process's peak."""
+    cache = Path(os.environ["EA_STATIC_DIR"])
     started = time.perf_counter()
     code = (
         "import sys; from pathlib import Path; "
-        "from embedding_assets.embedders.static import ensure_distilled; "
-        "ensure_distilled(Path(sys.argv[1]), sys.argv[2], 256)"
+        "from embedding_assets.embedders.packaged import resolve; "
+        "from embedding_assets.embedders.static import distilled_path, ensure_distilled; "
+        "cache = Path(sys.argv[1]); source = resolve(None); path = distilled_path(cache, source, 256); "
+        "cached = (path / 'config.json').exists(); ensure_distilled(cache, source, 256); "
+        "print(('cached ' if cached else 'built ') + path.name)"
     )
-    subprocess.run([sys.executable, "-c", code, str(cache), source], check=True)
+    # its progress and errors on stderr, as they come; its answer on stdout
+    command = [sys.executable, "-c", code, str(cache)]
+    done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    how, name = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    if how == "cached":
+        print(f"static model: {name}, in the machine's cache ({cache})", flush=True)
+        return
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
-        f"static model: {path.name} distilled in {time.perf_counter() - started:.0f} s before the run, "
+        f"static model: {name} distilled in {time.perf_counter() - started:.0f} s before the run, "
         f"peak RSS {peak:.0f} MB (a child process: the run's peak below is its own)",
         flush=True,
     )

@@ -108,7 +108,13 @@ _SETTINGS = [
     Setting("EA_HOUSEKEEPING_CRON", "15 5 * * *", "run, spool and tick housekeeping"),
     Setting("EA_MAX_CHARS", 200_000, "cap on embedded characters"),
     Setting("EA_OVERSIZE", "truncate", "text over the cap: `truncate` (with a warning) or `reject`"),
-    Setting("EA_CHECKPOINT_DOCS", 512, "documents per embedding batch and checkpoint"),
+    Setting("EA_CHECKPOINT_DOCS", 512, "documents per embedding batch"),
+    Setting(
+        "EA_CHECKPOINT_SECONDS",
+        10.0,
+        "finished embedding batches are checkpointed at most this often (0: every batch): a killed "
+        "run redoes the batch in flight and at most this much finished work",
+    ),
     Setting("EA_READ_BATCH", 1000, "MongoDB page size"),
     Setting("EA_MONGO_TIMEOUT_MS", 15_000, "MongoDB server-selection timeout"),
     Setting("EA_RETRY_SECONDS", 120.0, "how long transient MongoDB/Redis faults are retried in a step"),

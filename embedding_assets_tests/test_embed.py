@@ -110,3 +110,50 @@ def test_the_model_is_prepared_only_when_a_document_needs_it():
     assert prepared == [1] and reused.embedded == 0
     empty = vector_frame(_chunked(0), embedder, retry_seconds=1, before_embedding=lambda: prepared.append(3))
     assert prepared == [1] and empty.frame.height == 0
+
+
+class Clocked(HashEmbedder):
+    """Each batch takes one second of a clock the test holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def encode(self, texts, n_tokens=None):
+        self.now += 1.0
+        return super().encode(texts, n_tokens)
+
+
+def _checkpointed(seconds: float, docs: int = 20, per_batch: int = 2) -> tuple[list[list[str]], pl.DataFrame]:
+    embedder, saved = Clocked(), []
+    result = vector_frame(
+        _chunked(docs),
+        embedder,
+        retry_seconds=1,
+        docs_per_batch=per_batch,
+        checkpoint=lambda part: saved.append(part["doc_id"].to_list()),
+        checkpoint_seconds=seconds,
+        clock=lambda: embedder.now,
+    )
+    return saved, result.frame
+
+
+def test_every_batch_is_checkpointed_when_the_interval_is_zero():
+    saved, frame = _checkpointed(0.0)
+    assert saved == [[f"d{i}", f"d{i + 1}"] for i in range(0, 20, 2)]
+    assert frame.height == 20
+
+
+def test_finished_batches_are_checkpointed_together_once_the_interval_has_passed():
+    """A killed run loses the batch in flight and at most ``checkpoint_seconds`` of finished
+    work; a fast model does not write a file per batch."""
+    saved, frame = _checkpointed(3.0)
+    # one second per batch of two: a checkpoint after every third batch, the last batch is not
+    # checkpointed (the caller stores the whole shard right after)
+    assert saved == [[f"d{i}" for i in range(start, start + 6)] for start in (0, 6, 12)]
+    assert frame.height == 20 and sorted(frame["doc_id"].to_list()) == sorted(f"d{i}" for i in range(20))
+
+
+def test_a_shard_faster_than_the_interval_writes_no_checkpoint():
+    saved, frame = _checkpointed(3600.0)
+    assert saved == [] and frame.height == 20

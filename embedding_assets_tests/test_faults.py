@@ -83,6 +83,7 @@ def _retries(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_redis_restarts_during_a_run(own, monkeypatch, caplog):
     caplog.set_level("WARNING", logger="embedding_assets.retry")
     monkeypatch.setenv("EA_CHECKPOINT_DOCS", "4")
+    monkeypatch.setenv("EA_CHECKPOINT_SECONDS", "0")  # every batch: the outage starts mid-embedding
     load_sample(own["env"], 120)
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.setdefault("result", materialize()))
@@ -171,8 +172,9 @@ def _kept(parquet: Path) -> int:
 def test_a_killed_shard_run_redoes_at_most_one_batch(own, monkeypatch):
     batch = 4
     monkeypatch.setenv("EA_CHECKPOINT_DOCS", str(batch))
+    monkeypatch.setenv("EA_CHECKPOINT_SECONDS", "0")  # every batch kept: the bound is one batch
     load_sample(own["env"], 64)
-    env = {**os.environ, "EA_CHECKPOINT_DOCS": str(batch)}
+    env = {**os.environ, "EA_CHECKPOINT_DOCS": str(batch), "EA_CHECKPOINT_SECONDS": "0"}
     process = subprocess.Popen(
         [sys.executable, "-c", KILLABLE], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -278,6 +278,7 @@ def document_vectors(
             docs_per_batch=embedding_model.checkpoint_docs,
             progress=progress_of(key),
             checkpoint=lambda part, key=key: state.save_checkpoint("document_vectors", key, part),
+            checkpoint_seconds=embedding_model.checkpoint_seconds,
             before_embedding=load_model,
             pooling=spec.pooling,
         )

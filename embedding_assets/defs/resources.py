@@ -176,7 +176,10 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     title_repeat: int = _default("EA_TITLE_REPEAT")
     max_chars: int = _default("EA_MAX_CHARS")
     oversize: str = _default("EA_OVERSIZE")  # text over max_chars: "truncate" (noted) or "reject"
-    checkpoint_docs: int = _default("EA_CHECKPOINT_DOCS")  # a killed run redoes at most one batch
+    checkpoint_docs: int = _default("EA_CHECKPOINT_DOCS")  # documents per embedding batch
+    # finished batches are checkpointed this often: a killed run redoes the batch in flight and
+    # at most this much finished work
+    checkpoint_seconds: float = _default("EA_CHECKPOINT_SECONDS")
     quantization: str = _default("EA_QUANTIZATION")
     retry_seconds: float = _default("EA_RETRY_SECONDS")  # the embedder's transient errors
 
@@ -311,6 +314,7 @@ def build_resources() -> dict[str, Any]:
             max_chars=_env("EA_MAX_CHARS"),
             oversize=_env("EA_OVERSIZE"),
             checkpoint_docs=_env("EA_CHECKPOINT_DOCS"),
+            checkpoint_seconds=_env("EA_CHECKPOINT_SECONDS"),
             quantization=_env("EA_QUANTIZATION"),
             retry_seconds=_env("EA_RETRY_SECONDS"),
         ),

@@ -8,6 +8,7 @@ batch is bisected until the documents that cause it are isolated and reported.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ def vector_frame(
     docs_per_batch: int = 512,
     progress: Progress | None = None,
     checkpoint: Callable[[pl.DataFrame], None] | None = None,
+    checkpoint_seconds: float = 0.0,
+    clock: Callable[[], float] = time.monotonic,
     before_embedding: Callable[[], None] | None = None,
     pooling: str = "mean",
 ) -> VectorResult:
@@ -46,9 +49,12 @@ def vector_frame(
 
     Documents whose ``(doc_id, content_hash)`` is in ``previous`` keep their vectors: nothing
     is embedded twice. A batch the model fails on is split until the failing documents are
-    isolated; the others go on. Each finished batch is handed to ``checkpoint`` so that a
-    killed run loses at most the batch in flight. ``before_embedding`` is called only when there
-    is something to embed (loading a model costs more than most deltas).
+    isolated; the others go on. Finished batches are handed to ``checkpoint`` once at least
+    ``checkpoint_seconds`` have passed since the last one (0: every batch), so that a killed run
+    loses the batch in flight and at most that much finished work: a slow model's every batch
+    is kept, and a fast one does not write a file per few milliseconds of work (the caller
+    stores what is returned whole). ``before_embedding`` is called only when there is something
+    to embed (loading a model costs more than most deltas).
     """
     schema = vector_schema(embedder.dimension)
     todo = conform(chunked, CHUNK_SCHEMA).filter(pl.col("skip_reason").is_null())
@@ -67,13 +73,19 @@ def vector_frame(
     embedded = 0
     if todo.height and before_embedding:
         before_embedding()
+    unsaved: list[pl.DataFrame] = []
+    saved_at = clock()
     for offset in range(0, todo.height, docs_per_batch):
         part, failed = _embed_isolating(todo.slice(offset, docs_per_batch), encode, embedder, schema, pooling)
         failures += failed
         embedded += part.height
         parts.append(part)
         if checkpoint and part.height:
-            checkpoint(part)
+            unsaved.append(part)
+            if clock() - saved_at >= checkpoint_seconds:
+                checkpoint(pl.concat(unsaved))
+                unsaved.clear()
+                saved_at = clock()
         if progress:
             progress(min(offset + docs_per_batch, todo.height), todo.height)
     frame = pl.concat(parts) if parts else schema.to_frame()
