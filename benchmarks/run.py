@@ -447,7 +447,7 @@ def bare_transformer(texts: list[str]) -> dict[str, float]:
     from benchmarks.runtimes import LABELS, bare_rates
 
     usable = [label for label in LABELS if "bf16" not in label or cpu_has_bf16()]
-    for (label, threads), rate in bare_rates(texts, usable, [1, 2]).items():
+    for (label, threads), rate in bare_rates(texts, usable, [1, 2])[0].items():
         out[f"{label}, {threads} thread(s), batch 16, windows sorted by token count"] = rate
     return out
 

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -62,8 +63,11 @@ def pipeline_windows(texts: list[str]) -> tuple[list[str], list[int], str]:
     return chunks, tokens, shape.document_prompt
 
 
-def bare_rates(texts: list[str], labels: list[str], threads: list[int]) -> dict[tuple[str, int], float]:
-    """Documents/s of each runtime alone on the pipeline's windows of ``texts``."""
+def bare_rates(
+    texts: list[str], labels: list[str], threads: list[int]
+) -> tuple[dict[tuple[str, int], float], float]:
+    """Documents/s of each runtime alone on the pipeline's windows of ``texts``, and the tokens
+    per document of those windows."""
     import torch
 
     from embedding_assets import settings
@@ -119,7 +123,7 @@ def bare_rates(texts: list[str], labels: list[str], threads: list[int]) -> dict[
             out[(label, n)] = len(texts) / (time.perf_counter() - started)
             print(f"  {label:<14} {n} thread(s) {out[(label, n)]:>8.1f} docs/s", flush=True)
     torch.set_num_threads(os.cpu_count() or 1)
-    return out
+    return out, sum(tokens) / max(len(texts), 1)
 
 
 def warm_up(run: object) -> None:
@@ -127,8 +131,15 @@ def warm_up(run: object) -> None:
     run(limit=2)  # type: ignore[operator]
 
 
-def pipeline_rate(label: str, state: Path) -> tuple[float, float, str]:
-    """(end-to-end docs/s, embedding-step docs/s, version) of one full run with ``label``."""
+class PipelineRun(NamedTuple):
+    end_to_end: float  # documents/s, MongoDB to Redis
+    step: float  # documents/s of the embedding step
+    version: str
+    tokens_per_doc: float  # of the windows it embedded
+
+
+def pipeline_rate(label: str, state: Path) -> PipelineRun:
+    """One full run with ``label``."""
     import redis
 
     from embedding_assets.dev import harness
@@ -145,9 +156,11 @@ def pipeline_rate(label: str, state: Path) -> tuple[float, float, str]:
     result = harness.materialize()
     wall = time.perf_counter() - started
     vectors = harness.metadata(result, "document_vectors")
+    tokens = int(harness.metadata(result, "chunked_text")["tokens"])
     rows = int(harness.metadata(result, "feature_store_entries")["rows"])
     version = str(harness.metadata(result, "feature_store_entries")["version"])
-    return rows / wall, float(vectors["documents_per_second"]), version
+    per_doc = tokens / max(int(vectors["embedded"]), 1)
+    return PipelineRun(rows / wall, float(vectors["documents_per_second"]), version, per_doc)
 
 
 # How both child scripts below end: the load's time, then 200 queries through ``query``.
@@ -241,21 +254,21 @@ def main(argv: list[str] | None = None) -> int:
         load(collection(dict(os.environ)), {"documents": documents})
 
         print("\n## Through the pipeline (MongoDB to Redis), one full run each", flush=True)
-        runs: dict[str, tuple[float, float, str]] = {}
+        runs: dict[str, PipelineRun] = {}
         spec_labels: dict[str, str] = {}  # what each run resolved to (auto: the runtime it chose)
         int8_clients: dict[str, dict[str, float]] = {}
         for label in [s.strip() for s in args.pipeline.split(",") if s.strip()]:
             runs[label] = pipeline_rate(label, state)
             versions = FeatureStore.from_url(os.environ["REDIS_URL"]).control.versions()
-            spec_labels[label] = versions[runs[label][2]].precision
+            spec_labels[label] = versions[runs[label].version].precision
             if spec_labels[label] == "openvino-int8":
                 # the version's own model, built from its recorded calibration: a client of it, while
                 # the version is in Redis; twice, so that the second process finds the model built
-                url, version = os.environ["REDIS_URL"], runs[label][2]
+                url, version = os.environ["REDIS_URL"], runs[label].version
                 int8_clients[label] = [client_load_and_query(url, version) for _ in range(2)][-1]
             print(
-                f"  {label:<14} end to end {runs[label][0]:>7.1f} docs/s, embedding step "
-                f"{runs[label][1]:>7.1f} docs/s ({runs[label][2]})",
+                f"  {label:<14} end to end {runs[label].end_to_end:>7.1f} docs/s, embedding step "
+                f"{runs[label].step:>7.1f} docs/s ({runs[label].version})",
                 flush=True,
             )
         spec = next(iter(FeatureStore.from_url(os.environ["REDIS_URL"]).control.versions().values()))
@@ -264,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n## Bare, on the same windows", flush=True)
         threads = [int(t) for t in args.threads.split(",")]
         labels = [s.strip() for s in args.bare.split(",") if s.strip()]
-        bare = bare_rates(texts[: args.bare_docs], labels, threads)
+        bare, bare_tokens_per_doc = bare_rates(texts[: args.bare_docs], labels, threads)
 
     best_key = max(bare, key=lambda k: bare[k])
     best = bare[best_key]
@@ -275,14 +288,21 @@ def main(argv: list[str] | None = None) -> int:
             f"  bare {label:<14} {n} thread(s) {bare[(label, n)]:>8.1f} docs/s  {bare[(label, n)] / best:.2f}"
         )
     torch_fp32 = runs.get("fp32")
-    for label, (e2e, step, version) in runs.items():
+    for label, (e2e, step, version, tokens_per_doc) in runs.items():
         own = max((v for (lb, _), v in bare.items() if lb == spec_labels.get(label, label)), default=0.0)
-        line = f"pipeline {label:<10} ({version}): embedding step {step / best:.2f} of the fastest bare"
+        # the bare rates are on the first pages, the pipeline's on all of them: the same model work
+        # is the same tokens, so the step is compared in tokens/s too (documents differ in length)
+        per_token = tokens_per_doc / bare_tokens_per_doc
+        line = (
+            f"pipeline {label:<10} ({version}): embedding step {step / best:.2f} of the fastest bare "
+            f"in documents/s, {step * per_token / best:.2f} in tokens/s ({tokens_per_doc:.0f} tokens "
+            f"per document, the bare pages {bare_tokens_per_doc:.0f})"
+        )
         if own:
-            line += f", {step / own:.2f} of its own runtime's best bare"
+            line += f"; {step * per_token / own:.2f} of its own runtime's best bare in tokens/s"
         if torch_fp32:
-            ratio = e2e / torch_fp32[0]
-            line += f"; end to end {ratio:.2f}x torch fp32's ({e2e:.1f} against {torch_fp32[0]:.1f} docs/s)"
+            base = torch_fp32.end_to_end
+            line += f"; end to end {e2e / base:.2f}x torch fp32's ({e2e:.1f} against {base:.1f} docs/s)"
         print(line)
 
     print("\n## A fresh process: model load (cache warm) and embed_query, 200 queries")
