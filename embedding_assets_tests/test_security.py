@@ -64,9 +64,12 @@ def denials(server: RedisServer) -> list[dict]:
     return [e for e in watcher.acl_log() if e.get("username") != WATCHER[0]]
 
 
-def _pipeline_work(env: dict[str, str], owner_env: dict[str, str], url: str, watcher_url: str) -> None:
+def _pipeline_work(env: dict[str, str], owner_env: dict[str, str], url: str, watcher: redis.Redis) -> None:
     """What the Dagster runs and sensors do: a sweep, edits and deletes through the sensors, the
-    store audit and its repair, shard locks. ``owner_env``: where the test writes documents."""
+    store audit and its repair, shard locks. ``owner_env``: where the test writes documents;
+    ``watcher``: the recorder's own client, for the test's own commands (a client made here and
+    dropped at once could close before the recorder asks whose its connection was, and its
+    commands would be counted as the pipeline's)."""
     docs = load_sample(owner_env, 16)
     daemon = Daemon()
     daemon.run([sweep_request()])
@@ -81,7 +84,7 @@ def _pipeline_work(env: dict[str, str], owner_env: dict[str, str], url: str, wat
     assert daemon.sync(document_deletions_sensor, document_changes_sensor) >= 2
     store = FeatureStore.from_url(url)
     lost = store.entries.location(store.control.active_version(), docs[2]["doc_id"])
-    redis.Redis.from_url(watcher_url).hdel(*lost)  # evicted: the audit finds it, the repair puts it back
+    watcher.hdel(*lost)  # evicted: the audit finds it, the repair puts it back
     audit(daemon.instance, run_config={"ops": {}})
     daemon.sync(store_repair_sensor)
     with RedisLocks(url, "security-test").hold("shard-00"):
@@ -127,7 +130,7 @@ def test_each_user_does_its_work_with_the_shipped_rules_and_they_name_exactly_th
             for user, work in (
                 (
                     "pipeline",
-                    lambda url: _pipeline_work(pipeline_env, pipeline_env, url, server.url(*WATCHER)),
+                    lambda url: _pipeline_work(pipeline_env, pipeline_env, url, recorder.marker),
                 ),
                 ("reader", lambda url: _reader_work(pipeline_env, url, capsys)),
                 ("admin", lambda url: _admin_work(pipeline_env, url, monkeypatch, capsys)),
@@ -322,7 +325,7 @@ def test_the_pipeline_and_readers_work_over_tls_with_client_certificates_and_a_r
             for key, value in env.items():
                 monkeypatch.setenv(key, value)
             owner_env = {**env, "MONGO_URI": users["owner"]}  # the test's own edits, as the owner
-            _pipeline_work(env, owner_env, env["REDIS_URL"], server.url(*WATCHER))
+            _pipeline_work(env, owner_env, env["REDIS_URL"], redis.Redis.from_url(server.url(*WATCHER)))
             monkeypatch.setenv("REDIS_URL", as_user(server, "reader"))
             _reader_work(owner_env, as_user(server, "reader"), capsys)
             assert denials(server) == []

@@ -64,7 +64,7 @@ FROM_SPEC = (
 )  # fmt: skip
 FROM_DEPLOYMENT = (
     "embed_urls", "embed_api_key", "embed_concurrency", "embed_batch_tokens", "static_dir", "device",
-    "batch_size", "checkpoint_docs", "retry_seconds", "threads", "build_models",
+    "batch_size", "checkpoint_docs", "checkpoint_seconds", "retry_seconds", "threads", "build_models",
 )  # fmt: skip
 
 
