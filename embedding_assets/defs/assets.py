@@ -227,7 +227,8 @@ def document_vectors(
         if not model_loaded:
             load_started = time.perf_counter()
             # what the earlier steps freed goes back to the system before the model lands on it:
-            # 70-250 MB off a 100k static run's peak (docs/benchmarks.md)
+            # 70-120 MB off a 100k static run's peak in alternating runs, about 90 ms here
+            # (docs/benchmarks.md)
             release_freed_memory()
             embedder.encode(["warm up"])
             started += time.perf_counter() - load_started
