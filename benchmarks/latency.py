@@ -170,18 +170,21 @@ def run(args: argparse.Namespace, state: Path) -> None:
             print(f"running beside: {args.beside}", flush=True)
         latencies: list[float] = []
         deletions: list[float] = []
+        bursts: list[tuple[float, float]] = []
         for round_ in range(1, args.bursts + 1):
             written, edited_at, removed = burst(round_, args.deletes)
             got, gone = arrivals(written, edited_at, removed)
             latencies += got
             deletions += gone
             slowest = max(got + gone)
+            bursts.append((min(written.values()), min(written.values()) + slowest))
             print(f"burst {round_}: {len(got)} edits, {len(gone)} deletes, slowest {slowest:.1f} s")
             sys.stdout.flush()
             time.sleep(2)
         beside_ran = load is not None and load.poll() is None
         runs = _runs(Path(os.environ["DAGSTER_HOME"]))
         phases = _phases(Path(os.environ["DAGSTER_HOME"]))
+        timelines = _timelines(Path(os.environ["DAGSTER_HOME"]), bursts)
     finally:
         if load is not None and load.poll() is None:
             stop_groups(load)
@@ -210,6 +213,12 @@ def run(args: argparse.Namespace, state: Path) -> None:
     print("  where a sensor run's time goes (median s over its runs):")
     for name, values in phases.items():
         print(f"    {name:<40} {statistics.median(values):6.1f}   (max {max(values):.1f})")
+    print("  each burst's runs, seconds after its first write (created by a tick, launched, process up,")
+    print("  entries published, run done), and the burst's last arrival:")
+    for i, (lines, last) in enumerate(timelines, 1):
+        print(f"    burst {i}: last arrival {last:5.1f}")
+        for line in lines:
+            print(f"      {line}")
 
 
 def _spread(by_shard: dict[int, list[str]], n: int) -> list[tuple[int, int]]:
@@ -282,6 +291,45 @@ def _phases(home: Path) -> dict[str, list[float]]:
             if success:
                 out.setdefault(f"{trigger}: created -> RUN_SUCCESS", []).append(success - created)
     return dict(sorted(out.items()))
+
+
+def _timelines(home: Path, bursts: list[tuple[float, float]]) -> list[tuple[list[str], float]]:
+    """Per burst, the sensor runs created between its first write and its last arrival, each as
+    its moments after that write: which part of the latency is the tick's wait and which the run's."""
+    import dagster as dg
+    from dagster import DagsterEventType as E
+
+    out: list[tuple[list[str], float]] = []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        records = instance.get_run_records()
+        for first, last in bursts:
+            lines = []
+            for record in sorted(records, key=lambda r: r.create_timestamp):
+                created = record.create_timestamp.timestamp()
+                trigger = record.dagster_run.tags.get("embedding_assets/trigger")
+                if trigger not in ("changes", "deletions") or not first <= created <= last:
+                    continue
+                at: dict[str, float] = {}
+                for entry in instance.all_logs(record.dagster_run.run_id):
+                    event = entry.dagster_event
+                    if event is None:
+                        continue
+                    name = event.event_type_value
+                    if name == E.STEP_SUCCESS.value and event.step_key == "feature_store_entries":
+                        name = "published"
+                    at.setdefault(name, entry.timestamp)
+
+                def moment(kind: str, at: dict[str, float] = at, first: float = first) -> str:
+                    return f"{at[kind] - first:5.1f}" if kind in at else "    -"
+
+                lines.append(
+                    f"{trigger:<9} {record.dagster_run.tags.get('embedding_assets/documents', '?'):>3} docs: "
+                    f"created {created - first:5.1f}  launched {moment(E.RUN_STARTING.value)}  "
+                    f"up {moment(E.RUN_START.value)}  published {moment('published')}  "
+                    f"done {moment(E.RUN_SUCCESS.value)}"
+                )
+            out.append((lines, last - first))
+    return out
 
 
 if __name__ == "__main__":

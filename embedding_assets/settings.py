@@ -31,7 +31,11 @@ _SETTINGS = [
         0,
         "shards per run of a backfill (0: one run for all; N: runs of N shards that execute at once)",
     ),
-    Setting("EA_SENSOR_SECONDS", 5, "seconds between the change sensors' ticks"),
+    Setting(
+        "EA_SENSOR_SECONDS",
+        5,
+        "seconds between the change sensors' ticks (Dagster's daemon evaluates sensors every 5 s at most)",
+    ),
     Setting(
         "EA_MODEL",
         "",

@@ -76,3 +76,41 @@ def test_sensor_runs_are_the_whole_job_so_its_snapshot_never_changes():
         subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1] for _ in "abcd"
     ]
     assert len(set(loads)) == 1 and len(loads[0]) == 40, loads
+
+
+def _tick_gaps(interval: int, offsets: list[float], loop: float) -> list[float]:
+    """Dagster's sensor daemon as it decides: a loop every ``loop`` seconds, this sensor evaluated
+    ``offset`` seconds into it (after the sensors before it), and only when its last tick started
+    at least ``interval`` seconds before."""
+    starts: list[float] = []
+    for i, offset in enumerate(offsets):
+        now = i * loop + offset
+        if not starts or now - starts[-1] >= interval:
+            starts.append(now)
+    return [b - a for a, b in itertools.pairwise(starts)]
+
+
+def test_change_sensors_tick_every_daemon_loop_not_every_other():
+    """EA_SENSOR_SECONDS=5 meant ticks 9 to 11 s apart half the time under `dagster dev`: the
+    daemon loops every 5 s, and a tick that started late in one loop made the next skip it."""
+    import random
+
+    from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME as LOOP
+
+    from embedding_assets.defs.sensors import (
+        SENSOR_SECONDS,
+        document_changes_sensor,
+        document_deletions_sensor,
+        minimum_interval,
+    )
+
+    rng = random.Random(7)
+    offsets = [rng.uniform(0.1, 1.5) for _ in range(400)]
+    assert max(_tick_gaps(LOOP, offsets, LOOP)) >= 2 * LOOP - 1.5  # the interval as given skips loops
+    for seconds in range(1, 31):
+        gaps = _tick_gaps(minimum_interval(seconds), offsets, LOOP)
+        loops = max(1, -(-seconds // LOOP))  # the daemon's loops the setting spans
+        assert max(gaps) <= loops * LOOP + 1.5, seconds
+        assert min(gaps) >= min(seconds, LOOP) - 1.5, seconds
+    for sensor in (document_changes_sensor, document_deletions_sensor):
+        assert sensor.minimum_interval_seconds == minimum_interval(SENSOR_SECONDS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -192,6 +193,32 @@ def test_an_int8_query_tokenizes_only_itself(embedder, tmp_path, monkeypatch):
     assert len(built) == 2 and built[0] != built[1]
 
 
+def test_the_encoder_cuts_as_the_tokenizer_would_on_the_chunkers_own_load():
+    """The chunking step and the encoder share one loaded tokenizer (about a second each for the
+    multilingual model's): the encoder's own cut must give the ids ``enable_truncation`` gives."""
+    from tokenizers import Tokenizer
+
+    from embedding_assets.embedders.model_files import load_tokenizer, tokenizer_json
+
+    folder = default_model_path()
+    encoder = CompiledEmbedder(
+        folder, RuntimePrecision("openvino", "bf16"), cache_dir=settings.model_cache_dir()
+    )
+    limit = encoder._shape.max_seq_length
+    reference = Tokenizer.from_file(str(tokenizer_json(Path(folder))))
+    reference.no_padding()
+    reference.enable_truncation(limit)
+    texts = [encoder.document_prompt + t for t in CHECK_TEXTS]
+    texts += ["", " ".join(CHECK_TEXTS) * 8, "Zeile " * 2000, "末" * 3000]
+    got = encoder._encodings(texts)
+    assert [e.ids for e in got] == [e.ids for e in reference.encode_batch(texts)]
+    assert sum(len(e.ids) == limit for e in got) == 3  # the long ones were cut, ends included
+    chunker = load_tokenizer(folder)
+    assert chunker._tokenizer is encoder._encoder  # one load in the process
+    assert encoder._encoder.truncation is None  # and the chunker's cuts nothing
+    assert chunker("Zeile " * 2000, add_special_tokens=False)["input_ids"].__len__() > limit
+
+
 LOAD_AND_QUERY = """
 import json, sys, time
 started = time.perf_counter()
@@ -353,22 +380,35 @@ def test_int8_is_calibrated_on_the_deployments_own_windows(pipeline_env, monkeyp
     assert len(ranking.ids()) == len(docs) and not ranking.missing
 
 
-def test_openvino_and_nncf_telemetry_is_declined():
-    """Both treat a missing consent file as consent; the exporter declines before either starts."""
-    from openvino_telemetry import Telemetry
+FIRST_TELEMETRY = """
+import json
+from embedding_assets import settings
+from embedding_assets.embedders.compiled import CompiledEmbedder
+from embedding_assets.embedders.sentence_transformer import default_model_path
+from embedding_assets.lib.runtimes import RuntimePrecision
+from openvino_telemetry import Telemetry
 
-    from embedding_assets.embedders.exported import decline_telemetry
+CompiledEmbedder(
+    default_model_path(), RuntimePrecision("openvino", "bf16"), cache_dir=settings.model_cache_dir()
+).encode_queries(["x"])
+# a singleton: this is whichever instance the process made first
+print(json.dumps(Telemetry(tid="G-TEST", app_name="ea-test", app_version="0", backend="ga4",
+                           enable_opt_in_dialog=False, disable_in_ci=False).consent))
+"""
 
-    decline_telemetry()
-    telemetry = Telemetry(
-        tid="G-TEST",
-        app_name="ea-test",
-        app_version="0",
-        backend="ga4",
-        enable_opt_in_dialog=False,
-        disable_in_ci=False,
+
+@pytest.mark.slow
+def test_openvino_and_nncf_telemetry_is_declined(tmp_path):
+    """Both treat a missing consent file as consent, and ``import openvino`` alone starts the
+    converter's: a run that only loads an exported model declines before that import too. In a
+    fresh process with a home holding no consent file, and CI unset."""
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env |= {"HOME": str(tmp_path), "EA_MODEL_CACHE": str(settings.model_cache_dir()), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_TELEMETRY], env=env, capture_output=True, text=True, timeout=600
     )
-    assert telemetry.consent is False
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) is False
 
 
 @pytest.mark.slow

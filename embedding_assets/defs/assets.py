@@ -81,6 +81,8 @@ _COMMON = dict(
 
 PROGRESS_SECONDS = 5.0
 PUBLISH_THREADS = 2
+# Rows the run's shards hold, at least, before the embedding step hands freed memory back
+RELEASE_AFTER_ROWS = 20_000
 
 
 class ChangedDocuments(dg.Config):
@@ -227,9 +229,11 @@ def document_vectors(
         if not model_loaded:
             load_started = time.perf_counter()
             # what the earlier steps freed goes back to the system before the model lands on it:
-            # 70-120 MB off a 100k static run's peak in alternating runs, about 90 ms here
-            # (docs/benchmarks.md)
-            release_freed_memory()
+            # 70-120 MB off a 100k static run's peak in alternating runs (docs/benchmarks.md).
+            # Not after a few thousand rows: they freed little, and the full collection costs
+            # 0.1 to 0.7 s in a process holding Dagster's definitions, a change run's to pay
+            if total >= RELEASE_AFTER_ROWS:
+                release_freed_memory()
             embedder.encode(["warm up"])
             started += time.perf_counter() - load_started
             model_loaded = True

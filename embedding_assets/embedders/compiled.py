@@ -20,6 +20,7 @@ import numpy as np
 
 from embedding_assets.embedders.exported import (
     RuntimeRefused,
+    decline_telemetry,
     ensure_exported,
     quantize_onnx_dynamic,
     quantize_openvino_static,
@@ -30,6 +31,7 @@ from embedding_assets.embedders.model_files import (
     ShapedByModelFiles,
     load_tokenizer,
     sentence_transformer_shape,
+    shared_tokenizer,
     tokenizer_json,
 )
 from embedding_assets.lib.processes import cores
@@ -76,6 +78,7 @@ class _Session:
         self.runtime = runtime
         self.streams = streams if runtime == "openvino" else 1
         if runtime == "openvino":
+            decline_telemetry()  # its import starts the converter's telemetry, consenting by default
             import openvino as ov
 
             config: dict[str, Any] = {
@@ -221,16 +224,24 @@ class CompiledEmbedder(ShapedByModelFiles):
 
     @cached_property
     def _encoder(self) -> Any:
-        """The tokenizer the model is fed with: the folder's own, truncating at its limit."""
-        from tokenizers import Tokenizer
-
+        """The tokenizer the model is fed with: the folder's own, the chunking step's copy (one load
+        per process); ``_tokenized`` truncates at the model's limit."""
         found = tokenizer_json(Path(self.model_name))
         if found is None:
             raise RuntimeRefused(f"{self.model_name} has no tokenizer.json")
-        tokenizer = Tokenizer.from_file(str(found))
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(self._shape.max_seq_length)
-        return tokenizer
+        return shared_tokenizer(found)
+
+    def _encodings(self, texts: list[str]) -> list[Any]:
+        """What ``enable_truncation(max_seq_length)`` gives, on the shared tokenizer whose settings
+        stay untouched: the text's tokens cut to the limit less the special tokens, which are then
+        added (tokenizers' own order: truncate, then post-process)."""
+        tokenizer = self._encoder
+        limit = self._shape.max_seq_length - tokenizer.num_special_tokens_to_add(False)
+        encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+        for encoding in encodings:
+            if len(encoding.ids) > limit:
+                encoding.truncate(limit)
+        return [tokenizer.post_process(encoding) for encoding in encodings]
 
     @cached_property
     def _lowercase(self) -> bool:
@@ -293,7 +304,7 @@ class CompiledEmbedder(ShapedByModelFiles):
         nothing the pooling reads)."""
         if self._lowercase:
             texts = [t.lower() for t in texts]
-        encodings = self._encoder.encode_batch([prompt + t for t in texts])
+        encodings = self._encodings([prompt + t for t in texts])
         width = max(len(e.ids) for e in encodings)
         width = -(-width // multiple) * multiple
         ids = np.ones((len(texts), width), dtype=np.int64)  # padding is masked out: any id does

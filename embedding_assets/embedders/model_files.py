@@ -11,6 +11,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from embedding_assets import settings
 
@@ -138,12 +139,8 @@ class FastTokenizer:
     """
 
     def __init__(self, path: Path) -> None:
-        from tokenizers import Tokenizer
-
         self.path = path
-        self._tokenizer = Tokenizer.from_file(str(path))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
+        self._tokenizer = shared_tokenizer(path)
 
     def __call__(self, texts: str | list[str], *, add_special_tokens: bool = True, **_: object) -> dict:
         if isinstance(texts, str):
@@ -154,6 +151,25 @@ class FastTokenizer:
             "input_ids": [e.ids for e in encodings],
             "offset_mapping": [e.offsets for e in encodings],
         }
+
+
+def shared_tokenizer(path: Path) -> Any:
+    """A ``tokenizer.json`` loaded once per process and file version, with no padding and no
+    truncation, shared by the chunking step and the compiled runtimes' encoder: loading one with a
+    250k-piece vocabulary (the multilingual model's) takes about a second, which every change run
+    paid twice, once in each step. Callers never change its settings (the encoder truncates each
+    encoding itself, ``compiled.py``)."""
+    return _loaded_tokenizer(path, path.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded_tokenizer(path: Path, mtime: float) -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
 
 
 @functools.lru_cache(maxsize=8)
