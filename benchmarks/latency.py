@@ -177,7 +177,7 @@ def run(args: argparse.Namespace, state: Path) -> None:
             latencies += got
             deletions += gone
             slowest = max(got + gone)
-            bursts.append((min(written.values()), min(written.values()) + slowest))
+            bursts.append((edited_at, min(written.values()) + slowest))  # its first write, its last arrival
             print(f"burst {round_}: {len(got)} edits, {len(gone)} deletes, slowest {slowest:.1f} s")
             sys.stdout.flush()
             time.sleep(2)
