@@ -267,19 +267,9 @@ def _phases(home: Path) -> dict[str, list[float]]:
             trigger = record.dagster_run.tags.get("embedding_assets/trigger")
             if trigger not in ("changes", "deletions"):
                 continue
-            at: dict[str, float] = {}
-            steps: dict[str, float] = {}
-            for entry in instance.all_logs(record.dagster_run.run_id):
-                event = entry.dagster_event
-                if event is None:
-                    continue
-                kind = event.event_type_value
-                at.setdefault(kind, entry.timestamp)
-                if kind == E.STEP_START.value:
-                    steps[event.step_key] = entry.timestamp
-                elif kind == E.STEP_SUCCESS.value and event.step_key in steps:
-                    took = entry.timestamp - steps[event.step_key]
-                    out.setdefault(f"{trigger}: step {event.step_key}", []).append(took)
+            at, steps = _moments(instance, record.dagster_run.run_id)
+            for step, took in steps.items():
+                out.setdefault(f"{trigger}: step {step}", []).append(took)
             created = record.create_timestamp.timestamp()
             starting, start, success = (at.get(t.value) for t in (E.RUN_STARTING, E.RUN_START, E.RUN_SUCCESS))
             if starting:
@@ -291,6 +281,29 @@ def _phases(home: Path) -> dict[str, list[float]]:
             if success:
                 out.setdefault(f"{trigger}: created -> RUN_SUCCESS", []).append(success - created)
     return dict(sorted(out.items()))
+
+
+def _moments(instance: object, run_id: str) -> tuple[dict[str, float], dict[str, float]]:
+    """A run's first moment of each event kind (``published``: ``feature_store_entries`` done), and
+    each step's seconds from its start to its success."""
+    from dagster import DagsterEventType as E
+
+    at: dict[str, float] = {}
+    started: dict[str, float] = {}
+    steps: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):  # type: ignore[attr-defined]
+        event = entry.dagster_event
+        if event is None:
+            continue
+        kind = event.event_type_value
+        at.setdefault(kind, entry.timestamp)
+        if kind == E.STEP_START.value:
+            started[event.step_key] = entry.timestamp
+        elif kind == E.STEP_SUCCESS.value and event.step_key in started:
+            steps[event.step_key] = entry.timestamp - started[event.step_key]
+            if event.step_key == "feature_store_entries":
+                at.setdefault("published", entry.timestamp)
+    return at, steps
 
 
 def _timelines(home: Path, bursts: list[tuple[float, float]]) -> list[tuple[list[str], float]]:
@@ -309,15 +322,7 @@ def _timelines(home: Path, bursts: list[tuple[float, float]]) -> list[tuple[list
                 trigger = record.dagster_run.tags.get("embedding_assets/trigger")
                 if trigger not in ("changes", "deletions") or not first <= created <= last:
                     continue
-                at: dict[str, float] = {}
-                for entry in instance.all_logs(record.dagster_run.run_id):
-                    event = entry.dagster_event
-                    if event is None:
-                        continue
-                    name = event.event_type_value
-                    if name == E.STEP_SUCCESS.value and event.step_key == "feature_store_entries":
-                        name = "published"
-                    at.setdefault(name, entry.timestamp)
+                at, _ = _moments(instance, record.dagster_run.run_id)
 
                 def moment(kind: str, at: dict[str, float] = at, first: float = first) -> str:
                     return f"{at[kind] - first:5.1f}" if kind in at else "    -"
