@@ -224,8 +224,8 @@ class CompiledEmbedder(ShapedByModelFiles):
 
     @cached_property
     def _encoder(self) -> Any:
-        """The tokenizer the model is fed with: the folder's own, the chunking step's copy (one load
-        per process); ``_tokenized`` truncates at the model's limit."""
+        """The tokenizer the model is fed with: the folder's own, the very object the chunking step
+        uses (one load per process); ``_encodings`` cuts at the model's limit."""
         found = tokenizer_json(Path(self.model_name))
         if found is None:
             raise RuntimeRefused(f"{self.model_name} has no tokenizer.json")
