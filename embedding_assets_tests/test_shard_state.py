@@ -188,3 +188,39 @@ def test_find_never_reads_a_shard_torn_by_a_write_renamed_in_meanwhile(tmp_path)
         stop.set()
         writer.join()
     assert errors == []
+
+
+def test_a_scan_routed_through_the_spool_equals_one_held_whole(tmp_path):
+    """Every shard's rows, once each, with the buffers spilled to disk many times over; nothing
+    left on disk after the scan."""
+    from embedding_assets.lib.snapshot import snapshot_shards
+    from embedding_assets.stores.shard_state import ShardSpool
+
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    docs = [
+        {
+            "_id": i,
+            "doc_id": f"d{i % 300}",
+            "title": f"t{i}",
+            "body": "b",
+            "modified_at": when + dt.timedelta(seconds=i),
+        }
+        for i in range(1000)  # 300 doc_ids, most of them read three or four times
+    ]
+    routed = [(shard_of(d["doc_id"], 4), d) for d in docs]
+    state = ShardStateStore(tmp_path / "parquet", 4)
+    spool = ShardSpool(state, "document_snapshots")
+    spooled = dict(snapshot_shards(iter(routed), range(4), spool, spill_docs=70))
+    whole = dict(snapshot_shards(iter(routed), range(4), None))
+    spilled = list(spool.folder.rglob("*.parquet")) if spool.folder.exists() else []
+    assert not spilled, "taken shards leave nothing on disk"
+    for shard in range(4):
+        assert spooled[shard].equals(whole[shard])
+        assert spooled[shard]["title"].to_list() == [
+            f"t{i}"
+            for i in sorted(
+                {d["doc_id"]: i for i, (s, d) in enumerate(routed) if s == shard}.values(),
+                key=lambda i: docs[i]["doc_id"],
+            )
+        ], "of each doc_id's copies, the last modified"
+    spool.clear()
