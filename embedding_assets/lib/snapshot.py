@@ -147,24 +147,35 @@ def snapshot_shards(
     spool: Spool | None,
     read_started: dt.datetime | None = None,
     spill_docs: int = 50_000,
+    batch: int = 5_000,
 ) -> Iterator[tuple[int, pl.DataFrame]]:
     """One scan routed into per-shard snapshots, yielded one shard at a time.
 
-    A scan reads shards interleaved; every ``spill_docs`` documents the buffered rows go to
+    Rows are made every ``batch`` documents, while the scan's reader waits on the server for the
+    next page (made all at once at the end, they added a second to a 100k scan on SecantusDB).
+    A scan reads shards interleaved; every ``spill_docs`` documents the waiting rows go to
     ``spool``, so memory holds one buffer and one finished shard, never the collection.
     """
-    buffers: dict[int, list[dict]] = {s: [] for s in shards}
-    buffered = 0
+    waiting: dict[int, list[pl.DataFrame]] = {s: [] for s in shards}
+    buffers: dict[int, list[dict]] = {}
+    buffered = held = 0
     for shard, doc in docs:
-        buffers[shard].append(doc)
+        buffers.setdefault(shard, []).append(doc)
         buffered += 1
-        if spool is not None and buffered >= spill_docs:
-            for s, waiting in buffers.items():
-                if waiting:
-                    spool.add(s, snapshot_rows(waiting))
-                    buffers[s] = []
-            buffered = 0
-    for s in list(buffers):
-        parts = spool.take(s) if spool is not None else []
-        parts.append(snapshot_rows(buffers.pop(s)))
-        yield s, finish_snapshot(pl.concat(parts), read_started)
+        if buffered >= batch:
+            for s, rows in buffers.items():
+                waiting[s].append(snapshot_rows(rows))
+            held += buffered
+            buffers, buffered = {}, 0
+        if spool is not None and held >= spill_docs:
+            for s, frames in waiting.items():
+                if frames:
+                    spool.add(s, pl.concat(frames))
+                    waiting[s] = []
+            held = 0
+    for s, rows in buffers.items():
+        waiting[s].append(snapshot_rows(rows))
+    for s in list(waiting):
+        frames = (spool.take(s) if spool is not None else []) + waiting.pop(s)
+        frame = pl.concat(frames) if frames else SNAPSHOT_SCHEMA.to_frame()
+        yield s, finish_snapshot(frame, read_started)
