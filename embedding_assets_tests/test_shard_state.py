@@ -191,8 +191,8 @@ def test_find_never_reads_a_shard_torn_by_a_write_renamed_in_meanwhile(tmp_path)
 
 
 def test_a_scan_routed_through_the_spool_equals_one_held_whole(tmp_path):
-    """Every shard's rows, once each, with the buffers spilled to disk many times over; nothing
-    left on disk after the scan."""
+    """Every shard's rows, once each, with the rows made 20 documents at a time and spilled to
+    disk many times over; nothing left on disk after the scan."""
     from embedding_assets.lib.snapshot import snapshot_shards
     from embedding_assets.stores.shard_state import ShardSpool
 
@@ -210,7 +210,11 @@ def test_a_scan_routed_through_the_spool_equals_one_held_whole(tmp_path):
     routed = [(shard_of(d["doc_id"], 4), d) for d in docs]
     state = ShardStateStore(tmp_path / "parquet", 4)
     spool = ShardSpool(state, "document_snapshots")
-    spooled = dict(snapshot_shards(iter(routed), range(4), spool, spill_docs=70))
+    added: list[int] = []
+    spill = spool.add
+    spool.add = lambda shard, frame: (added.append(frame.height), spill(shard, frame))[1]
+    spooled = dict(snapshot_shards(iter(routed), range(4), spool, spill_docs=70, batch=20))
+    assert sum(added) == 960 and len(added) > 12, "every 80 documents (4 batches) to disk, the last 40 kept"
     whole = dict(snapshot_shards(iter(routed), range(4), None))
     spilled = list(spool.folder.rglob("*.parquet")) if spool.folder.exists() else []
     assert not spilled, "taken shards leave nothing on disk"
