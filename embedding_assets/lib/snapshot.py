@@ -162,11 +162,12 @@ def snapshot_shards(
     for shard, doc in docs:
         buffers.setdefault(shard, []).append(doc)
         buffered += 1
-        if buffered >= batch:
-            for s, rows in buffers.items():
-                waiting[s].append(snapshot_rows(rows))
-            held += buffered
-            buffers, buffered = {}, 0
+        if buffered < batch:
+            continue
+        for s, rows in buffers.items():
+            waiting[s].append(snapshot_rows(rows))
+        held += buffered
+        buffers, buffered = {}, 0
         if spool is not None and held >= spill_docs:
             for s, frames in waiting.items():
                 if frames:
