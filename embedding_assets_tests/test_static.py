@@ -139,3 +139,38 @@ def test_the_model_command_also_writes_the_float32_table_so_no_run_converts_it(
     assert distilled_path(cache, resolve(None), 256) == folder and not table_copy(folder).exists()
     assert main(["model"]) == 0
     assert table_copy(folder).exists()
+
+
+@pytest.mark.servers
+def test_a_full_run_reads_the_static_model_beside_its_source_scan_and_a_snapshot_alone_does_not(
+    pipeline_env, monkeypatch, static_dir
+):
+    """The tokenizer and table (half a second at every run's start) are read in a thread of the
+    snapshot step, while the server answers its scan; a run that does not embed reads nothing."""
+    import threading
+
+    import dagster as dg
+
+    from embedding_assets.defs.assets import document_snapshots
+    from embedding_assets.defs.partitions import range_tags
+    from embedding_assets.defs.resources import build_resources
+    from embedding_assets.dev.harness import GRAPH, load_sample, materialize
+    from embedding_assets.embedders import static
+
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
+    preloads: list[str] = []
+    preload = static.StaticEmbedder.preload
+
+    def recorded(self: StaticEmbedder) -> None:
+        preloads.append(threading.current_thread().name)
+        preload(self)
+
+    monkeypatch.setattr(static.StaticEmbedder, "preload", recorded)
+    load_sample(pipeline_env, 16)
+    snapshot_only = dg.materialize(
+        GRAPH, selection=[document_snapshots], resources=build_resources(), tags=range_tags()
+    )
+    assert snapshot_only.success and preloads == []
+    assert materialize().success
+    assert preloads == ["ea-model-preload"]

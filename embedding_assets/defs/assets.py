@@ -91,6 +91,12 @@ class ChangedDocuments(dg.Config):
     doc_ids: list[str] = []
 
 
+def _embeds(context: dg.AssetExecutionContext) -> bool:
+    """Whether this run goes on to embed: its job (a subset, where assets were selected) holds
+    the embedding step."""
+    return document_vectors.key in context.job_def.asset_layer.selected_asset_keys
+
+
 @dg.asset(kinds={"mongodb", "polars"}, **_COMMON)
 @fail_once_on_refusal
 def document_snapshots(
@@ -99,6 +105,7 @@ def document_snapshots(
     source: DocumentSourceResource,
     shard_state: ShardStateResource,
     feature_store: FeatureStoreResource,
+    embedding_model: EmbeddingModelResource,
 ) -> dg.MaterializeResult:
     """The shard's live documents as they are in MongoDB: ids, text fields, language, timestamps."""
     record_run_process(context)
@@ -111,6 +118,8 @@ def document_snapshots(
     written = Written(context, state, "document_snapshots")
     unusable = 0
     if not config.doc_ids:
+        if _embeds(context):  # the model loads while the server answers the scan
+            embedding_model.preload_in_background()
         docs = source.source().iter_shards(shards, NUM_SHARDS)
         spool = ShardSpool(state, "document_snapshots")
         for s, frame in snapshot.snapshot_shards(docs, shards, spool, read_started):

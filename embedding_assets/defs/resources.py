@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,24 @@ class EmbeddingModelResource(dg.ConfigurableResource):
                     f"EA_BACKEND must be 'transformer', 'static' or 'remote', got {self.backend!r}"
                 )
         return self._embedder
+
+    def preload_in_background(self) -> None:
+        """Load the static model's tokenizer and table in a daemon thread: half a second of a
+        100k run's embedding step, moved into the wait of the run's source scan. The other
+        backends load nothing unasked (torch and its weights cost memory a run may not need).
+        Errors are left to the embedding step, which loads again and says why."""
+        if self.backend != "static":
+            return
+
+        def preload() -> None:
+            try:
+                embedder = self.embedder()
+                if isinstance(embedder, StaticEmbedder):
+                    embedder.preload()
+            except Exception:  # the embedding step loads again and says why
+                pass
+
+        threading.Thread(target=preload, name="ea-model-preload", daemon=True).start()
 
     def spec(self) -> EmbeddingSpec:
         """The version this configuration writes: from the model's files, never its weights."""

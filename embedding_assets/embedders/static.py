@@ -203,6 +203,14 @@ class StaticEmbedder:
         no torch or transformers import, so a step process starts in a fraction of a second."""
         return token_lookup(self.path)
 
+    def preload(self) -> None:
+        """Read the tokenizer and map the table now, so that the first encode finds them read (a
+        run's first step calls this in a thread, beside its source scan). Never distils: a model
+        not built yet is the embedding step's to refuse."""
+        folder = distilled_path(self.cache_dir, self.source, self.pca_dims)
+        if (folder / "config.json").exists():
+            token_lookup(folder)
+
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Queries: no torch, a lookup and a mean (a query is shorter than one block)."""
         return self._encode(texts, 1.0)
