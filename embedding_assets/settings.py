@@ -112,7 +112,12 @@ _SETTINGS = [
     Setting("EA_HOUSEKEEPING_CRON", "15 5 * * *", "run, spool and tick housekeeping"),
     Setting("EA_MAX_CHARS", 200_000, "cap on embedded characters"),
     Setting("EA_OVERSIZE", "truncate", "text over the cap: `truncate` (with a warning) or `reject`"),
-    Setting("EA_CHECKPOINT_DOCS", 512, "documents per embedding batch"),
+    Setting(
+        "EA_CHECKPOINT_DOCS",
+        0,
+        "documents per embedding batch (0: the tier's own, 512; the static tier 1,024, one call of its "
+        "tokenizer)",
+    ),
     Setting(
         "EA_CHECKPOINT_SECONDS",
         10.0,

@@ -174,3 +174,24 @@ def test_a_full_run_reads_the_static_model_beside_its_source_scan_and_a_snapshot
     assert snapshot_only.success and preloads == []
     assert materialize().success
     assert preloads == ["ea-model-preload"]
+
+
+def test_each_tier_embeds_in_batches_of_its_own_unless_one_is_set(monkeypatch):
+    """A static batch is one call of its tokenizer (a tenth of a second of work); a transformer's
+    stays 512 documents, what a killed run redoes. EA_CHECKPOINT_DOCS, when set, is every tier's."""
+    import dagster as dg
+
+    from embedding_assets.defs.resources import DOCS_PER_BATCH, build_resources
+    from embedding_assets.embedders.static import STATIC_BATCH_DOCS
+
+    def batch(backend: str) -> int:
+        monkeypatch.setenv("EA_BACKEND", backend)
+        with dg.build_resources({"model": build_resources()["embedding_model"]}) as resources:
+            return resources.model.docs_per_batch()
+
+    monkeypatch.delenv("EA_CHECKPOINT_DOCS", raising=False)
+    batches = {backend: batch(backend) for backend in ("static", "transformer", "remote")}
+    assert batches == {"static": STATIC_BATCH_DOCS, "transformer": DOCS_PER_BATCH, "remote": DOCS_PER_BATCH}
+    assert STATIC_BATCH_DOCS == StaticEmbedder(None, cache_dir=Path("unused")).batch_size > DOCS_PER_BATCH
+    monkeypatch.setenv("EA_CHECKPOINT_DOCS", "64")
+    assert batch("static") == batch("transformer") == 64

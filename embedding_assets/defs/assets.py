@@ -293,7 +293,7 @@ def document_vectors(
             embedder,
             retry_seconds=embedding_model.retry_seconds,
             previous=previous,
-            docs_per_batch=embedding_model.checkpoint_docs,
+            docs_per_batch=embedding_model.docs_per_batch(),
             progress=progress_of(key),
             checkpoint=lambda part, key=key: state.save_checkpoint("document_vectors", key, part),
             checkpoint_seconds=embedding_model.checkpoint_seconds,

@@ -16,7 +16,12 @@ from embedding_assets.defs.alerts import AlertWebhookResource
 from embedding_assets.embedders.packaged import resolve as resolve_model
 from embedding_assets.embedders.remote import RemoteEmbedder
 from embedding_assets.embedders.runtime_choice import transformer_embedder
-from embedding_assets.embedders.static import STATIC_WINDOW_TOKENS, StaticEmbedder, StaticModelNotBuilt
+from embedding_assets.embedders.static import (
+    STATIC_BATCH_DOCS,
+    STATIC_WINDOW_TOKENS,
+    StaticEmbedder,
+    StaticModelNotBuilt,
+)
 from embedding_assets.lib.chunk import ChunkPlan
 from embedding_assets.lib.pooling import pooling_decay
 from embedding_assets.lib.protocols import Embedder
@@ -30,6 +35,8 @@ from embedding_assets.stores.locks import RedisLocks
 from embedding_assets.stores.shard_state import ShardLayoutError, ShardStateStore, is_local
 
 OVERSIZE_POLICIES = ("truncate", "reject")
+# documents per embedding batch of the transformer and remote tiers (EA_CHECKPOINT_DOCS=0)
+DOCS_PER_BATCH = 512
 
 
 def _default(name: str) -> Any:
@@ -177,7 +184,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     title_repeat: int = _default("EA_TITLE_REPEAT")
     max_chars: int = _default("EA_MAX_CHARS")
     oversize: str = _default("EA_OVERSIZE")  # text over max_chars: "truncate" (noted) or "reject"
-    checkpoint_docs: int = _default("EA_CHECKPOINT_DOCS")  # documents per embedding batch
+    checkpoint_docs: int = _default("EA_CHECKPOINT_DOCS")  # documents per embedding batch (0: the tier's)
     # finished batches are checkpointed this often: a killed run redoes the batch in flight and
     # at most this much finished work
     checkpoint_seconds: float = _default("EA_CHECKPOINT_SECONDS")
@@ -229,6 +236,14 @@ class EmbeddingModelResource(dg.ConfigurableResource):
                     f"EA_BACKEND must be 'transformer', 'static' or 'remote', got {self.backend!r}"
                 )
         return self._embedder
+
+    def docs_per_batch(self) -> int:
+        """Documents per embedding batch: ``EA_CHECKPOINT_DOCS``, or where it is 0 the tier's own.
+        A transformer's batch is tens of seconds of work, what a killed run redoes: 512. A static
+        one is a tenth of a second: one call of its tokenizer, as the bare encode makes it."""
+        if self.checkpoint_docs > 0:
+            return self.checkpoint_docs
+        return STATIC_BATCH_DOCS if self.backend == "static" else DOCS_PER_BATCH
 
     def preload_in_background(self) -> None:
         """Load the static model's tokenizer and table in a daemon thread: half a second of a

@@ -27,6 +27,9 @@ from embedding_assets.lib.versioning import model_fingerprint, model_slug
 # A static model has no position limit; a window this large makes one chunk per document
 # for any text under the character cap.
 STATIC_WINDOW_TOKENS = 65_536
+# Documents per call of the tokenizer: the bare encode's batch, and the embedding step's on this
+# tier (calls of 512 made the 100k step 1 s slower, docs/benchmarks.md)
+STATIC_BATCH_DOCS = 1024
 # What the tier is, measured (benchmarks.quality on the Debian manual pages, docs/quality.md): said
 # by `embedding-assets versions` beside every static version, so nobody mistakes it for the default.
 TIER_NOTE = (
@@ -142,7 +145,7 @@ class StaticEmbedder:
         *,
         cache_dir: Path,
         pca_dims: int = 256,
-        batch_size: int = 1024,
+        batch_size: int = STATIC_BATCH_DOCS,
         pooling: str = "mean",
         window: int = 128,
         build: bool = True,
