@@ -142,19 +142,22 @@ def test_the_model_command_also_writes_the_float32_table_so_no_run_converts_it(
 
 
 @pytest.mark.servers
-def test_a_full_run_reads_the_static_model_beside_its_source_scan_and_a_snapshot_alone_does_not(
+def test_a_full_run_loads_the_model_beside_its_scan_and_frees_memory_before_its_audit_others_neither(
     pipeline_env, monkeypatch, static_dir
 ):
     """The tokenizer and table (half a second at every run's start) are read in a thread of the
-    snapshot step, while the server answers its scan; a run that does not embed reads nothing."""
+    snapshot step, while the server answers its scan; a run that does not embed reads nothing.
+    The store audit, a full run's last step and its peak, first hands back what the run freed;
+    the audit alone (every ten minutes) has nothing to hand back and does not pay for it."""
     import threading
 
     import dagster as dg
 
+    from embedding_assets.defs import audit
     from embedding_assets.defs.assets import document_snapshots
     from embedding_assets.defs.partitions import range_tags
     from embedding_assets.defs.resources import build_resources
-    from embedding_assets.dev.harness import GRAPH, load_sample, materialize
+    from embedding_assets.dev import harness
     from embedding_assets.embedders import static
 
     monkeypatch.setenv("EA_BACKEND", "static")
@@ -167,13 +170,17 @@ def test_a_full_run_reads_the_static_model_beside_its_source_scan_and_a_snapshot
         preload(self)
 
     monkeypatch.setattr(static.StaticEmbedder, "preload", recorded)
-    load_sample(pipeline_env, 16)
+    releases: list[str] = []
+    monkeypatch.setattr(audit, "release_freed_memory", lambda: releases.append("audit") or True)
+    harness.load_sample(pipeline_env, 16)
     snapshot_only = dg.materialize(
-        GRAPH, selection=[document_snapshots], resources=build_resources(), tags=range_tags()
+        harness.GRAPH, selection=[document_snapshots], resources=build_resources(), tags=range_tags()
     )
-    assert snapshot_only.success and preloads == []
-    assert materialize().success
-    assert preloads == ["ea-model-preload"]
+    assert snapshot_only.success and preloads == [] and releases == []
+    assert harness.materialize().success
+    assert preloads == ["ea-model-preload"] and releases == ["audit"]
+    harness.audit(run_config={"ops": {"store_audit": {"config": {"mode": "sampled"}}}})
+    assert preloads == ["ea-model-preload"] and releases == ["audit"]
 
 
 def test_each_tier_embeds_in_batches_of_its_own_unless_one_is_set(monkeypatch):

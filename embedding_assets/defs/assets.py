@@ -41,7 +41,7 @@ from embedding_assets.defs.resources import (
     FeatureStoreResource,
     ShardStateResource,
 )
-from embedding_assets.defs.run_tags import READ_TAG, read_time, run_spec, stamp_version
+from embedding_assets.defs.run_tags import READ_TAG, read_time, run_materializes, run_spec, stamp_version
 from embedding_assets.defs.step_figures import Written, rate, reason_table, shard_figures
 from embedding_assets.embedders.for_version import source_of
 from embedding_assets.lib import publish, quality, snapshot
@@ -91,12 +91,6 @@ class ChangedDocuments(dg.Config):
     doc_ids: list[str] = []
 
 
-def _embeds(context: dg.AssetExecutionContext) -> bool:
-    """Whether this run goes on to embed: its job (a subset, where assets were selected) holds
-    the embedding step."""
-    return document_vectors.key in context.job_def.asset_layer.selected_asset_keys
-
-
 @dg.asset(kinds={"mongodb", "polars"}, **_COMMON)
 @fail_once_on_refusal
 def document_snapshots(
@@ -118,7 +112,7 @@ def document_snapshots(
     written = Written(context, state, "document_snapshots")
     unusable = 0
     if not config.doc_ids:
-        if _embeds(context):  # the model loads while the server answers the scan
+        if run_materializes(context, document_vectors.key):  # the model loads beside the scan
             embedding_model.preload_in_background()
         docs = source.source().iter_shards(shards, NUM_SHARDS)
         spool = ShardSpool(state, "document_snapshots")

@@ -37,9 +37,11 @@ from embedding_assets.defs.resources import (
     FeatureStoreResource,
     ShardStateResource,
 )
+from embedding_assets.defs.run_tags import run_materializes
 from embedding_assets.defs.sensors import delta_run_requests, runs_waiting
 from embedding_assets.lib.audit import Outcome
 from embedding_assets.lib.versioning import EmbeddingSpec
+from embedding_assets.process_memory import release_freed_memory
 from embedding_assets.stores.control_plane import VersionCopy
 
 MAX_ERROR_RATE = float(settings.get("EA_MAX_ERROR_RATE"))
@@ -101,6 +103,11 @@ def store_audit(
     selected = {key.name for key in context.selected_asset_check_keys}
     copies = shard_state.store().version_copies()
     gone = load_gone_since(settings.audit_dir()) if delta is None else None
+    if delta is None and run_materializes(context.op_execution_context, feature_store_entries.key):
+        # what the run's steps freed goes back to the system before the scan fills memory again:
+        # the audit is a full run's last step and its peak (about 20 MB off a 100k static run's
+        # peak RSS, for 0.15 s; docs/benchmarks.md)
+        release_freed_memory()
     try:
         findings = audit_store(
             source.source(),

@@ -1,4 +1,5 @@
-"""What a run keeps in its tags: the version its chunks were made for, and when it read MongoDB."""
+"""What a run keeps in its tags (the version its chunks were made for, and when it read MongoDB),
+and what its job holds."""
 
 import dagster as dg
 
@@ -36,3 +37,9 @@ def run_spec(context: dg.AssetExecutionContext, model: EmbeddingModelResource) -
             "or an embedding setting changed during the run; run it again"
         )
     return spec
+
+
+def run_materializes(context: dg.OpExecutionContext | dg.AssetExecutionContext, key: dg.AssetKey) -> bool:
+    """Whether this run's job (a subset, where assets were selected) materializes ``key``: an
+    asset job of checks alone materializes nothing."""
+    return key in context.job_def.asset_layer.selected_asset_keys
