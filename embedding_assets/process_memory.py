@@ -1,10 +1,10 @@
-"""Memory the process freed, handed back to the system before a model arrives.
+"""Memory the process freed, handed back to the system before a step that fills memory again.
 
 The steps before the embedding step (snapshot, chunks) free hundreds of MB of small objects, which
-the C allocator keeps in its heap for reuse. The model that loads next (the static tier's
-tokenizer and table, about 520 MB) then lands on top of them, and that sum is the run's peak
-RSS. ``malloc_trim`` returns the free pages in the heap to the system (glibc only; elsewhere
-nothing happens).
+the C allocator keeps in its heap for reuse. What the next step holds (the static tier's
+tokenizer and table, about 520 MB; the store audit's sampled scan, 80-90 MB at 100k) then lands on
+top of them, and that sum is the run's peak RSS. ``malloc_trim`` returns the free pages in the
+heap to the system (glibc only; elsewhere nothing happens).
 """
 
 from __future__ import annotations
