@@ -105,8 +105,8 @@ def store_audit(
     gone = load_gone_since(settings.audit_dir()) if delta is None else None
     if delta is None and run_materializes(context.op_execution_context, feature_store_entries.key):
         # what the run's steps freed goes back to the system before the scan fills memory again:
-        # the audit is a full run's last step and its peak (about 20 MB off a 100k static run's
-        # peak RSS, for 0.15 s; docs/benchmarks.md)
+        # the audit is a full run's last step and was its peak (a 100k static run's peak RSS 962-981
+        # MB with this, 985-989 without, for 0.15 s; docs/benchmarks.md)
         release_freed_memory()
     try:
         findings = audit_store(

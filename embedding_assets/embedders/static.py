@@ -210,9 +210,11 @@ class StaticEmbedder:
         """Read the tokenizer and map the table now, so that the first encode finds them read (a
         run's first step calls this in a thread, beside its source scan). Never distils: a model
         not built yet is the embedding step's to refuse."""
-        folder = distilled_path(self.cache_dir, self.source, self.pca_dims)
-        if (folder / "config.json").exists():
-            token_lookup(folder)
+        try:
+            folder = ensure_distilled(self.cache_dir, self.source, self.pca_dims, build=False)
+        except StaticModelNotBuilt:
+            return
+        token_lookup(folder)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Queries: no torch, a lookup and a mean (a query is shorter than one block)."""
