@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from embedding_assets import settings
+from embedding_assets.audit.early_sample import EarlySample
 from embedding_assets.audit.findings import latest
 from embedding_assets.audit.store import audit_store
 from embedding_assets.client import EmbeddingClient
@@ -361,3 +362,81 @@ def test_two_audits_ending_in_the_same_second_keep_their_own_repairs(tmp_path):
     two = latest(str(tmp_path))
     assert one["at"] == two["at"] and one["id"] != two["id"]
     assert repairs_of(str(tmp_path), one) == ["a"] and repairs_of(str(tmp_path), two) == ["b", "c"]
+
+
+def test_a_full_runs_audit_reads_its_own_sample_while_the_run_publishes(pipeline_env, monkeypatch):
+    """The sampled audit after a full run scans MongoDB while the run publishes, not after it: the
+    same scan, read apart from the run's snapshot, so a document the snapshot did not see is still
+    found missing. Runs with nothing to gain (a delta, the audit alone, a grace of 0) never start it."""
+    import threading
+
+    from embedding_assets.audit import early_sample
+    from embedding_assets.defs import assets
+
+    scans: list[str] = []
+    sample_documents = MongoDocumentSource.sample_documents
+
+    def recorded(self: MongoDocumentSource, size: int, seed: int | None = None):
+        scans.append(threading.current_thread().name)
+        return sample_documents(self, size, seed)
+
+    monkeypatch.setattr(MongoDocumentSource, "sample_documents", recorded)
+    monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "120")
+    load_sample(pipeline_env, N)
+    coll = collection(pipeline_env)
+    start = early_sample.start
+
+    def after_the_snapshot(run_id: str, source: MongoDocumentSource, size: int, read_at: int) -> bool:
+        # restored from a backup between the run's snapshot and its publish, dated long ago
+        if coll.count_documents({"doc_id": "restored"}) == 0:
+            coll.insert_one({**coll.find_one({"doc_id": "doc-000001"}, {"_id": 0}), "doc_id": "restored"})
+        return start(run_id, source, size, read_at)
+
+    monkeypatch.setattr(assets.early_sample, "start", after_the_snapshot)
+    checks = check_results(materialize())
+    assert scans == [early_sample.THREAD]
+    assert checks["coverage"].metadata["examined"].value == N + 1
+    assert not checks["coverage"].passed and checks["coverage"].metadata["missing"].value == 1
+
+    audit()  # the audit alone scans for itself
+    assert scans == [early_sample.THREAD, "MainThread"]
+    coll.update_one({"doc_id": "doc-000002"}, {"$set": {"body": "Edited."}})
+    for request in delta_run_requests("changes", "edit", ["doc-000002"]):
+        execute(request, dg.DagsterInstance.ephemeral())
+    assert scans == [early_sample.THREAD, "MainThread"]  # a delta audits its own documents
+    monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "0")  # every change judged: no sample is young enough
+    checks = check_results(materialize())
+    assert scans == [early_sample.THREAD, "MainThread", "MainThread"]
+    assert checks["coverage"].passed and checks["coverage"].metadata["examined"].value == N + 1
+
+
+def test_an_early_sample_serves_its_own_run_and_size_and_only_while_younger_than_the_grace(
+    pipeline_env, filled, monkeypatch
+):
+    """Another run's sample, one of another size or one whose scan failed is not handed out; one
+    read a grace or more before the audit's own time is not used: the audit scans for itself."""
+    from embedding_assets.audit import early_sample
+
+    _, coll, store, _version = filled
+    source = _source(pipeline_env)
+    now = store.entries.server_time()
+    monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "120")
+    assert early_sample.start("run-a", source, 10, now)
+    assert early_sample.take("run-b", 10) is None
+    assert early_sample.take("run-a", 10) is None  # dropped by the first take: one per process
+    assert early_sample.start("run-a", source, 10, now)
+    assert early_sample.take("run-a", 20) is None
+    assert early_sample.start("run-a", None, 10, now)  # type: ignore[arg-type]  # its scan raises
+    assert early_sample.take("run-a", 10) is None
+    assert early_sample.start("run-a", source, 10, now)
+    early = early_sample.take("run-a", 10)
+    assert early is not None and len(early.sample.documents) == 10 and early.sample.population == N
+
+    # the sample says every document is there; the collection has one more, older than the grace
+    coll.insert_one({**coll.find_one({"doc_id": "doc-000001"}, {"_id": 0}), "doc_id": "late"})
+    young = audit_store(source, store, sample_size=N + 10, early=early)
+    assert young.population == N and not young.missing
+    old = EarlySample(early.sample, now - 121)
+    assert audit_store(source, store, sample_size=N + 10, early=old).missing == ["late"]
+    monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "0")
+    assert not early_sample.start("run-a", source, 10, now)

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from embedding_assets import settings
+from embedding_assets.audit.early_sample import EarlySample
 from embedding_assets.audit.findings import (
     DOCUMENTS,
     MODES,
@@ -54,6 +55,7 @@ def audit_store(
     seed: int | None = None,
     doc_ids: list[str] | None = None,
     gone_since: dict[str, int] | None = None,
+    early: EarlySample | None = None,
 ) -> Findings:
     """Audit the active version (or, with none, ``configured``) against the collection.
 
@@ -62,6 +64,8 @@ def audit_store(
     ``gone_since``: entries found without a live document, and when first (store clock), from the
     audits before; updated in place. With it, an entry is an orphan only once its document has
     been gone for EA_AUDIT_GRACE_SECONDS (a younger deletion is the deletions sensor's to apply).
+    ``early``: a sampled audit's documents read while the run published (audit/early_sample.py),
+    used if read less than EA_AUDIT_GRACE_SECONDS ago.
     """
     if mode not in MODES and not (mode == DOCUMENTS and doc_ids is not None):
         raise ValueError(f"audit mode must be one of {MODES}, got {mode!r}")
@@ -96,7 +100,12 @@ def audit_store(
         expected = _expected_of(source, spec, doc_ids or [])
         findings.population = source.estimated_count()
     else:
-        sample = source.sample_documents(sample_size, seed=rng.randrange(2**31))
+        salt = rng.randrange(2**31)
+        grace = int(settings.get("EA_AUDIT_GRACE_SECONDS"))
+        if early is not None and now - early.read_at < grace:
+            sample = early.sample
+        else:
+            sample = source.sample_documents(sample_size, seed=salt)
         docs, findings.population, seen_live = sample.documents, sample.population, sample.seen_live
         expected = audit.latest_copies(audit.expected_rows(docs, spec))
     if mode == "sampled" and buckets:  # a sampled copy may be an older duplicate: recheck

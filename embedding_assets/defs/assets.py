@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator
 import dagster as dg
 import polars as pl
 
+from embedding_assets.audit import early_sample
 from embedding_assets.defs.active_follower import follow_active_version
+from embedding_assets.defs.audit_config import sampled_audit_follows
 from embedding_assets.defs.orphaned_runs import record_run_process
 from embedding_assets.defs.partitions import (
     NUM_SHARDS,
@@ -395,6 +397,11 @@ def feature_store_entries(
         )
         return key, frame["doc_id"].to_list(), shard_stats
 
+    audit_sample = None if changed else sampled_audit_follows(context)
+    # the audit after this step reads its sample meanwhile (audit/early_sample.py), and what the
+    # run freed goes back to the system before that scan fills memory again (the audit's release)
+    if audit_sample and early_sample.start(context.run.run_id, source.source(), audit_sample, now):
+        release_freed_memory()
     live: set[str] = set()
     rows = 0
     per_shard: dict[str, dict[str, object]] = {}

@@ -16,6 +16,7 @@ import dagster as dg
 import redis
 
 from embedding_assets import settings
+from embedding_assets.audit import early_sample
 from embedding_assets.audit.findings import (
     DOCUMENTS,
     MODES,
@@ -27,6 +28,7 @@ from embedding_assets.audit.findings import (
 )
 from embedding_assets.audit.store import audit_store
 from embedding_assets.defs.assets import feature_store_entries
+from embedding_assets.defs.audit_config import AUDIT_OP, AuditConfig
 from embedding_assets.defs.check_records import shown_for_latest
 from embedding_assets.defs.checks import check_metadata
 from embedding_assets.defs.jobs import AUDIT_CHECK_NAMES, audit_request, embed_documents, store_audit_job
@@ -45,7 +47,6 @@ from embedding_assets.process_memory import release_freed_memory
 from embedding_assets.stores.control_plane import VersionCopy
 
 MAX_ERROR_RATE = float(settings.get("EA_MAX_ERROR_RATE"))
-AUDIT_SAMPLE = int(settings.get("EA_AUDIT_SAMPLE"))
 # Documents sent for repair per audit: a flushed store of millions is repaired by the full
 # audit's list in runs of this many, the rest by the next audits.
 MAX_REPAIRS = 200_000
@@ -66,18 +67,11 @@ _CHECKS = {
 }
 
 
-class AuditConfig(dg.Config):
-    """``sampled`` (EA_AUDIT_SAMPLE documents, 95% bounds in the metadata) or ``full``."""
-
-    mode: str = "sampled"
-    sample_size: int = AUDIT_SAMPLE
-
-
 assert tuple(_CHECKS) == AUDIT_CHECK_NAMES, "the audit job selects these checks by name"
 
 
 @dg.multi_asset_check(
-    name="store_audit",
+    name=AUDIT_OP,
     specs=[
         dg.AssetCheckSpec(name, asset=feature_store_entries, description=description, blocking=False)
         for name, (description, _) in _CHECKS.items()
@@ -103,10 +97,15 @@ def store_audit(
     selected = {key.name for key in context.selected_asset_check_keys}
     copies = shard_state.store().version_copies()
     gone = load_gone_since(settings.audit_dir()) if delta is None else None
-    if delta is None and run_materializes(context.op_execution_context, feature_store_entries.key):
-        # what the run's steps freed goes back to the system before the scan fills memory again:
-        # the audit is a full run's last step and was its peak (a 100k static run's peak RSS 962-981
-        # MB with this, 985-989 without, for 0.15 s; docs/benchmarks.md)
+    early = None
+    if delta is None and config.mode == "sampled":  # read while this run published, where it did
+        early = early_sample.take(context.run.run_id, config.sample_size)
+    full_run = delta is None and run_materializes(context.op_execution_context, feature_store_entries.key)
+    if full_run and early is None:
+        # what the run's steps freed goes back to the system before the scan fills memory again
+        # (the publish does so where it starts the scan): the audit is a full run's last step and
+        # was its peak (a 100k static run's peak RSS 962-981 MB with this, 985-989 without, for
+        # 0.15 s; docs/benchmarks.md)
         release_freed_memory()
     try:
         findings = audit_store(
@@ -118,6 +117,7 @@ def store_audit(
             copy_of={t: VersionCopy.from_json(raw) for t, raw in copies.items()},
             doc_ids=delta,
             gone_since=gone,
+            early=early,
         )
     except Exception as err:
         if delta is None:  # an audit run: its failure is the alert
