@@ -183,7 +183,7 @@ class ShardStateStore:
         folder.mkdir(parents=True, exist_ok=True)
         n = sum(1 for _ in folder.glob("*.parquet"))
         tmp = folder / f".{n:06d}.{os.getpid()}.tmp"
-        frame.write_parquet(str(tmp))
+        frame.write_parquet(str(tmp), compression=_compression(frame))
         tmp.rename(folder / f"{n:06d}-{os.getpid()}.parquet")
 
     def load_checkpoints(self, asset: str, partition_key: str) -> pl.DataFrame | None:
@@ -291,9 +291,16 @@ def _write(path: UPath, frame: pl.DataFrame) -> int:
     """Atomic write (temporary file, then rename); returns the file's size."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    frame.write_parquet(str(tmp), compression="zstd")
+    frame.write_parquet(str(tmp), compression=_compression(frame))
     tmp.rename(path)
     return int(path.stat().st_size)
+
+
+def _compression(frame: pl.DataFrame) -> str:
+    """zstd for text; lz4 where vectors are: they hardly compress (6,250 of 256 dimensions: 5.9 MB
+    zstd, 6.5 MB lz4), and zstd took 2.7 times as long to write them and 1.4 times to read."""
+    vectors = any(isinstance(t, pl.Array | pl.List) and t.inner.is_float() for t in frame.schema.values())
+    return "lz4" if vectors else "zstd"
 
 
 def conform_columns(frame: pl.DataFrame, columns: pl.Schema) -> pl.DataFrame:
