@@ -11,12 +11,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
 from embedding_assets import settings
 from embedding_assets.deployment import feature_store, state_dir, use_state
+from embedding_assets.lib.processes import exit_without_teardown
 
 if TYPE_CHECKING:
     pass
@@ -617,5 +618,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def entry() -> NoReturn:
+    """The console script: ``main``, then an exit that OpenVINO's teardown cannot abort where a
+    command loaded it (``search``, ``model``, ``demo``; lib/processes.py)."""
+    code = main()
+    if "openvino" in sys.modules:
+        exit_without_teardown(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -266,6 +266,21 @@ def test_auto_picks_a_runtime_once_records_it_and_runs_it_without_torch(embedder
     assert runs[1]["dimension"] == 384
 
 
+@pytest.mark.slow
+def test_the_runtimes_timing_child_exits_cleanly_after_compiling_openvino_models(embedder):
+    """The child that times the runtimes compiles several OpenVINO models; its exit then aborted
+    ("terminate called without an active exception") 6 times in 6 with two, after printing its
+    figures, and so failed the first run on a fresh machine with EA_RUNTIME=openvino."""
+    from embedding_assets.embedders.runtime_choice import measure_in_child
+    from embedding_assets.embedders.sentence_transformer import cpu_has_bf16
+
+    labels = [c.label for c in candidates("openvino", "auto", cpu_bf16=cpu_has_bf16())]
+    for _ in range(2):
+        found = measure_in_child(default_model_path(), labels)
+        assert sorted(found) == sorted(labels)
+        assert all(isinstance(seconds, float) and seconds > 0 for seconds in found.values()), found
+
+
 # -- through the pipeline, on real servers --------------------------------------------------------
 
 

@@ -85,7 +85,8 @@ def measure(model: str, labels: list[str], threads: int = 0) -> dict[str, float 
 def measure_in_child(model: str, labels: list[str]) -> dict[str, float | str]:
     code = (
         "import json, sys; from embedding_assets.embedders.runtime_choice import measure; "
-        "print(json.dumps(measure(sys.argv[1], sys.argv[2:])))"
+        "from embedding_assets.lib.processes import exit_without_teardown; "
+        "print(json.dumps(measure(sys.argv[1], sys.argv[2:]))); exit_without_teardown(0)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, model, *labels], capture_output=True, text=True, timeout=1800

@@ -1,9 +1,13 @@
 """A process's identity that no clock step changes (its pid and its start in ticks since boot),
-and the cores it may run on."""
+the cores it may run on, and an exit that a native runtime's teardown cannot abort."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
+from typing import NoReturn
 
 
 def cores() -> int:
@@ -26,3 +30,19 @@ def start_ticks(pid: int | None) -> int | None:
         return int(fields[19])  # field 22; fields[0] is field 3 (the state)
     except (OSError, IndexError, ValueError):
         return None
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """Leave with ``code`` once output and logs are flushed, skipping the interpreter's teardown.
+
+    A process that compiled OpenVINO models (2026.4) aborts in that teardown after its work is
+    done, "terminate called without an active exception" and exit status 134: its stream threads
+    wait for the interpreter's lock while the main thread destroys them (1 exit in 4 with one
+    model, 6 in 6 with two). Freeing the models before exit instead hung in 1 of 4. For processes
+    this project owns (the runtimes' timing child, the command line), never for a library's host.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or gone: nothing more to say on it
+            stream.flush()
+    os._exit(code)
