@@ -109,6 +109,37 @@ def test_lost_entries_of_documents_gone_from_the_source_are_not_restored(redis_u
     assert len(asked) == 2 and asked[1] == ["d3", "d7"] and again.written == 0
 
 
+def test_a_first_fill_writes_without_reading_first_and_never_over_a_newer_entry(redis_url):
+    """A version with no key yet is written without reading its entries first; an entry that
+    another run wrote meanwhile, from a newer state of its document, stays and is superseded."""
+    store = FeatureStore.from_url(redis_url)
+    frame, _ = _publish(store, SPEC)
+    calibration = store.control.calibration(SPEC.tag)
+    store.client.flushdb()
+    store.control.register_version(SPEC)
+    store.control.ensure_calibration(SPEC.tag, calibration)
+    assert not store.entries.has_entries(SPEC.tag)
+    when = {"now": 1_800_000_000, "max_age_seconds": 3600}
+    newer = frame.filter(pl.col("doc_id") == "d3").with_columns(
+        pl.col("modified_at") + pl.duration(seconds=5), pl.lit(99, pl.UInt64).alias("content_hash")
+    )
+    assert publish.publish(store.entries, SPEC, newer, calibration, **when).written == 1  # the other run
+    assert store.entries.has_entries(SPEC.tag)
+    reads: list[list[str]] = []
+    read_headers = store.entries.read_headers
+
+    def counted(version: str, ids: list[str]) -> list:
+        reads.append(list(ids))
+        return read_headers(version, ids)
+
+    store.entries.read_headers = counted  # type: ignore[method-assign]
+    stats = publish.publish(store.entries, SPEC, frame, calibration, **when, first_fill=True)
+    assert reads == [frame["doc_id"].to_list()]  # only the read-back of what it wrote
+    assert stats.written == 9 and stats.superseded == 1 and stats.failures == 0
+    assert codec.decode_header(store.entries.read_one(SPEC.tag, "d3")).content_hash == 99
+    assert set(store.entries.scan_ids(SPEC.tag)) == {f"d{i}" for i in range(10)}
+
+
 def test_ids_of_any_bson_scalar_read_the_entries_their_string_form_keys(redis_url):
     """A service holds the doc_ids MongoDB holds (ints, ObjectIds): the client keys them as the
     pipeline does and answers with the caller's own values, so its lookups by id still work."""

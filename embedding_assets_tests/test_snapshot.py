@@ -2,6 +2,8 @@
 
 import datetime as dt
 
+import polars as pl
+
 from embedding_assets.lib.snapshot import is_tombstone, snapshot_frame
 
 
@@ -22,3 +24,22 @@ def test_tombstones_and_duplicates_in_snapshots():
     )
     assert frame["doc_id"].to_list() == ["a", None]
     assert frame["body"].to_list() == ["new", "no id"]
+
+
+def test_dates_keep_their_instant_to_the_millisecond_whatever_their_zone():
+    """Dates become epoch milliseconds before the frame: aware ones keep their instant, naive ones
+    are UTC, dates before 1970 stay where they are, and what is not a date is noted."""
+    east = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    docs = [
+        {"doc_id": "a", "modified_at": dt.datetime(2026, 3, 1, 12, 0, 0, 123_456, tzinfo=east)},
+        {"doc_id": "b", "modified_at": dt.datetime(2026, 3, 1, 6, 30, 0, 123_000)},
+        {"doc_id": "c", "modified_at": dt.datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=dt.UTC)},
+        {"doc_id": "d", "modified_at": "2026-03-01", "indexed_at": dt.datetime(1970, 1, 1, tzinfo=dt.UTC)},
+    ]
+    frame = snapshot_frame(docs)
+    got = dict(zip(frame["doc_id"], frame["modified_at"].dt.epoch("ms"), strict=True))
+    assert got["a"] == got["b"] == int(dt.datetime(2026, 3, 1, 6, 30, tzinfo=dt.UTC).timestamp() * 1000) + 123
+    assert got["c"] == -500 and got["d"] is None
+    d = frame.filter(pl.col("doc_id") == "d").row(0, named=True)
+    assert d["indexed_at"] == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    assert "modified_at is str, not a date" in d["notes"]

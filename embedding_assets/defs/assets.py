@@ -383,6 +383,8 @@ def feature_store_entries(
 
         still_live = live_or_changed
 
+    first_fill = not store.entries.has_entries(spec.tag)  # nothing to read before writing
+
     def publish_shard(key: str) -> tuple[str, list[str], publish.PublishStats]:
         frame = _upstream(state, "document_vectors", key, columns)
         reads = state.load("document_snapshots", key, ["doc_id", "modified_at", "read_at"])
@@ -394,6 +396,7 @@ def feature_store_entries(
             now=now,
             max_age_seconds=feature_store.max_age_seconds,
             still_live=still_live,
+            first_fill=first_fill,
         )
         return key, frame["doc_id"].to_list(), shard_stats
 

@@ -194,11 +194,10 @@ def expected_rows(docs: Iterable[dict], spec: EmbeddingSpec) -> pl.DataFrame:
         if is_tombstone(doc):
             continue
         row = snapshot_row(doc)
-        modified = row["modified_at"]
         rows.append(
             (
                 row["doc_id"],
-                int(modified.timestamp() * 1000) if modified else 0,
+                row["modified_at"] or 0,
                 row["source_id"],
                 expected_content_hash(row["title"], row["body"], spec),
             )

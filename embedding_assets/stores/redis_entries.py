@@ -351,6 +351,11 @@ class RedisEntryStore:
                 self._read_only_scripts = False
         return script(keys=keys, args=args)  # type: ignore[return-value]
 
+    @transient
+    def has_entries(self, version: str) -> bool:
+        """Whether ``version`` has any bucket (entries or deletion markers)."""
+        return next(iter(self._bucket_keys(version)), None) is not None
+
     def scan_ids(self, version: str, forget_deletions_before: int = 0) -> Iterator[str]:
         """Every doc_id with an entry; tombstones older than ``forget_deletions_before`` (server
         seconds) are removed on the way."""
