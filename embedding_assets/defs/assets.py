@@ -383,7 +383,9 @@ def feature_store_entries(
 
         still_live = live_or_changed
 
-    first_fill = not store.entries.has_entries(spec.tag)  # nothing to read before writing
+    # a full run into a version with no key yet has nothing to read before writing (the
+    # sensors' runs, seconds apart, do not pay for the scan that asks)
+    first_fill = not changed and not store.entries.has_entries(spec.tag)
 
     def publish_shard(key: str) -> tuple[str, list[str], publish.PublishStats]:
         frame = _upstream(state, "document_vectors", key, columns)
