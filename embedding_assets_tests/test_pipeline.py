@@ -229,3 +229,39 @@ best = client.rerank(query, ids)[0][0]
 print(json.dumps({"torch": "torch" in sys.modules, "dimension": int(query.vector.shape[0]),
                   "top_is_same_topic": topic[best] == doc["topic"]}))
 """
+
+
+def test_a_first_fill_scans_for_orphans_only_once_the_version_has_entries(
+    pipeline_env, monkeypatch, static_dir
+):
+    """A full run into a version with no key writes what it read and has no entry of a deletion
+    nobody saw: it skips the scan of every stored id. The next full run scans, and removes what
+    was deleted while nothing watched."""
+    from embedding_assets.dev.harness import ground_truth, store_state
+    from embedding_assets.stores.redis_entries import RedisEntryStore
+
+    docs = load_sample(pipeline_env, 40)
+    monkeypatch.setenv("EA_BACKEND", "static")
+    monkeypatch.setenv("EA_STATIC_DIR", static_dir)
+    scans: list[str] = []
+    real = RedisEntryStore.scan_ids
+
+    def counted(self, version, *args, **kwargs):
+        scans.append(version)
+        return real(self, version, *args, **kwargs)
+
+    monkeypatch.setattr(RedisEntryStore, "scan_ids", counted)
+    first = materialize()
+    assert first.success and scans == []
+    assert metadata(first, "feature_store_entries")["written"] == len(docs)
+    coll = collection(pipeline_env)
+    unseen = [docs[3]["doc_id"], docs[17]["doc_id"]]
+    coll.delete_many({"doc_id": {"$in": unseen}})  # no sensor runs: nobody sees these deletions
+    second = materialize()
+    assert second.success and len(scans) == 1
+    assert metadata(second, "feature_store_entries")["deleted"] == 2
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    version = store.control.active_version()
+    state = store_state(store, version)
+    assert not set(unseen) & set(state)
+    assert state == ground_truth(coll, store.control.versions()[version])
