@@ -1,3 +1,4 @@
+import polars as pl
 import pytest
 
 from embedding_assets.dev import corpus
@@ -104,3 +105,43 @@ def test_a_full_scan_of_secantusdb_is_read_in_large_pages(pipeline_env):
     ids = [d["doc_id"] for d in source.scan_all()]
     assert ids == [f"d{i:05d}" for i in range(12_500)]
     assert pages.commands == ["find", "getMore"]  # 10,000, then the rest; not 13 pages of 1,000
+
+
+def test_a_scan_reads_dates_as_milliseconds_and_keys_date_ids_as_a_fetch_by_id_does(pipeline_env):
+    """A full scan decodes dates as milliseconds (``DatetimeMS``): the snapshot it makes equals the
+    one made from datetimes, and a date-typed ``doc_id`` or ``_id`` keeps the text the other reads
+    give it. (SecantusDB refuses to store a date past year 9999, so that case is test_snapshot's.)"""
+    import datetime as dt
+
+    from bson.datetime_ms import DatetimeMS
+
+    from embedding_assets.lib.identity import doc_key
+    from embedding_assets.lib.snapshot import snapshot_frame
+
+    load_sample(pipeline_env, 30)
+    source = MongoDocumentSource(pipeline_env["MONGO_URI"], pipeline_env["MONGO_DB"], "documents")
+    dated_id = dt.datetime(2024, 5, 6, 7, 8, 9, 123_000, tzinfo=dt.UTC)
+    source.collection.insert_many(
+        [
+            {"_id": dated_id, "doc_id": "dated-source-id", "title": "T", "body": "B"},
+            {"doc_id": dated_id, "title": "Dated id", "body": "Its doc_id is a date."},
+            {"doc_id": "dated-title", "title": dated_id, "body": "Its title is a date."},
+        ]
+    )
+    scanned = [d for _, d in source.iter_shards(range(16), 16)]
+    assert len(scanned) == 33
+    assert all(type(d["modified_at"]) is DatetimeMS for d in scanned if "modified_at" in d)
+    # the same documents as the client's own reads decode them (dates as datetimes)
+    other = {str(d["_id"]): d for d in source.collection.find()}
+    for doc in scanned:
+        twin = other[str(doc["_id"])]
+        assert doc_key(doc["doc_id"]) == doc_key(twin["doc_id"]) and str(doc["_id"]) == str(twin["_id"])
+    frame = snapshot_frame(scanned)
+    assert frame.equals(snapshot_frame(other.values()))
+    rows = {r["source_id"]: r for r in frame.iter_rows(named=True)}
+    assert rows[str(dated_id)]["doc_id"] == "dated-source-id"
+    refused = frame.filter(pl.col("doc_id").is_null() & pl.col("title").eq("Dated id"))
+    assert refused.height == 1 and "of type datetime cannot key an entry" in refused["notes"][0]
+    dated_title = frame.filter(pl.col("doc_id") == "dated-title")
+    assert dated_title["notes"][0] == "title is datetime, not text; ignored"
+    assert frame["modified_at"].drop_nulls().len() == 30

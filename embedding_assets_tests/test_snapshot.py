@@ -43,3 +43,31 @@ def test_dates_keep_their_instant_to_the_millisecond_whatever_their_zone():
     d = frame.filter(pl.col("doc_id") == "d").row(0, named=True)
     assert d["indexed_at"] == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     assert "modified_at is str, not a date" in d["notes"]
+
+
+def test_dates_read_as_milliseconds_are_the_same_instants_and_past_9999_are_noted():
+    """A full scan decodes BSON dates as ``DatetimeMS`` (sources/mongo.py): the same instants as
+    datetimes, any date a datetime can hold, and a note, not a failure, for one it cannot."""
+    from bson.datetime_ms import DatetimeMS
+
+    last_ms = int((dt.datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=dt.UTC)).timestamp() * 1000)
+    first_ms = int(dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    when = dt.datetime(2026, 3, 1, 6, 30, 0, 123_000, tzinfo=dt.UTC)
+    docs = [
+        {"doc_id": "as-datetime", "modified_at": when},
+        {"doc_id": "as-ms", "modified_at": DatetimeMS(when)},
+        {"doc_id": "last", "modified_at": DatetimeMS(last_ms), "indexed_at": DatetimeMS(first_ms)},
+        {"doc_id": "beyond", "modified_at": DatetimeMS(last_ms + 1), "indexed_at": DatetimeMS(first_ms - 1)},
+        {"doc_id": "dated-title", "title": DatetimeMS(when), "body": "x"},
+        {"doc_id": "datetime-title", "title": when, "body": "x"},
+    ]
+    rows = {r["doc_id"]: r for r in snapshot_frame(docs).iter_rows(named=True)}
+    assert rows["as-ms"]["modified_at"] == rows["as-datetime"]["modified_at"] == when
+    assert rows["last"]["modified_at"].year == 9999 and rows["last"]["indexed_at"].year == 1
+    beyond = rows["beyond"]
+    assert beyond["modified_at"] is None and beyond["indexed_at"] is None
+    assert "modified_at is outside years 1-9999" in beyond["notes"]
+    assert "indexed_at is outside years 1-9999" in beyond["notes"]
+    # a date where text belongs reads the same whichever way it was decoded
+    noted = "title is datetime, not text; ignored"
+    assert rows["dated-title"]["notes"] == rows["datetime-title"]["notes"] == noted

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 import xxhash
+from bson.datetime_ms import DatetimeMS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -71,7 +72,9 @@ def coerce_text_field(value: object, name: str) -> tuple[str | None, str | None]
         return value, None
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace"), f"{name} was bytes, decoded as UTF-8"
-    return None, f"{name} is {type(value).__name__}, not text; ignored"
+    # a date reads "datetime" whether a scan decoded it as DatetimeMS (sources/mongo.py) or not
+    kind = "datetime" if isinstance(value, DatetimeMS) else type(value).__name__
+    return None, f"{name} is {kind}, not text; ignored"
 
 
 def embeddable_text(

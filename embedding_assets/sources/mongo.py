@@ -8,6 +8,7 @@ documents by id. Either way a backfill reads each document O(1) times.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -21,6 +22,9 @@ from typing import Any
 import pymongo
 import pymongo.errors
 from bson import Binary, Decimal128, Int64, ObjectId
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.datetime_ms import DatetimeMS
+from bson.errors import InvalidBSON
 
 from embedding_assets.lib.identity import doc_key, id_candidates, refusal
 from embedding_assets.lib.sampling import SeenKeys, bottom_k
@@ -117,6 +121,15 @@ class MongoDocumentSource:
     @property
     def collection(self) -> Any:
         return self.client[self.database][self.collection_name]
+
+    @property
+    def _scan_collection(self) -> Any:
+        """The collection with dates decoded as ``DatetimeMS``: a scan's documents all go to
+        ``snapshot_row``, which wants milliseconds. It skips a datetime object per date (0.18 s a
+        100k scan), and a date past year 9999 no longer fails the whole scan's decoding."""
+        collection = self.collection
+        options = collection.codec_options.with_options(datetime_conversion=DatetimeConversion.DATETIME_MS)
+        return collection.with_options(codec_options=options)
 
     def close(self) -> None:
         if self._client is not None:
@@ -218,6 +231,8 @@ class MongoDocumentSource:
                 for doc in cursor:
                     last = doc["_id"]
                     stalled = 0
+                    if type(doc.get("doc_id")) is DatetimeMS or type(last) is DatetimeMS:
+                        _ids_as_datetimes(doc)
                     yield doc
                 return
             except TRANSIENT as err:
@@ -231,7 +246,7 @@ class MongoDocumentSource:
         """A cursor past ``last``, with its first batch fetched (so a dead server shows here)."""
         query = {} if last is None else {"_id": {"$gt": last}}
         page = max(self.batch_size, _SECANTUS_SCAN_PAGE) if self._is_secantus() else self.batch_size
-        cursor = self.collection.find(query, projection, batch_size=page)
+        cursor = self._scan_collection.find(query, projection, batch_size=page)
         cursor = cursor.sort("_id", 1).hint("_id_")
         first = next(cursor, None)
         return iter([]) if first is None else itertools.chain([first], cursor)
@@ -351,3 +366,16 @@ class MongoDocumentSource:
         doc_id = doc.get("doc_id")
         # Documents without a usable doc_id go to shard 0 so that some run reports them.
         return 0 if doc_id is None or refusal(doc_id) else shard_of(doc_key(doc_id), num_shards)
+
+
+_AWARE = CodecOptions(tz_aware=True)
+
+
+def _ids_as_datetimes(doc: dict) -> None:
+    """A date-typed ``doc_id`` or ``_id`` as the other reads decode it (a datetime), so that its
+    text, which keys or names the document, is the same whichever read found it."""
+    for field in ("doc_id", "_id"):
+        value = doc.get(field)
+        if type(value) is DatetimeMS:
+            with contextlib.suppress(InvalidBSON, OverflowError, ValueError):  # past year 9999
+                doc[field] = value.as_datetime(_AWARE)
