@@ -114,3 +114,27 @@ def test_bucketed_entries_read_the_same_compact_or_not_on_both_servers(redis_url
         assert FeatureStore(client, buckets=64).entries.read("tuned", ids) == values
         assert FeatureStore(client).drop_version("plain") == 300
         assert not list(store.entries.scan_ids("plain"))
+
+
+def test_clearing_letters_by_kind_removes_only_those_whichever_side_is_read(redis_url):
+    """A run clears every document it chunked cleanly: with fewer letters than ids the letters
+    are read, with more the ids are; either way only the named kinds of the named ids go."""
+    from embedding_assets.stores.dead_letters import FAILED, REJECTED, WARNING
+
+    store = FeatureStore.from_url(redis_url)
+    letters = store.control.dead_letters("v-letters")
+    assert letters.clear([f"d{i}" for i in range(50)], kinds=[REJECTED, WARNING]) == 0  # none stored
+    letters.record([("d1", REJECTED, "no text"), ("d2", WARNING, "repaired"), ("d3", FAILED, "model")])
+    letters.record([("x1", REJECTED, "no text"), ("x2", WARNING, "repaired")])
+    # fewer letters (5) than ids (50): the letters are read
+    assert letters.clear([f"d{i}" for i in range(50)], kinds=[REJECTED, WARNING]) == 2
+    assert sorted((d.doc_id, d.kind) for d in letters.all()) == [
+        ("d3", FAILED),
+        ("x1", REJECTED),
+        ("x2", WARNING),
+    ]
+    # more letters (3) than ids (2): the ids are read
+    assert letters.clear(["d3", "x1"], kinds=[REJECTED, WARNING]) == 1
+    assert sorted(d.doc_id for d in letters.all()) == ["d3", "x2"]
+    assert letters.clear(["d3", "x2", "nope"]) == 2  # no kinds: whatever they are
+    assert letters.all() == []

@@ -72,11 +72,14 @@ class DeadLetters:
             return 0
         if kinds is not None:
             wanted = set(kinds)
-            ids = [
-                d
-                for d, raw in zip(ids, self.client.hmget(self.key, ids), strict=True)
-                if raw and json.loads(raw)["kind"] in wanted
-            ]
+            # a run clears every document it chunked cleanly, most of which have no letter: where
+            # the letters are fewer than the ids, they are read instead (a first fill has none)
+            if self.client.hlen(self.key) < len(ids):
+                letters = {k.decode(): v for k, v in self.client.hgetall(self.key).items()}
+                stored = [letters.get(d) for d in ids]
+            else:
+                stored = self.client.hmget(self.key, ids)
+            ids = [d for d, raw in zip(ids, stored, strict=True) if raw and json.loads(raw)["kind"] in wanted]
             if not ids:
                 return 0
         return int(self.client.hdel(self.key, *ids))
