@@ -70,7 +70,8 @@ def _pipeline_work(env: dict[str, str], owner_env: dict[str, str], url: str, wat
     ``watcher``: the recorder's own client, for the test's own commands (a client made here and
     dropped at once could close before the recorder asks whose its connection was, and its
     commands would be counted as the pipeline's)."""
-    docs = load_sample(owner_env, 16)
+    # with one input the pipeline refuses: its dead letter is recorded, and read back by later runs
+    docs = load_sample(owner_env, 16, [{"doc_id": "security-no-text", "title": "", "body": " "}])
     daemon = Daemon()
     daemon.run([sweep_request()])
     assert daemon.tick(document_deletions_sensor) == []  # starts the stream
