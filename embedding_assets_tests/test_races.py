@@ -152,3 +152,56 @@ def test_a_delta_read_before_a_full_run_but_written_after_it_changes_nothing_new
     for asset, column in (("document_snapshots", "body"), ("chunked_text", "chunks")):
         [value] = state.find(asset, "doc_id", ["doc-000005"], [column])[column].to_list()
         assert "Second edit." in str(value), asset
+
+
+def test_a_first_fill_overtaken_by_a_delta_after_it_found_the_version_empty_undoes_nothing(
+    pipeline_env, monkeypatch, measure
+):
+    """A first fill (no key when it began publishing) neither reads entries before writing nor
+    scans for orphans. Held right after it found the version empty, while a delta run inserts,
+    deletes and edits to completion, it then writes its older read: the deletion stays, the newer
+    edit stays, and the inserted document it never read keeps its entry."""
+    from embedding_assets.stores.redis_entries import RedisEntryStore
+
+    load_sample(pipeline_env, 24)
+    coll = collection(pipeline_env)
+    real = RedisEntryStore.has_entries
+    full_run: dict = {}
+
+    def held(self, version):
+        found = real(self, version)
+        if threading.get_ident() == full_run.get("thread") and not found:
+            READ.set()
+            assert GO_ON.wait(120), "the test never let the first fill go on"
+        return found
+
+    monkeypatch.setattr(RedisEntryStore, "has_entries", held)
+    READ.clear()
+    GO_ON.clear()
+    outcome: dict = {}
+
+    def run() -> None:
+        full_run["thread"] = threading.get_ident()
+        try:
+            outcome["result"] = materialize(raise_on_error=False)
+        except BaseException as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert READ.wait(300), "the first fill never reached its publish"
+    time.sleep(1.1)  # the delta's read is a second after the first fill's
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)
+    coll.insert_one({"doc_id": "inserted", "title": "New", "body": "Inserted meanwhile.", "modified_at": now})
+    coll.delete_one({"doc_id": "doc-000003"})
+    coll.update_one({"doc_id": "doc-000005"}, {"$set": {"body": "Edited meanwhile.", "modified_at": now}})
+    instance = dg.DagsterInstance.ephemeral()
+    for request in delta_run_requests("changes", "race", ["inserted", "doc-000003", "doc-000005"]):
+        execute(request, instance)
+    _finish(thread, outcome)
+
+    store = FeatureStore.from_url(pipeline_env["REDIS_URL"])
+    version = store.control.active_version()
+    assert store.entries.read_one(version, "inserted") is not None
+    assert store.entries.read_one(version, "doc-000003") is None
+    assert measure(coll, store, version).none
