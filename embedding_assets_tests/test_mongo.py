@@ -107,6 +107,57 @@ def test_a_full_scan_of_secantusdb_is_read_in_large_pages(pipeline_env):
     assert pages.commands == ["find", "getMore"]  # 10,000, then the rest; not 13 pages of 1,000
 
 
+def test_a_date_past_9999_reads_as_milliseconds_in_every_read_instead_of_failing_it(pipeline_env):
+    """MongoDB holds any 64-bit count of milliseconds, and pymongo's default decoding fails a
+    whole reply on a date past year 9999: the change sensor's query for future-dated documents
+    failed at every tick, and a delta run's fetch of that document failed the run. The source's
+    client decodes such a date as ``DatetimeMS`` and any other as an aware datetime. SecantusDB
+    refuses to store one, so a reply is decoded here as the driver decodes the source's replies:
+    with its collection's codec options."""
+    import datetime as dt
+
+    import bson
+    from bson.codec_options import CodecOptions
+    from bson.datetime_ms import DatetimeMS
+    from bson.errors import InvalidBSON
+
+    from embedding_assets.lib.change_tracking import future_digest
+    from embedding_assets.lib.snapshot import snapshot_row
+
+    docs = load_sample(pipeline_env, 5)
+    source = MongoDocumentSource(pipeline_env["MONGO_URI"], pipeline_env["MONGO_DB"], "documents")
+    year_10001 = DatetimeMS(253_402_300_800_000 + 366 * 86_400_000)
+    indexed = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    raw = bson.encode(
+        {
+            "_id": bson.ObjectId(),
+            "doc_id": "far",
+            "title": "T",
+            "body": "B",
+            "modified_at": year_10001,
+            "indexed_at": indexed,
+        }
+    )
+    with pytest.raises(InvalidBSON, match="out of range"):  # how the source's reads decoded it before
+        bson.decode(raw, codec_options=CodecOptions(tz_aware=True))
+    doc = bson.decode(raw, codec_options=source.collection.codec_options)
+    assert type(doc["modified_at"]) is DatetimeMS and int(doc["modified_at"]) == int(year_10001)
+    assert doc["indexed_at"] == indexed and doc["indexed_at"].tzinfo is not None
+    # the sensor follows it as a future-dated document; a delta run's row notes and ignores it
+    digest = future_digest([doc])
+    assert digest == future_digest([dict(doc)])
+    assert digest != future_digest([{**doc, "modified_at": DatetimeMS(int(year_10001) + 1)}])
+    row = snapshot_row(doc)
+    assert row["modified_at"] is None and "modified_at is outside years 1-9999" in row["notes"]
+    assert row["doc_id"] == "far" and row["indexed_at"] == 1_767_323_045_000
+    # dates in range read from the server as they did: aware datetimes, in the sensor's queries too
+    fetched = {d["doc_id"]: d for d in source.iter_by_ids([d["doc_id"] for d in docs])}
+    assert len(fetched) == 5 and all(type(d["modified_at"]) is dt.datetime for d in fetched.values())
+    assert all(d["modified_at"].tzinfo is not None for d in fetched.values())
+    latest = source.latest_change(dt.datetime.now(dt.UTC) + dt.timedelta(days=3650))
+    assert latest is not None and latest["modified_at"] == max(d["modified_at"] for d in fetched.values())
+
+
 def test_a_scan_reads_dates_as_milliseconds_and_keys_date_ids_as_a_fetch_by_id_does(pipeline_env):
     """A full scan decodes dates as milliseconds (``DatetimeMS``): the snapshot it makes equals the
     one made from datetimes, and a date-typed ``doc_id`` or ``_id`` keeps the text the other reads

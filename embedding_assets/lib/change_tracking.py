@@ -10,6 +10,7 @@ from typing import Any
 
 import xxhash
 from bson import json_util
+from bson.datetime_ms import DatetimeMS
 
 from embedding_assets.lib.identity import doc_key
 from embedding_assets.lib.sharding import shard_of
@@ -82,9 +83,14 @@ def early_changes(
 
 
 def future_digest(docs: Iterable[dict]) -> str:
-    """What the future-dated documents are now: ``(doc_id, modified_at)`` of each, hashed."""
-    pairs = sorted(f"{doc_key(d['doc_id'])}\x00{d['modified_at'].isoformat()}" for d in docs)
+    """What the future-dated documents are now: ``(doc_id, modified_at)`` of each, hashed. A date
+    past year 9999 comes as ``DatetimeMS`` (sources/mongo.py): its milliseconds stand for it."""
+    pairs = sorted(f"{doc_key(d['doc_id'])}\x00{_date_text(d['modified_at'])}" for d in docs)
     return xxhash.xxh3_64_hexdigest("\n".join(pairs).encode())
+
+
+def _date_text(value: dt.datetime | DatetimeMS) -> str:
+    return value.isoformat() if isinstance(value, dt.datetime) else f"{int(value)} ms"
 
 
 def group_by_shard(doc_ids: Iterable[str], num_shards: int) -> dict[int, list[str]]:

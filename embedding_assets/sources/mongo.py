@@ -35,6 +35,8 @@ from embedding_assets.sources.read_ahead import read_ahead
 
 FIELDS = ("doc_id", "title", "body", "language", "indexed_at", "modified_at", "deleted_at", "is_deleted")
 _PROJECTION = {f: 1 for f in FIELDS}
+# Dates a cursor can stand on: a date before year 1 (it reads as DatetimeMS) is not one.
+_DATES = {"$type": "date", "$gte": dt.datetime(1, 1, 1, tzinfo=dt.UTC)}
 # Below this fraction of all shards, the id-then-fetch route reads less than a full scan.
 _FETCH_BY_ID_FRACTION = 0.25
 # One cursor (pages re-walk the collection on some servers); after this many interruptions
@@ -116,6 +118,11 @@ class MongoDocumentSource:
             retryWrites=True,
             # invalid UTF-8 in a document becomes U+FFFD instead of failing the whole read
             unicode_decode_error_handler="replace",
+            # a date outside years 1-9999 (MongoDB holds any 64-bit millisecond count) reads as
+            # DatetimeMS instead of failing the whole reply: the change sensor's query for
+            # future-dated documents, a delta run's fetch. Readers note it and ignore it
+            # (snapshot._timestamp), as full scans do.
+            datetime_conversion=DatetimeConversion.DATETIME_AUTO,
         )
 
     @property
@@ -280,7 +287,7 @@ class MongoDocumentSource:
         projection = {"doc_id": 1, "modified_at": 1, "_id": 1}
         order = [("modified_at", 1), ("doc_id", 1)]
         if modified_at is None or doc_id is None:
-            since = {"$type": "date"} if modified_at is None else {"$gte": modified_at}
+            since = _DATES if modified_at is None else {"$gte": modified_at}
             found = list(
                 self.collection.find({"modified_at": {**since, "$lte": until}}, projection)
                 .sort(order)
@@ -354,7 +361,7 @@ class MongoDocumentSource:
         cursor starts."""
         found = list(
             self.collection.find(
-                {"modified_at": {"$type": "date", "$lte": until}}, {"doc_id": 1, "modified_at": 1, "_id": 0}
+                {"modified_at": {**_DATES, "$lte": until}}, {"doc_id": 1, "modified_at": 1, "_id": 0}
             )
             .sort([("modified_at", -1), ("doc_id", -1)])
             .limit(1)
