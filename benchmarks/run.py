@@ -195,6 +195,11 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     first = full_pass("full pass, empty store")
     peak_rss_mb = backfill_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS so far (corpus load and full pass): {backfill_rss_mb:.0f} MB", flush=True)
+    from embedding_assets.audit import early_sample
+
+    child_mb = early_sample.last_process_peak_mb
+    if child_mb is not None:
+        print(f"peak RSS of the audit's sample process beside the pass: {child_mb:.0f} MB", flush=True)
     after = bare_baseline(args, texts)
     bare = best_of(before, after)
     print_limit(first)

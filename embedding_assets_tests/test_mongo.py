@@ -104,9 +104,17 @@ def test_a_full_scan_of_secantusdb_is_read_in_large_pages(pipeline_env):
     source._new_client = lambda: pymongo.MongoClient(source.uri, tz_aware=True, event_listeners=[pages])
     if not source._is_secantus():
         pytest.skip("MongoDB streams its results: pages of EA_READ_BATCH cost it nothing more")
-    ids = [d["doc_id"] for d in source.scan_all()]
+    assert source.scan_opening_seconds() is None  # no full scan of it in this process yet
+    opened: list[list[str]] = []  # the pages asked for when the scan says it is open
+    ids = [d["doc_id"] for d in source.scan_all(opened=lambda: opened.append(list(pages.commands)))]
     assert ids == [f"d{i:05d}" for i in range(12_500)]
     assert pages.commands == ["find", "getMore"]  # 10,000, then the rest; not 13 pages of 1,000
+    assert opened == [["find"]]  # once, with its first page read and nothing yielded yet
+    # what the server took to open it, for the embedding step's timing of the audit's sample
+    opening = source.scan_opening_seconds()
+    assert opening is not None and opening > 0
+    list(source.scan_all({"doc_id": 1}))  # a projection is not a full scan: not timed
+    assert source.scan_opening_seconds() == opening
 
 
 def test_a_date_past_9999_reads_as_milliseconds_in_every_read_instead_of_failing_it(pipeline_env):

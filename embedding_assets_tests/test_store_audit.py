@@ -365,49 +365,107 @@ def test_two_audits_ending_in_the_same_second_keep_their_own_repairs(tmp_path):
 
 
 def test_a_full_runs_audit_reads_its_own_sample_while_the_run_publishes(pipeline_env, monkeypatch):
-    """The sampled audit after a full run scans MongoDB while the run publishes, not after it: the
-    same scan, read apart from the run's snapshot, so a document the snapshot did not see is still
-    found missing. Runs with nothing to gain (a delta, the audit alone, a grace of 0) never start it."""
+    """The sampled audit after a full run scans MongoDB beside the run, not after it: opened by the
+    embedding step as it ends (the server builds the scan meanwhile), read on once the publish
+    begins, in a process of its own on SecantusDB. The same scan, read apart from the run's
+    snapshot, so a document the snapshot did not see is still found missing. Runs with nothing
+    to gain (a delta, the audit alone, a grace of 0) never start it."""
     import threading
 
     from embedding_assets.audit import early_sample
     from embedding_assets.defs import assets
 
-    scans: list[str] = []
+    scans: list[str] = []  # scans of this process, by thread
     sample_documents = MongoDocumentSource.sample_documents
 
-    def recorded(self: MongoDocumentSource, size: int, seed: int | None = None):
+    def recorded(self: MongoDocumentSource, size: int, seed: int | None = None, opened=None):
         scans.append(threading.current_thread().name)
-        return sample_documents(self, size, seed)
+        return sample_documents(self, size, seed, opened)
 
     monkeypatch.setattr(MongoDocumentSource, "sample_documents", recorded)
     monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "120")
     load_sample(pipeline_env, N)
     coll = collection(pipeline_env)
     start = early_sample.start
+    started: list[bool] = []  # early samples started, held or not
+    released = []
+    release = early_sample.release
 
-    def after_the_snapshot(run_id: str, source: MongoDocumentSource, size: int, read_at: int) -> bool:
-        # restored from a backup between the run's snapshot and its publish, dated long ago
+    def after_the_snapshot(run_id: str, source: MongoDocumentSource, size: int, read_at: int, **kw) -> bool:
+        # restored from a backup between the run's snapshot and the sample's scan, dated long ago
         if coll.count_documents({"doc_id": "restored"}) == 0:
             coll.insert_one({**coll.find_one({"doc_id": "doc-000001"}, {"_id": 0}), "doc_id": "restored"})
-        return start(run_id, source, size, read_at)
+        started.append(kw.get("held", False))
+        return start(run_id, source, size, read_at, **kw)
+
+    def recorded_release(run_id: str, size: int) -> bool:
+        released.append(release(run_id, size))
+        return released[-1]
 
     monkeypatch.setattr(assets.early_sample, "start", after_the_snapshot)
+    monkeypatch.setattr(assets.early_sample, "release", recorded_release)
     checks = check_results(materialize())
-    assert scans == [early_sample.THREAD]
+    # 40 documents embed in one batch: its report has nothing left to embed, and opens the scan
+    assert started == [True] and released == [True]
+    assert scans == []  # read by the child process, SecantusDB's sample being a whole scan
     assert checks["coverage"].metadata["examined"].value == N + 1
     assert not checks["coverage"].passed and checks["coverage"].metadata["missing"].value == 1
 
     audit()  # the audit alone scans for itself
-    assert scans == [early_sample.THREAD, "MainThread"]
+    assert scans == ["MainThread"]
     coll.update_one({"doc_id": "doc-000002"}, {"$set": {"body": "Edited."}})
     for request in delta_run_requests("changes", "edit", ["doc-000002"]):
         execute(request, dg.DagsterInstance.ephemeral())
-    assert scans == [early_sample.THREAD, "MainThread"]  # a delta audits its own documents
+    assert scans == ["MainThread"] and started == [True]  # a delta audits its own documents
     monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "0")  # every change judged: no sample is young enough
     checks = check_results(materialize())
-    assert scans == [early_sample.THREAD, "MainThread", "MainThread"]
+    assert scans == ["MainThread", "MainThread"]
     assert checks["coverage"].passed and checks["coverage"].metadata["examined"].value == N + 1
+
+
+def test_a_held_sample_is_built_before_its_release_and_read_only_after_it(pipeline_env, filled):
+    """A held sample's scan is opened (the server builds its result) before the publish releases
+    it: a document written after it opened is not in it. Dropped, or never released within the
+    hold, it ends without reading on, and its audit scans for itself."""
+    from embedding_assets.audit.sample_process import SampleProcess
+
+    _, coll, _, _ = filled
+    source = _source(pipeline_env)
+    assert source.samples_by_scanning()  # SecantusDB: a sample is a scan of the collection
+    held = SampleProcess(source, N + 10, held=True, hold_seconds=60)
+    assert held.opened.wait(60)
+    coll.insert_one({**coll.find_one({"doc_id": "doc-000001"}, {"_id": 0}), "doc_id": "after-opening"})
+    assert not held.sample.done()  # held: it waits for the release, its scan open
+    held.release()
+    sample = held.sample.result(timeout=60)
+    assert sample.population == N and len(sample.documents) == N
+    assert "after-opening" not in {d["doc_id"] for d in sample.documents}
+    assert sample.seen_live is not None and sample.seen_live.seen(["doc-000001", "after-opening"]) == {
+        "doc-000001"
+    }
+
+    dropped = SampleProcess(source, 10, held=True, hold_seconds=60)
+    assert dropped.opened.wait(60)
+    dropped.drop()
+    with pytest.raises(RuntimeError, match="not released"):
+        dropped.sample.result(timeout=60)
+    forgotten = SampleProcess(source, 10, held=True, hold_seconds=0.5)
+    with pytest.raises(RuntimeError, match="not released"):
+        forgotten.sample.result(timeout=60)
+    unheld = SampleProcess(source, 10, held=False, hold_seconds=60)
+    assert len(unheld.sample.result(timeout=60).documents) == 10 and unheld.opened.is_set()
+
+
+def test_the_embedding_step_opens_the_sample_when_what_is_left_takes_what_opening_a_scan_takes():
+    """The rule that times a held sample: open when the embedding has about as long left as the
+    server took to open this run's snapshot scan (and a child process to start); never where no
+    snapshot scan was timed in this process."""
+    from embedding_assets.audit.early_sample import PROCESS_START_SECONDS, opens_now
+
+    assert opens_now(1.5, 1.5 - PROCESS_START_SECONDS)
+    assert not opens_now(1.6, 1.5 - PROCESS_START_SECONDS)
+    assert opens_now(0.0, 0.0)
+    assert not opens_now(0.0, None)
 
 
 def test_an_early_sample_serves_its_own_run_and_size_and_only_while_younger_than_the_grace(

@@ -218,6 +218,7 @@ def document_vectors(
     embedding_model: EmbeddingModelResource,
     shard_state: ShardStateResource,
     feature_store: FeatureStoreResource,
+    source: DocumentSourceResource,
 ) -> dg.MaterializeResult:
     """Chunk vectors from the embedder, pooled into one unit vector per document."""
     record_run_process(context)
@@ -226,6 +227,11 @@ def document_vectors(
     state = shard_state.store()
     started = time.perf_counter()
     model_loaded = False
+    # a sampled audit after this run's publish: its scan opens as the embedding ends (below)
+    publishes = run_materializes(context, dg.AssetKey("feature_store_entries"))
+    audit_sample = None if config.doc_ids or not publishes else sampled_audit_follows(context)
+    # what the server takes to open a scan, as this run's snapshot measured it (None: not here)
+    scan_opening = source.source().scan_opening_seconds() if audit_sample else None
 
     def load_model() -> None:
         """The weights, once and only when a document needs them: deletions and metadata-only
@@ -249,6 +255,17 @@ def document_vectors(
     )
     done = {"n": 0, "logged": 0.0}
 
+    def open_audit_sample(embedded: int, now: float) -> None:
+        """The audit's sample scan opens, held, when what is left to embed (at most ``total``
+        less what is done: reused documents count as left) takes about what the server takes to
+        open it, so that the server builds it while the embedding ends (audit/early_sample.py)."""
+        nonlocal scan_opening
+        left = (total - embedded) * (now - started) / max(embedded, 1)
+        if audit_sample and early_sample.opens_now(left, scan_opening):
+            scan_opening = None  # once
+            read_at = feature_store.store().entries.server_time()
+            early_sample.start(context.run.run_id, source.source(), audit_sample, read_at, held=True)
+
     def progress_of(key: str) -> Callable[[int, int], None]:
         """Progress over what the shard has to embed (its changed documents, not its reused ones):
         a line per PROGRESS_SECONDS and the shard's last, not one per batch (each is an event the
@@ -256,6 +273,7 @@ def document_vectors(
 
         def report(shard_done: int, shard_todo: int) -> None:
             now = time.perf_counter()
+            open_audit_sample(done["n"] + shard_done, now)
             if shard_done < shard_todo and now - done["logged"] < PROGRESS_SECONDS:
                 return
             done["logged"] = now
@@ -405,7 +423,11 @@ def feature_store_entries(
     audit_sample = None if changed else sampled_audit_follows(context)
     # the audit after this step reads its sample meanwhile (audit/early_sample.py), and what the
     # run freed goes back to the system before that scan fills memory again (the audit's release)
-    if audit_sample and early_sample.start(context.run.run_id, source.source(), audit_sample, now):
+    run_id = context.run.run_id
+    if audit_sample and (
+        early_sample.release(run_id, audit_sample)
+        or early_sample.start(run_id, source.source(), audit_sample, now)
+    ):
         release_freed_memory()
     live: set[str] = set()
     rows = 0

@@ -15,7 +15,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,8 @@ _MAX_RESUMES_WITHOUT_PROGRESS = 5
 # are read in pages of at least this many (16 MB per reply caps them, as mongod's do).
 _SECANTUS_SCAN_PAGE = 10_000
 log = logging.getLogger("embedding_assets.retry")
+# (uri, database, collection) -> seconds the last full scan in this process waited for its first page
+_SCAN_OPENING: dict[tuple[str, str, str], float] = {}
 
 
 # BSON's comparison order of the types a doc_id can have (null excluded): how MongoDB sorts them.
@@ -147,9 +149,12 @@ class MongoDocumentSource:
     def count(self) -> int:
         return self.collection.count_documents({})
 
-    def sample_documents(self, size: int, seed: int | None = None) -> Sample:
+    def sample_documents(
+        self, size: int, seed: int | None = None, opened: Callable[[], None] | None = None
+    ) -> Sample:
         """About ``size`` documents drawn at random, every copy of a drawn doc_id included, and
-        the collection's size (tombstones included).
+        the collection's size (tombstones included). ``opened``: as in ``scan_all``, called
+        before anything is read past what opening the read took.
 
         MongoDB: ``$sample`` (a random cursor when the sample is under 5% of the collection) and
         the collection's metadata count. SecantusDB, the embedded server, answers ``$sample`` by
@@ -158,6 +163,8 @@ class MongoDocumentSource:
         (lib/sampling.py), counts what it read, and remembers which doc_ids it saw live.
         """
         if not self._is_secantus():
+            if opened is not None:  # a random cursor is built at once: nothing to start early
+                opened()
             total = self.estimated_count()
             if total <= size:  # the whole collection is the sample
                 docs = list(self.scan_all())
@@ -173,8 +180,12 @@ class MongoDocumentSource:
                 live.add(k)
             return k
 
-        docs, total = bottom_k(read_ahead(self.scan_all()), size, key, salt)
+        docs, total = bottom_k(read_ahead(self.scan_all(opened=opened)), size, key, salt)
         return Sample(docs, total, live)
+
+    def samples_by_scanning(self) -> bool:
+        """Whether ``sample_documents`` reads the whole collection (SecantusDB)."""
+        return self._is_secantus()
 
     def _is_secantus(self) -> bool:
         if self._secantus is None:
@@ -202,6 +213,16 @@ class MongoDocumentSource:
             }
         return found & set(doc_ids)
 
+    @property
+    def _where(self) -> tuple[str, str, str]:
+        return (self.uri, self.database, self.collection_name)
+
+    def scan_opening_seconds(self) -> float | None:
+        """How long this process's last full scan of the collection waited for its first page:
+        what the server takes to start one (SecantusDB builds the whole result first), or None
+        where none ran here."""
+        return _SCAN_OPENING.get(self._where)
+
     @transient
     def estimated_count(self) -> int:
         """The collection's size from its metadata (instant; tombstones included)."""
@@ -224,16 +245,27 @@ class MongoDocumentSource:
         for doc in self.iter_by_ids(ids):
             yield self._shard(doc, num_shards), doc
 
-    def scan_all(self, projection: dict | None = None) -> Iterator[dict]:
+    def scan_all(
+        self, projection: dict | None = None, opened: Callable[[], None] | None = None
+    ) -> Iterator[dict]:
         """Every document, in ``_id`` order, through one cursor. A dropped connection reopens
-        the cursor after the last ``_id`` read (with backoff) instead of starting over."""
+        the cursor after the last ``_id`` read (with backoff) instead of starting over.
+        ``opened`` is called once the cursor holds its first page, before anything is yielded:
+        the server has built the scan by then, and a caller may hold it there."""
+        full = projection is None
         if projection is None:
             # SecantusDB applies a projection in Python, per document: sending every field costs
             # it less (100k documents scanned in 4.0 s without one, 5.5-6.1 s with FIELDS)
             projection = None if self._is_secantus() else _PROJECTION
         last, stalled = None, 0
         while True:
+            started = time.perf_counter()
             cursor = self._cursor_after(last, projection)
+            if last is None and full:
+                _SCAN_OPENING[self._where] = time.perf_counter() - started
+            if opened is not None:
+                opened, called = None, opened
+                called()
             try:
                 for doc in cursor:
                     last = doc["_id"]
