@@ -456,6 +456,25 @@ def test_a_held_sample_is_built_before_its_release_and_read_only_after_it(pipeli
     assert len(unheld.sample.result(timeout=60).documents) == 10 and unheld.opened.is_set()
 
 
+def test_opening_the_sample_never_makes_the_embedding_wait_on_the_source(monkeypatch):
+    """The embedding step opens the audit's sample while it still embeds: with MongoDB out of
+    reach the opening returns at once (the child process waits on the server, not the run), and
+    the audit, handed no sample, scans for itself."""
+    from embedding_assets.audit import early_sample
+
+    monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "120")
+    monkeypatch.setenv("EA_RETRY_SECONDS", "1")  # the child's own retries, bounded
+    down = MongoDocumentSource(
+        "mongodb://127.0.0.1:9/?directConnection=true", "db", "documents", timeout_ms=300
+    )
+    down._secantus = True  # known from the run's snapshot scan, as the embedding step requires
+    started = time.monotonic()
+    assert early_sample.start("run-down", down, 10, 0, held=True)
+    assert early_sample.release("run-down", 10)
+    assert time.monotonic() - started < 2  # a process started, nothing asked of the server
+    assert early_sample.take("run-down", 10) is None
+
+
 def test_the_embedding_step_opens_the_sample_when_what_is_left_takes_what_opening_a_scan_takes():
     """The rule that times a held sample: open when the embedding has about as long left as the
     server took to open this run's snapshot scan (and a child process to start); never where no

@@ -230,8 +230,15 @@ def document_vectors(
     # a sampled audit after this run's publish: its scan opens as the embedding ends (below)
     publishes = run_materializes(context, dg.AssetKey("feature_store_entries"))
     audit_sample = None if config.doc_ids or not publishes else sampled_audit_follows(context)
-    # what the server takes to open a scan, as this run's snapshot measured it (None: not here)
-    scan_opening = source.source().scan_opening_seconds() if audit_sample else None
+    documents = source.source() if audit_sample else None
+    # what the server takes to open a scan, as this run's snapshot measured it. None where it did
+    # not run in this process, or where the source's kind is not known without asking it: opening
+    # the sample never makes the embedding wait on MongoDB, nor on Redis (the store's clock is
+    # read here, as the step begins, and followed by this process's)
+    scan_opening = None
+    if documents is not None and documents.samples_by_scanning(ask=False) is not None:
+        scan_opening = documents.scan_opening_seconds()
+    store_clock = feature_store.store().entries.server_time() - time.time() if scan_opening else 0.0
 
     def load_model() -> None:
         """The weights, once and only when a document needs them: deletions and metadata-only
@@ -261,10 +268,10 @@ def document_vectors(
         open it, so that the server builds it while the embedding ends (audit/early_sample.py)."""
         nonlocal scan_opening
         left = (total - embedded) * (now - started) / max(embedded, 1)
-        if audit_sample and early_sample.opens_now(left, scan_opening):
+        if audit_sample and documents is not None and early_sample.opens_now(left, scan_opening):
             scan_opening = None  # once
-            read_at = feature_store.store().entries.server_time()
-            early_sample.start(context.run.run_id, source.source(), audit_sample, read_at, held=True)
+            read_at = int(time.time() + store_clock) - 1  # at or before the scan's start
+            early_sample.start(context.run.run_id, documents, audit_sample, read_at, held=True)
 
     def progress_of(key: str) -> Callable[[int, int], None]:
         """Progress over what the shard has to embed (its changed documents, not its reused ones):

@@ -183,9 +183,10 @@ class MongoDocumentSource:
         docs, total = bottom_k(read_ahead(self.scan_all(opened=opened)), size, key, salt)
         return Sample(docs, total, live)
 
-    def samples_by_scanning(self) -> bool:
-        """Whether ``sample_documents`` reads the whole collection (SecantusDB)."""
-        return self._is_secantus()
+    def samples_by_scanning(self, ask: bool = True) -> bool | None:
+        """Whether ``sample_documents`` reads the whole collection (SecantusDB); None where that is
+        not known yet and ``ask`` is False (asking is a command to the server)."""
+        return self._is_secantus() if ask or self._secantus is not None else None
 
     def _is_secantus(self) -> bool:
         if self._secantus is None:
