@@ -192,14 +192,16 @@ def run(args: argparse.Namespace, mongo_uri: str, redis_url: str) -> None:
     before = bare_in_child(args, texts_file)
     texts = json.loads(texts_file.read_text())
     print(f"bare encode right before the full pass: {max(before.values()):.0f} docs/s", flush=True)
-    first = full_pass("full pass, empty store")
+    with MemoryBeside() as beside:
+        first = full_pass("full pass, empty store")
     peak_rss_mb = backfill_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS so far (corpus load and full pass): {backfill_rss_mb:.0f} MB", flush=True)
-    from embedding_assets.audit import early_sample
-
-    child_mb = early_sample.last_process_peak_mb
-    if child_mb is not None:
-        print(f"peak RSS of the audit's sample process beside the pass: {child_mb:.0f} MB", flush=True)
+    if beside.child_mb:
+        print(
+            f"during the pass, sampled every 0.1 s: this process {beside.own_mb:.0f} MB, the audit's "
+            f"sample process {beside.child_mb:.0f} MB, both at once at most {beside.both_mb:.0f} MB",
+            flush=True,
+        )
     after = bare_baseline(args, texts)
     bare = best_of(before, after)
     print_limit(first)
@@ -321,6 +323,61 @@ def print_passes(
         f"{args.docs / first.pipeline_seconds:.0f} docs/s, the whole run (checks, run start) "
         f"{args.docs / first.wall:.0f} docs/s"
     )
+
+
+class MemoryBeside:
+    """Resident memory of this process and of the audit's sample process (a child that reads beside
+    the publish, audit/sample_process.py), sampled together: the pass's memory is both."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        import threading
+
+        self.every = every
+        self.own_mb = self.child_mb = self.both_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> MemoryBeside:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _rss_mb(pid: int | str) -> float:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                return next(
+                    (int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:")), 0.0
+                )
+        except OSError:
+            return 0.0
+
+    @staticmethod
+    def _sample_processes() -> list[str]:
+        pids = []
+        for task in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+            try:
+                pids += task.read_text().split()
+            except OSError:
+                continue
+        found = []
+        for pid in pids:
+            try:
+                if b"audit.sample_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                continue
+        return found
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            own = self._rss_mb(os.getpid())
+            child = sum(self._rss_mb(p) for p in self._sample_processes())
+            self.own_mb, self.child_mb = max(self.own_mb, own), max(self.child_mb, child)
+            self.both_mb = max(self.both_mb, own + child)
 
 
 def print_limit(first: Pass) -> None:

@@ -81,8 +81,6 @@ class _Pending:
 
 _lock = threading.Lock()
 _pending: _Pending | None = None
-# peak RSS (MB) of the last sample process whose sample was taken here: memory beside the run's own
-last_process_peak_mb: float | None = None
 
 
 def opens_now(seconds_left: float, opening_seconds: float | None) -> bool:
@@ -129,7 +127,7 @@ def release(run_id: str, size: int) -> bool:
 def take(run_id: str, size: int) -> EarlySample | None:
     """The sample read for this run's audit (waiting for its scan to end), or None where there is
     none, or it is another run's or of another size, or its scan failed."""
-    global _pending, last_process_peak_mb
+    global _pending
     with _lock:
         pending, _pending = _pending, None
     if pending is None:
@@ -139,10 +137,7 @@ def take(run_id: str, size: int) -> EarlySample | None:
         return None
     pending.reader.release()  # held and never released (no publish in between): read now
     try:
-        sample = pending.reader.sample.result()
-        if isinstance(pending.reader, SampleProcess):
-            last_process_peak_mb = pending.reader.peak_rss_mb
-        return EarlySample(sample, pending.read_at)
+        return EarlySample(pending.reader.sample.result(), pending.read_at)
     except Exception as err:
         log.warning("the audit's early sample failed (%s); it scans for itself", err)
         return None

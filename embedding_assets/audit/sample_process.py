@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import resource
 import select
 import subprocess
 import sys
@@ -53,7 +52,6 @@ class SampleProcess:
         }
         self.sample: Future[Sample] = Future()
         self.opened = threading.Event()  # the server has built the scan; its first page is read
-        self.peak_rss_mb: float | None = None  # the child's, once it has ended
         self._lock = threading.Lock()
         self._process = subprocess.Popen(
             [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -92,7 +90,7 @@ class SampleProcess:
         code = self._process.wait()
         self._send(b"", close=True)
         try:
-            kind, value, self.peak_rss_mb = pickle.loads(data)
+            kind, value = pickle.loads(data)
         except Exception:  # nothing, or half a reply: it died
             self.sample.set_exception(RuntimeError(f"the audit's sample process ended with status {code}"))
             return
@@ -122,19 +120,6 @@ class _Input:
         return line
 
 
-def _peak_rss_mb() -> float:
-    """This process's own peak: ``VmHWM`` starts again at exec, where ``ru_maxrss`` keeps the peak
-    of the forked copy of the parent (the run's whole RSS)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main() -> None:
     stdin = _Input()
     request = json.loads(stdin.line() or b"{}")
@@ -148,9 +133,9 @@ def main() -> None:
 
     try:
         sample = source.sample_documents(request["size"], opened=opened)
-        outcome: tuple[str, object, float] = ("sample", sample, _peak_rss_mb())
+        outcome: tuple[str, object] = ("sample", sample)
     except BaseException as err:  # the parent's audit scans for itself, and says why
-        outcome = ("error", f"{type(err).__name__}: {err}", _peak_rss_mb())
+        outcome = ("error", f"{type(err).__name__}: {err}")
     finally:
         source.close()
     pickle.dump(outcome, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)  # no copy of it in memory
