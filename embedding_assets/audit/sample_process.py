@@ -53,8 +53,14 @@ class SampleProcess:
         self.sample: Future[Sample] = Future()
         self.opened = threading.Event()  # the server has built the scan; its first page is read
         self._lock = threading.Lock()
+        # the modules this process imports, wherever they came from (a code location's working
+        # directory, not only an installed package)
+        path = os.pathsep.join(p for p in sys.path if p)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", __name__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path},
         )
         self._send(json.dumps(request).encode() + b"\n")
         threading.Thread(target=self._wait, name="ea-audit-sample", daemon=True).start()
