@@ -1,6 +1,7 @@
 """The store audit: checks that tell the truth about the store, whatever run wrote last, and
 repairs that follow from what they find (audit/, defs/audit.py)."""
 
+import concurrent.futures
 import time
 
 import dagster as dg
@@ -435,7 +436,8 @@ def test_a_held_sample_is_built_before_its_release_and_read_only_after_it(pipeli
     held = SampleProcess(source, N + 10, held=True, hold_seconds=60)
     assert held.opened.wait(60)
     coll.insert_one({**coll.find_one({"doc_id": "doc-000001"}, {"_id": 0}), "doc_id": "after-opening"})
-    assert not held.sample.done()  # held: it waits for the release, its scan open
+    with pytest.raises(concurrent.futures.TimeoutError):  # held: it waits for the release, scan open
+        held.sample.result(timeout=1.0)
     held.release()
     sample = held.sample.result(timeout=60)
     assert sample.population == N and len(sample.documents) == N

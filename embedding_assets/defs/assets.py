@@ -268,7 +268,7 @@ def document_vectors(
         open it, so that the server builds it while the embedding ends (audit/early_sample.py)."""
         nonlocal scan_opening
         left = (total - embedded) * (now - started) / max(embedded, 1)
-        if audit_sample and documents is not None and early_sample.opens_now(left, scan_opening):
+        if documents is not None and early_sample.opens_now(left, scan_opening):
             scan_opening = None  # once
             read_at = int(time.time() + store_clock) - 1  # at or before the scan's start
             early_sample.start(context.run.run_id, documents, audit_sample, read_at, held=True)
