@@ -477,6 +477,28 @@ def test_opening_the_sample_never_makes_the_embedding_wait_on_the_source(monkeyp
     assert early_sample.take("run-down", 10) is None
 
 
+def test_a_sample_that_hangs_holds_the_audit_no_longer_than_the_grace(pipeline_env, filled, monkeypatch):
+    """A sample whose reader stops answering (here its process, stopped mid-scan) is given up
+    once the grace has passed, when it would be too old to use anyway: the audit scans for
+    itself, and the reader is ended rather than left behind."""
+    import os
+    import signal
+
+    from embedding_assets.audit import early_sample
+
+    monkeypatch.setenv("EA_AUDIT_GRACE_SECONDS", "2")
+    assert early_sample.start("run-hung", _source(pipeline_env), 10, 0, held=True)
+    reader = early_sample._pending.reader  # type: ignore[union-attr]
+    assert reader.opened.wait(60)
+    os.kill(reader._process.pid, signal.SIGSTOP)  # a server that holds its socket open, silent
+    started = time.monotonic()
+    assert early_sample.take("run-hung", 10) is None
+    assert 2 <= time.monotonic() - started < 10
+    assert reader._process.wait(timeout=10) == -signal.SIGKILL  # ended, not left stopped
+    with pytest.raises(RuntimeError, match="ended with status"):
+        reader.sample.result(timeout=10)
+
+
 def test_the_embedding_step_opens_the_sample_when_what_is_left_takes_what_opening_a_scan_takes():
     """The rule that times a held sample: open when the embedding has about as long left as the
     server took to open this run's snapshot scan (and a child process to start); never where no

@@ -70,6 +70,10 @@ class _ThreadReader:
         self._dropped.set()
         self._go.set()
 
+    def stop(self) -> None:
+        """A thread cannot be stopped: it ends with its read, and nobody takes what it reads."""
+        self.drop()
+
 
 @dataclass(frozen=True)
 class _Pending:
@@ -126,7 +130,9 @@ def release(run_id: str, size: int) -> bool:
 
 def take(run_id: str, size: int) -> EarlySample | None:
     """The sample read for this run's audit (waiting for its scan to end), or None where there is
-    none, or it is another run's or of another size, or its scan failed."""
+    none, or it is another run's or of another size, or its scan failed, or it has not ended
+    within the grace: by then it is too old to use, and a server that hangs without closing its
+    sockets must not hold the audit on it."""
     global _pending
     with _lock:
         pending, _pending = _pending, None
@@ -136,8 +142,13 @@ def take(run_id: str, size: int) -> EarlySample | None:
         pending.reader.drop()
         return None
     pending.reader.release()  # held and never released (no publish in between): read now
+    grace = float(settings.get("EA_AUDIT_GRACE_SECONDS"))
     try:
-        return EarlySample(pending.reader.sample.result(), pending.read_at)
+        return EarlySample(pending.reader.sample.result(timeout=grace), pending.read_at)
+    except TimeoutError:
+        pending.reader.stop()
+        log.warning("the audit's early sample did not end within %.0f s; the audit scans for itself", grace)
+        return None
     except Exception as err:
         log.warning("the audit's early sample failed (%s); it scans for itself", err)
         return None

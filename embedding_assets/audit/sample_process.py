@@ -85,6 +85,10 @@ class SampleProcess:
         """Nobody will take it: a held child ends at once, a reading one when its scan ends."""
         self._send(b"", close=True)
 
+    def stop(self) -> None:
+        """It has taken too long (a server that hangs): it ends now, and its sample fails."""
+        self._process.kill()  # a no-op where it has ended already
+
     def _wait(self) -> None:
         stdout = self._process.stdout
         assert stdout is not None
