@@ -5,6 +5,10 @@ the C allocator keeps in its heap for reuse. What the next step holds (the stati
 tokenizer and table, about 520 MB; the store audit's sampled scan, 80-90 MB at 100k) then lands on
 top of them, and that sum is the run's peak RSS. ``malloc_trim`` returns the free pages in the
 heap to the system (glibc only; elsewhere nothing happens).
+
+The static table is mapped from a file, not allocated: its pages count in RSS once read (about
+256 MB at 100k documents, nearly every token), and no trim returns them. ``drop_mapped_pages``
+does, once a run has no more use for them.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
+import mmap
 from collections.abc import Callable
 
 
@@ -33,4 +38,16 @@ def release_freed_memory() -> bool:
     if trim is None:
         return False
     trim(0)
+    return True
+
+
+def drop_mapped_pages(array: object) -> bool:
+    """Take the pages of a read-only memory-mapped array (``np.load(..., mmap_mode="r")``) out of
+    this process's resident memory. They stay in the page cache: a later read maps them again
+    (the static table, 250 MB: dropped in 2 ms, read whole again in 15 ms). False where the array
+    is not mapped from a file."""
+    mapped = getattr(array, "_mmap", None)
+    if not isinstance(mapped, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    mapped.madvise(mmap.MADV_DONTNEED)
     return True

@@ -23,3 +23,20 @@ def test_freed_heap_memory_is_returned_to_the_system():
     assert release_freed_memory() is True
     assert held - _rss_mb() > 100  # of the ~205 MB freed in holes
     assert len(blocks) == 15_000 and all(b[0] == 1 for b in blocks)  # what is still used stays
+
+
+def test_the_audits_sample_process_imports_neither_polars_nor_dagster():
+    """The audit's sample process runs beside the publish, whose moment is a full run's peak:
+    it holds the source client and the sample, not the pipeline's libraries (polars alone is
+    25 MB of its resident memory)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, embedding_assets.audit.sample_process; print(sorted(sys.modules))"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.split("'")
+    )
+    assert "pymongo" in loaded  # what it needs
+    assert not {"polars", "dagster", "torch", "scipy"} & loaded

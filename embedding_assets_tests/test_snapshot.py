@@ -4,7 +4,8 @@ import datetime as dt
 
 import polars as pl
 
-from embedding_assets.lib.snapshot import is_tombstone, snapshot_frame
+from embedding_assets.lib.deletion import is_tombstone
+from embedding_assets.lib.snapshot import snapshot_frame
 
 
 def _docs(*rows):

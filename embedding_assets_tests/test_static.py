@@ -73,6 +73,38 @@ def test_the_table_is_mapped_from_a_float32_copy_beside_the_model_and_follows_it
     assert np.array_equal(token_table(folder), rebuilt.astype(np.float32))
 
 
+def _rss_file_mb() -> float:
+    with open("/proc/self/status") as status:
+        return int(next(x for x in status if x.startswith("RssFile:")).split()[1]) / 1024
+
+
+def _mapped_mb(path: Path) -> float:
+    """This process's resident MB of its mapping of ``path``; -1 where it maps none."""
+    with open("/proc/self/smaps") as smaps:
+        lines = smaps.read().splitlines()
+    for at, line in enumerate(lines):
+        if line.endswith(f" {path}"):
+            rss = next(x for x in lines[at + 1 :] if x.startswith("Rss:"))
+            return int(rss.split()[1]) / 1024
+    return -1.0
+
+
+def test_the_mapped_table_leaves_resident_memory_when_released_and_is_read_again_when_needed(static_dir):
+    """A full run reads nearly every row of the table (256 MB, mapped from a file: no trim hands
+    it back). Released, its pages leave the process's resident memory; the next encode maps
+    what it reads again and embeds exactly as before."""
+    embedder = StaticEmbedder(None, cache_dir=Path(static_dir))
+    assert embedder.release_pages() is False  # nothing read yet: nothing to release
+    texts = [" ".join(corpus.TEXT[lang]["cooking"][1]) for lang in corpus.TEXT]
+    before = embedder.encode(texts)
+    table = embedder._lookup[1]
+    assert float(np.asarray(table).sum(dtype=np.float64)) != 0.0  # every page read, as 100k documents do
+    held = _rss_file_mb()
+    assert embedder.release_pages() is True
+    assert held - _rss_file_mb() > 0.8 * table.nbytes / 2**20
+    np.testing.assert_array_equal(embedder.encode(texts), before)
+
+
 @pytest.mark.servers
 @pytest.mark.slow
 def test_versions_says_what_the_static_tier_is_for(pipeline_env, monkeypatch, static_dir, capsys):
@@ -142,13 +174,14 @@ def test_the_model_command_also_writes_the_float32_table_so_no_run_converts_it(
 
 
 @pytest.mark.servers
-def test_a_full_run_loads_the_model_beside_its_scan_and_frees_memory_before_its_audit_others_neither(
+def test_a_full_run_loads_the_model_beside_its_scan_and_frees_memory_after_it_others_neither(
     pipeline_env, monkeypatch, static_dir
 ):
     """The tokenizer and table (half a second at every run's start) are read in a thread of the
     snapshot step, while the server answers its scan; a run that does not embed reads nothing.
-    The store audit, a full run's last step and its peak, first hands back what the run freed;
-    the audit alone (every ten minutes) has nothing to hand back and does not pay for it."""
+    The publish, the run's encodes done, drops the table's pages from the process; the store
+    audit, a full run's last step, first hands back what the run freed. The audit alone (every
+    ten minutes) has nothing to hand back and does not pay for it."""
     import threading
 
     import dagster as dg
@@ -159,6 +192,7 @@ def test_a_full_run_loads_the_model_beside_its_scan_and_frees_memory_before_its_
     from embedding_assets.defs.resources import build_resources
     from embedding_assets.dev import harness
     from embedding_assets.embedders import static
+    from embedding_assets.embedders.static import table_copy
 
     monkeypatch.setenv("EA_BACKEND", "static")
     monkeypatch.setenv("EA_STATIC_DIR", static_dir)
@@ -179,6 +213,10 @@ def test_a_full_run_loads_the_model_beside_its_scan_and_frees_memory_before_its_
     assert snapshot_only.success and preloads == [] and releases == []
     assert harness.materialize().success
     assert preloads == ["ea-model-preload"] and releases == ["audit"]
+    # the run read the table (its documents' tokens, then the labeled set's for the first
+    # publish), and its pages left the process's resident memory once the last encode was done
+    folder = StaticEmbedder(None, cache_dir=Path(static_dir)).path
+    assert 0 <= _mapped_mb(table_copy(folder)) < 4
     harness.audit(run_config={"ops": {"store_audit": {"config": {"mode": "sampled"}}}})
     assert preloads == ["ea-model-preload"] and releases == ["audit"]
 

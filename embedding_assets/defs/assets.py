@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Iterator
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from embedding_assets.audit import early_sample
@@ -336,6 +337,8 @@ def document_vectors(
         embedded += result.embedded
         model_failures += len(result.failures)
         done["n"] += result.embedded + len(result.failures)
+    if model_loaded and total >= RELEASE_AFTER_ROWS:  # read whole: the step's last use of it
+        embedding_model.release_pages()  # (feature_store_entries says why)
     if failed:
         context.log.warning(f"{len(failed)} documents failed: {failed[:10]}")
     attempted = embedded + model_failures  # documents handed to the model in this run
@@ -385,11 +388,18 @@ def feature_store_entries(
         for key in work_keys(context):
             yield _upstream(state, "document_vectors", key, columns)
 
+    def labeled_passages() -> np.ndarray:
+        """The run's last encode (the labeled set, once per process): the static table's pages
+        then leave the process, before the calibration reads vectors and the audit's sample
+        process reads beside the publish. That moment was a 100k run's peak (docs/benchmarks.md)."""
+        passages = labeled_vectors(embedding_model.embedder(), quality.labeled_set())[0]
+        embedding_model.release_pages()
+        return passages
+
     # a first publish also calibrates on the labeled set's passages, embedded by this model
-    calibration = store.calibration_for(
-        spec, vectors(), extra=lambda: labeled_vectors(embedding_model.embedder(), quality.labeled_set())[0]
-    )
+    calibration = store.calibration_for(spec, vectors(), extra=labeled_passages)
     labeled_score = record_quality(context, embedding_model, store, spec, calibration)
+    embedding_model.release_pages()  # where the labeled set was embedded just now, for its score
     latest = store.control.copy_of(spec)
     if copy is None or VersionCopy.from_json(copy) != latest:
         state.save_version_copy(spec.tag, latest.to_json())

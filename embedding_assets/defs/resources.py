@@ -263,6 +263,13 @@ class EmbeddingModelResource(dg.ConfigurableResource):
 
         threading.Thread(target=preload, name="ea-model-preload", daemon=True).start()
 
+    def release_pages(self) -> bool:
+        """After a run's last encode: the static table's mapped pages leave the process's
+        resident memory, before the publish and the audit's sample process add theirs (a 100k
+        run's peak). The other backends keep their weights: nothing is mapped to drop."""
+        embedder = self._embedder
+        return isinstance(embedder, StaticEmbedder) and embedder.release_pages()
+
     def spec(self) -> EmbeddingSpec:
         """The version this configuration writes: from the model's files, never its weights."""
         try:

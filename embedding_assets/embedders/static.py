@@ -23,6 +23,7 @@ from embedding_assets import settings
 from embedding_assets.embedders.packaged import resolve
 from embedding_assets.lib.pooling import pooling_decay
 from embedding_assets.lib.versioning import model_fingerprint, model_slug
+from embedding_assets.process_memory import drop_mapped_pages
 
 # A static model has no position limit; a window this large makes one chunk per document
 # for any text under the character cap.
@@ -215,6 +216,14 @@ class StaticEmbedder:
         except StaticModelNotBuilt:
             return
         token_lookup(folder)
+
+    def release_pages(self) -> bool:
+        """Take the mapped table's pages out of the process's resident memory (a full run's
+        embedding has read nearly all of it, 256 MB); a later encode maps what it reads again.
+        False where no table is loaded, or it is not mapped from a file."""
+        if "_lookup" not in self.__dict__:
+            return False
+        return drop_mapped_pages(self._lookup[1])
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Queries: no torch, a lookup and a mean (a query is shorter than one block)."""

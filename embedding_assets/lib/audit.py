@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from embedding_assets.lib.codec import RecordHeader
-from embedding_assets.lib.snapshot import is_tombstone, snapshot_row
+from embedding_assets.lib.deletion import is_tombstone
+from embedding_assets.lib.snapshot import snapshot_row
 from embedding_assets.lib.staleness import sla_breaches
 from embedding_assets.lib.text import expected_content_hash
 from embedding_assets.lib.vectors import vector_problems

@@ -14,15 +14,10 @@ from typing import Protocol
 import polars as pl
 from bson.datetime_ms import DatetimeMS
 
+from embedding_assets.lib.deletion import is_tombstone
 from embedding_assets.lib.frames import SNAPSHOT_SCHEMA
 from embedding_assets.lib.identity import doc_key, refusal
 from embedding_assets.lib.text import coerce_text_field
-
-
-def is_tombstone(doc: dict) -> bool:
-    """A document marked deleted in place counts as deleted."""
-    return doc.get("is_deleted") is True or doc.get("deleted_at") is not None
-
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS = dt.timedelta(milliseconds=1)

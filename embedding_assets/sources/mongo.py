@@ -26,10 +26,10 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.datetime_ms import DatetimeMS
 from bson.errors import InvalidBSON
 
+from embedding_assets.lib.deletion import is_tombstone
 from embedding_assets.lib.identity import doc_key, id_candidates, refusal
 from embedding_assets.lib.sampling import SeenKeys, bottom_k
 from embedding_assets.lib.sharding import shard_of
-from embedding_assets.lib.snapshot import is_tombstone
 from embedding_assets.retrying import TRANSIENT, transient
 from embedding_assets.sources.read_ahead import read_ahead
 

@@ -70,8 +70,8 @@ class FeatureStore:
         stored = self.control.calibration(spec.tag)
         if stored is not None:
             return stored
+        more = extra() if extra is not None else None  # first: it may embed, before frames are read
         sample = calibration_sample(frames)
-        more = extra() if extra is not None else None
         if more is not None and len(more):
             sample = more if sample is None else np.vstack([sample, more.astype(sample.dtype)])
         if sample is None:
