@@ -104,7 +104,7 @@ def start(run_id: str, source: MongoDocumentSource, size: int, read_at: int, *, 
     grace = int(settings.get("EA_AUDIT_GRACE_SECONDS"))
     if grace <= 0:
         return False
-    try:  # a sample held longer than the grace could not be used: it ends, and its server cursor
+    try:  # held longer than the grace, a sample could not be used: it ends unread (hold_seconds)
         kind = SampleProcess if source is not None and source.samples_by_scanning() else _ThreadReader
         reader = kind(source, size, held=held, hold_seconds=grace)
     except Exception as err:  # the source or a process cannot start it: the audit scans for itself
@@ -144,11 +144,12 @@ def take(run_id: str, size: int) -> EarlySample | None:
     pending.reader.release()  # held and never released (no publish in between): read now
     grace = float(settings.get("EA_AUDIT_GRACE_SECONDS"))
     try:
-        return EarlySample(pending.reader.sample.result(timeout=grace), pending.read_at)
-    except TimeoutError:
-        pending.reader.stop()
-        log.warning("the audit's early sample did not end within %.0f s; the audit scans for itself", grace)
-        return None
+        sample = pending.reader.sample.result(timeout=grace)
     except Exception as err:
-        log.warning("the audit's early sample failed (%s); it scans for itself", err)
+        if pending.reader.sample.done():  # its scan failed (a timeout of its own included)
+            log.warning("the audit's early sample failed (%s); it scans for itself", err)
+        else:  # still reading after the grace: too old to use, and ended
+            pending.reader.stop()
+            log.warning("the audit's early sample did not end within %.0f s; it scans for itself", grace)
         return None
+    return EarlySample(sample, pending.read_at)
