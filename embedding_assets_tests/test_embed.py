@@ -95,6 +95,28 @@ def test_vectors_are_reused_by_content_hash():
     assert again.frame["vector"].to_list() == first.frame["vector"].to_list()
 
 
+def test_vectors_come_out_in_doc_id_order_whatever_order_they_were_embedded_in():
+    """The stored shard is sorted by doc_id (readers join and diff on it): reused rows are put
+    first and new ones after, and an input in another order is sorted too; one already in order
+    is kept as it is."""
+    embedder = HashEmbedder()
+    chunked = _chunked(12)  # d0, d1, ..., d10, d11: not in string order
+    first = vector_frame(chunked.filter(pl.col("content_hash") % 2 == 0), embedder, retry_seconds=1)
+    edited = chunked.with_columns(
+        pl.when(pl.col("content_hash") % 3 == 0).then(pl.col("content_hash") + 100).otherwise("content_hash")
+    )
+    mixed = vector_frame(edited, embedder, retry_seconds=1, previous=first.frame)
+    assert 0 < mixed.embedded < 12
+    ids = mixed.frame["doc_id"].to_list()
+    assert ids == sorted(f"d{i}" for i in range(12))
+    for row in mixed.frame.iter_rows(named=True):  # each row kept its own document's vector
+        alone = vector_frame(edited.filter(pl.col("doc_id") == row["doc_id"]), embedder, retry_seconds=1)
+        assert alone.frame["vector"].to_list() == [row["vector"]]
+        assert alone.frame["content_hash"].item() == row["content_hash"]
+    ordered = vector_frame(chunked.sort("doc_id"), embedder, retry_seconds=1)
+    assert ordered.frame["doc_id"].to_list() == ids
+
+
 def test_the_model_is_prepared_only_when_a_document_needs_it():
     """Deletions and metadata-only edits embed nothing: their runs must not pay a model load."""
     embedder, prepared = HashEmbedder(), []

@@ -89,7 +89,11 @@ def vector_frame(
         if progress:
             progress(min(offset + docs_per_batch, todo.height), todo.height)
     frame = pl.concat(parts) if parts else schema.to_frame()
-    return VectorResult(frame.sort("doc_id"), embedded, failures)
+    # in doc_id order already where nothing was reused (the chunks are stored sorted): a sort
+    # would only copy the vectors, 0.3 s of a 100k run
+    if not frame["doc_id"].is_sorted():
+        frame = frame.sort("doc_id")
+    return VectorResult(frame, embedded, failures)
 
 
 def _retrying(embedder: Embedder, max_seconds: float) -> Encoder:
