@@ -96,9 +96,8 @@ def test_vectors_are_reused_by_content_hash():
 
 
 def test_vectors_come_out_in_doc_id_order_whatever_order_they_were_embedded_in():
-    """The stored shard is sorted by doc_id (readers join and diff on it): reused rows are put
-    first and new ones after, and an input in another order is sorted too; one already in order
-    is kept as it is."""
+    """The stored shard is sorted by doc_id (readers join and diff on it), whether its rows were
+    reused, embedded now or both, and whatever order the chunks came in."""
     embedder = HashEmbedder()
     chunked = _chunked(12)  # d0, d1, ..., d10, d11: not in string order
     first = vector_frame(chunked.filter(pl.col("content_hash") % 2 == 0), embedder, retry_seconds=1)
