@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from embedding_assets.sources.read_ahead import read_ahead
+from embedding_assets.sources.read_ahead import pages_ahead, read_ahead
 
 
 def test_items_arrive_in_order_whatever_the_page_size():
@@ -42,3 +42,10 @@ def test_a_caller_that_stops_early_stops_the_reader_and_closes_the_source():
     assert closed.wait(5)
     reader.join(5)
     assert not reader.is_alive()
+
+
+def test_the_thread_holds_two_of_the_servers_replies_ahead_and_never_fewer_than_four_batches():
+    # SecantusDB's scans reply 10,000 documents at a time (sources/mongo.py); mongod's, 1,000
+    assert pages_ahead(10_000) * 1000 >= 2 * 10_000
+    assert pages_ahead(10_000, batch=500) * 500 >= 2 * 10_000
+    assert pages_ahead(1000) == pages_ahead(10) == 4

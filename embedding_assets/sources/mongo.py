@@ -31,7 +31,7 @@ from embedding_assets.lib.identity import doc_key, id_candidates, refusal
 from embedding_assets.lib.sampling import SeenKeys, bottom_k
 from embedding_assets.lib.sharding import shard_of
 from embedding_assets.retrying import TRANSIENT, transient
-from embedding_assets.sources.read_ahead import read_ahead
+from embedding_assets.sources.read_ahead import pages_ahead, read_ahead
 
 FIELDS = ("doc_id", "title", "body", "language", "indexed_at", "modified_at", "deleted_at", "is_deleted")
 _PROJECTION = {f: 1 for f in FIELDS}
@@ -233,7 +233,7 @@ class MongoDocumentSource:
         """``(shard, document)`` for every document in ``shards``."""
         wanted = set(shards)
         if len(wanted) >= _FETCH_BY_ID_FRACTION * num_shards:
-            for doc in read_ahead(self.scan_all()):
+            for doc in read_ahead(self.scan_all(), pages=pages_ahead(self._scan_page())):
                 shard = self._shard(doc, num_shards)
                 if shard in wanted:
                     yield shard, doc
@@ -281,12 +281,15 @@ class MongoDocumentSource:
                     raise
                 log.warning("scan interrupted after _id %s (%s); resuming", last, err)
 
+    def _scan_page(self) -> int:
+        """Documents per reply of a full scan."""
+        return max(self.batch_size, _SECANTUS_SCAN_PAGE) if self._is_secantus() else self.batch_size
+
     @transient
     def _cursor_after(self, last: Any, projection: dict | None) -> Any:
         """A cursor past ``last``, with its first batch fetched (so a dead server shows here)."""
         query = {} if last is None else {"_id": {"$gt": last}}
-        page = max(self.batch_size, _SECANTUS_SCAN_PAGE) if self._is_secantus() else self.batch_size
-        cursor = self._scan_collection.find(query, projection, batch_size=page)
+        cursor = self._scan_collection.find(query, projection, batch_size=self._scan_page())
         cursor = cursor.sort("_id", 1).hint("_id_")
         first = next(cursor, None)
         return iter([]) if first is None else itertools.chain([first], cursor)
