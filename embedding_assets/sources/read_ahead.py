@@ -28,8 +28,9 @@ def pages_ahead(server_page: int, batch: int = 1000) -> int:
     reply: two and two-fifths replies, so that the thread asks for the next reply as soon as one
     arrives, while the caller still works through the last. Held to four batches, the thread asked
     for SecantusDB's next 10,000 only once the caller had taken 6,000, and the server then built it
-    while the caller waited: 100k documents read in 2.89-3.14 s (mean) against 2.59-2.65 s with 24
-    batches and 2.73 s with 12, alternating (docs/benchmarks.md). Never fewer than four."""
+    while the caller waited: 100k documents read in 2.89 and 3.14 s against 2.59 and 2.65 s with 24
+    batches (the means of two sets of alternating rounds), 2.73 s with 12 (docs/benchmarks.md).
+    Never fewer than four."""
     return max(4, server_page * 12 // (5 * batch))
 
 
