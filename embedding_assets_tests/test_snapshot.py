@@ -72,3 +72,75 @@ def test_dates_read_as_milliseconds_are_the_same_instants_and_past_9999_are_note
     # a date where text belongs reads the same whichever way it was decoded
     noted = "title is datetime, not text; ignored"
     assert rows["dated-title"]["notes"] == rows["datetime-title"]["notes"] == noted
+
+
+def _odd_documents():
+    """Documents as a scan decodes them, each field usual or odd, in any mix."""
+    from bson import ObjectId
+    from bson.datetime_ms import DatetimeMS
+    from hypothesis import strategies as st
+
+    when = st.integers(-(2**45), 2**45).map(DatetimeMS)
+    usual = {
+        "_id": st.one_of(st.builds(ObjectId), st.integers(0, 99), st.none()),
+        "doc_id": st.text(max_size=4),
+        "title": st.one_of(st.none(), st.text(max_size=8)),
+        "body": st.one_of(st.none(), st.text(max_size=8)),
+        "language": st.one_of(st.none(), st.sampled_from(["en", "pt-BR", "EN", "xx", "zz-1", "", "é"])),
+        "indexed_at": st.one_of(st.none(), when),
+        "modified_at": st.one_of(st.none(), when),
+    }
+    odd = {
+        "doc_id": st.one_of(
+            st.none(), st.integers(), st.just("\x00gone"), st.lists(st.integers(), max_size=1)
+        ),
+        "title": st.one_of(st.binary(max_size=4), st.integers(), when),
+        "language": st.integers(),
+        "modified_at": st.one_of(st.text(max_size=2), st.builds(dt.datetime.now)),
+        "indexed_at": st.just(DatetimeMS(2**62)),
+        "is_deleted": st.just(True),
+    }
+
+    @st.composite
+    def document(draw):
+        doc = {name: draw(v) for name, v in usual.items() if name == "doc_id" or draw(st.booleans())}
+        if draw(st.integers(0, 9)) == 0:  # an odd field in one document of ten
+            name = draw(st.sampled_from(sorted(odd)))
+            doc[name] = draw(odd[name])
+        return doc
+
+    return st.lists(document(), max_size=30)
+
+
+def test_rows_made_a_column_at_a_time_are_the_rows_made_one_by_one():
+    """A batch of usual documents is made a column at a time (lib/snapshot.py, ``_plain_rows``);
+    any odd one sends the whole batch through ``snapshot_row``. Either way the rows are the same."""
+    from hypothesis import given, settings
+
+    from embedding_assets.lib.frames import SNAPSHOT_SCHEMA
+    from embedding_assets.lib.snapshot import snapshot_row, snapshot_rows
+
+    @settings(max_examples=300, deadline=None)
+    @given(_odd_documents())
+    def same(docs):
+        rows = [snapshot_row(d) for d in docs if not is_tombstone(d)]
+        one_by_one = pl.DataFrame({n: [r[n] for r in rows] for n in SNAPSHOT_SCHEMA}, schema=SNAPSHOT_SCHEMA)
+        assert snapshot_rows(docs).equals(one_by_one)
+
+    same()
+
+
+def test_a_batch_of_usual_documents_is_made_a_column_at_a_time():
+    """The fast path is taken where it should be: without it the test above would pass too."""
+    from bson.datetime_ms import DatetimeMS
+
+    from embedding_assets.lib import snapshot
+
+    usual = [
+        {"_id": i, "doc_id": f"d{i}", "title": "t", "language": "en", "modified_at": DatetimeMS(i)}
+        for i in range(5)
+    ]
+    assert snapshot._plain_rows(usual) is not None
+    assert snapshot._plain_rows([*usual, {"doc_id": 7}]) is None  # an int id: noted row by row
+    assert snapshot._plain_rows([*usual, {"doc_id": "x", "modified_at": dt.datetime.now()}]) is None
+    assert snapshot._plain_rows([*usual, {"doc_id": "\x00x"}]) is None

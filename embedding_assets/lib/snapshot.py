@@ -98,15 +98,67 @@ def _add_note(frame: pl.DataFrame, mask: pl.Expr, note: str | pl.Expr) -> pl.Dat
 
 def snapshot_rows(docs: Iterable[dict]) -> pl.DataFrame:
     """Source documents as typed rows, tombstones dropped; duplicates not resolved yet."""
+    return _rows([doc for doc in docs if not is_tombstone(doc)])
+
+
+def _rows(live: list[dict]) -> pl.DataFrame:
+    plain = _plain_rows(live)
+    if plain is not None:
+        return plain
     columns: dict[str, list] = {name: [] for name in SNAPSHOT_SCHEMA.names()}
     appenders = [(name, columns[name].append) for name in columns]
-    for doc in docs:
-        if not is_tombstone(doc):
-            row = snapshot_row(doc)
-            for name, append in appenders:
-                append(row[name])
+    for doc in live:
+        row = snapshot_row(doc)
+        for name, append in appenders:
+            append(row[name])
     # built from columns: a frame from row dicts costs polars several times the rows' own making
     return pl.DataFrame(columns, schema=SNAPSHOT_SCHEMA)
+
+
+_TEXT_TYPES = frozenset({str, type(None)})
+_SCAN_DATE_TYPES = frozenset({DatetimeMS, type(None)})
+
+
+def _plain_rows(docs: list[dict]) -> pl.DataFrame | None:
+    """``snapshot_row`` of every document, made a column at a time, where every field has its
+    usual type: text ids and fields, dates as a full scan decodes them, within years 1-9999.
+    None where any document needs ``snapshot_row``'s notes: a batch holding an odd document is
+    made row by row, whole. With ``_route``, a 100k scan's rows took 0.29 s instead of 0.55 s
+    (docs/benchmarks.md)."""
+    if not docs:
+        return None
+    ids = [doc.get("doc_id") for doc in docs]
+    if set(map(type, ids)) != {str}:
+        return None
+    text = {name: [doc.get(name) for doc in docs] for name in ("title", "body", "language")}
+    if any(not set(map(type, values)) <= _TEXT_TYPES for values in text.values()):
+        return None
+    dates: dict[str, pl.Series] = {}
+    for name in ("indexed_at", "modified_at"):
+        values = [doc.get(name) for doc in docs]
+        if not set(map(type, values)) <= _SCAN_DATE_TYPES:
+            return None
+        ms = pl.Series(name, [None if v is None else int(v) for v in values], pl.Int64)
+        if ms.null_count() < len(ms) and not (ms.min() >= _MIN_MS and ms.max() <= _MAX_MS):  # type: ignore[operator]
+            return None
+        dates[name] = ms
+    unknown = {
+        language: f"unknown language code {language[:20]!r}"
+        for language in set(text["language"]) - {None}
+        if language.split("-")[0].lower() not in LANGUAGE_CODES
+    }
+    frame = pl.DataFrame(
+        {
+            "doc_id": ids,
+            "source_id": [None if (i := doc.get("_id")) is None else str(i) for doc in docs],
+            **text,
+            **dates,
+            "notes": [unknown.get(language) for language in text["language"]] if unknown else None,
+            "read_at": None,
+        },
+        schema=SNAPSHOT_SCHEMA,
+    )
+    return None if frame["doc_id"].str.starts_with("\x00").any() else frame
 
 
 def finish_snapshot(frame: pl.DataFrame, read_started: dt.datetime | None = None) -> pl.DataFrame:
@@ -173,26 +225,36 @@ def snapshot_shards(
     ``spool``, so memory holds one buffer and one finished shard, never the collection.
     """
     waiting: dict[int, list[pl.DataFrame]] = {s: [] for s in shards}
-    buffers: dict[int, list[dict]] = {}
-    buffered = held = 0
+    batch_docs: list[dict] = []
+    batch_shards: list[int] = []
+    held = 0
     for shard, doc in docs:
-        buffers.setdefault(shard, []).append(doc)
-        buffered += 1
-        if buffered < batch:
+        batch_docs.append(doc)
+        batch_shards.append(shard)
+        if len(batch_docs) < batch:
             continue
-        for s, rows in buffers.items():
-            waiting[s].append(snapshot_rows(rows))
-        held += buffered
-        buffers, buffered = {}, 0
+        _route(batch_docs, batch_shards, waiting)
+        held += len(batch_docs)
+        batch_docs, batch_shards = [], []
         if spool is not None and held >= spill_docs:
             for s, frames in waiting.items():
                 if frames:
                     spool.add(s, pl.concat(frames))
                     waiting[s] = []
             held = 0
-    for s, rows in buffers.items():
-        waiting[s].append(snapshot_rows(rows))
+    _route(batch_docs, batch_shards, waiting)
     for s in list(waiting):
         frames = (spool.take(s) if spool is not None else []) + waiting.pop(s)
         frame = pl.concat(frames) if frames else SNAPSHOT_SCHEMA.to_frame()
         yield s, finish_snapshot(frame, read_started)
+
+
+def _route(docs: list[dict], shards: list[int], waiting: dict[int, list[pl.DataFrame]]) -> None:
+    """One frame of rows for a batch of documents, split by shard, where a frame was made per
+    shard and batch: 320 frames of about 300 rows in a 100k scan, each a fixed cost to polars."""
+    live = [(s, doc) for s, doc in zip(shards, docs, strict=True) if not is_tombstone(doc)]
+    if not live:
+        return
+    frame = _rows([doc for _, doc in live]).with_columns(pl.Series("_shard", [s for s, _ in live], pl.Int64))
+    for (s,), rows in frame.partition_by("_shard", as_dict=True, maintain_order=True).items():
+        waiting[s].append(rows.drop("_shard"))  # type: ignore[index]
