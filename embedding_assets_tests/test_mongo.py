@@ -16,8 +16,9 @@ def test_scan_route_and_fetch_by_id_route_agree(pipeline_env, monkeypatch):
     assert source.count() == 201
 
     # all shards: one scan, every document once
-    every = list(source.iter_shards(range(16), 16))
-    assert len(every) == 201
+    requested: list[str] = []
+    every = list(source.iter_shards(range(16), 16, requesting=lambda: requested.append("all")))
+    assert len(every) == 201 and requested == ["all"]
     assert all(s == shard_of(d["doc_id"], 16) for s, d in every if "doc_id" in d)
 
     # one shard: ids first, then only that shard's documents are fetched
@@ -29,10 +30,10 @@ def test_scan_route_and_fetch_by_id_route_agree(pipeline_env, monkeypatch):
         return real(ids)
 
     monkeypatch.setattr(source, "iter_by_ids", spy)
-    one = list(source.iter_shards([3], 16))
+    one = list(source.iter_shards([3], 16, requesting=lambda: requested.append("ids")))
     mine = sorted(d["doc_id"] for d in docs if "doc_id" in d and shard_of(d["doc_id"], 16) == 3)
     assert sorted(d["doc_id"] for _, d in one) == mine
-    assert fetched == [len(mine)]
+    assert fetched == [len(mine)] and requested == ["all", "ids"]  # the scan of ids asked once
     assert {s for s, _ in one} == {3}
 
 
@@ -106,10 +107,16 @@ def test_a_full_scan_of_secantusdb_is_read_in_large_pages(pipeline_env):
         pytest.skip("MongoDB streams its results: pages of EA_READ_BATCH cost it nothing more")
     assert source.scan_opening_seconds() is None  # no full scan of it in this process yet
     opened: list[list[str]] = []  # the pages asked for when the scan says it is open
-    ids = [d["doc_id"] for d in source.scan_all(opened=lambda: opened.append(list(pages.commands)))]
+    requesting: list[list[str]] = []  # ... and when it is about to ask for its first
+    scan = source.scan_all(
+        opened=lambda: opened.append(list(pages.commands)),
+        requesting=lambda: requesting.append(list(pages.commands)),
+    )
+    ids = [d["doc_id"] for d in scan]
     assert ids == [f"d{i:05d}" for i in range(12_500)]
     assert pages.commands == ["find", "getMore"]  # 10,000, then the rest; not 13 pages of 1,000
     assert opened == [["find"]]  # once, with its first page read and nothing yielded yet
+    assert requesting == [[]]  # once, before anything was asked for
     # what the server took to open it, for the embedding step's timing of the audit's sample
     opening = source.scan_opening_seconds()
     assert opening is not None and opening > 0

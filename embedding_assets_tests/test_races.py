@@ -47,8 +47,8 @@ class _Paused:
         assert GO_ON.wait(120), "the test never let the paused run go on"
         return iter(docs)
 
-    def iter_shards(self, shards, num_shards):
-        return self._hold(list(self.real.iter_shards(shards, num_shards)))  # type: ignore[attr-defined]
+    def iter_shards(self, shards, num_shards, **kw):
+        return self._hold(list(self.real.iter_shards(shards, num_shards, **kw)))  # type: ignore[attr-defined]
 
     def iter_by_ids(self, doc_ids):
         return self._hold(list(self.real.iter_by_ids(doc_ids)))  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ done, so a run over every shard holds one shard at a time. Assets return ``Mater
 """
 
 import datetime as dt
+import functools
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -86,6 +87,10 @@ PROGRESS_SECONDS = 5.0
 PUBLISH_THREADS = 3  # feature_store_entries says why
 # Rows the run's shards hold, at least, before the embedding step hands freed memory back
 RELEASE_AFTER_ROWS = 20_000
+# The model's preload starts this long after the snapshot's scan is asked for: the tokenizer's
+# load holds the interpreter for a second, and started first it held back the request itself
+# (docs/benchmarks.md). The server then takes 1.5 s or more to build a 100k scan's first page.
+PRELOAD_AFTER_SECONDS = 0.05
 
 
 class ChangedDocuments(dg.Config):
@@ -115,9 +120,13 @@ def document_snapshots(
     written = Written(context, state, "document_snapshots")
     unusable = 0
     if not config.doc_ids:
-        if run_materializes(context, document_vectors.key):  # the model loads beside the scan
-            embedding_model.preload_in_background()
-        docs = source.source().iter_shards(shards, NUM_SHARDS)
+        # the model loads beside the scan, from just after the scan is asked for
+        preload = (
+            functools.partial(embedding_model.preload_in_background, after_seconds=PRELOAD_AFTER_SECONDS)
+            if run_materializes(context, document_vectors.key)
+            else None
+        )
+        docs = source.source().iter_shards(shards, NUM_SHARDS, requesting=preload)
         spool = ShardSpool(state, "document_snapshots")
         for s, frame in snapshot.snapshot_shards(docs, shards, spool, read_started):
             # one shard in memory at a time; what a later read stored meanwhile stays

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -245,15 +246,18 @@ class EmbeddingModelResource(dg.ConfigurableResource):
             return self.checkpoint_docs
         return STATIC_BATCH_DOCS if self.backend == "static" else DOCS_PER_BATCH
 
-    def preload_in_background(self) -> None:
-        """Load the static model's tokenizer and table in a daemon thread: half a second of a
-        100k run's embedding step, moved into the wait of the run's source scan. The other
-        backends load nothing unasked (torch and its weights cost memory a run may not need).
-        Errors are left to the embedding step, which loads again and says why."""
+    def preload_in_background(self, after_seconds: float = 0.0) -> None:
+        """Load the static model's tokenizer and table in a daemon thread, ``after_seconds``
+        from now: half a second of a 100k run's embedding step, moved into the wait of the run's
+        source scan. The tokenizer's load holds the interpreter for about a second: it must start
+        once the scan has been asked for, or the request waits on it. The other backends load
+        nothing unasked (torch and its weights cost memory a run may not need). Errors are left
+        to the embedding step, which loads again and says why."""
         if self.backend != "static":
             return
 
         def preload() -> None:
+            time.sleep(after_seconds)
             try:
                 embedder = self.embedder()
                 if isinstance(embedder, StaticEmbedder):

@@ -229,30 +229,40 @@ class MongoDocumentSource:
         """The collection's size from its metadata (instant; tombstones included)."""
         return int(self.collection.estimated_document_count())
 
-    def iter_shards(self, shards: Iterable[int], num_shards: int) -> Iterator[tuple[int, dict]]:
-        """``(shard, document)`` for every document in ``shards``."""
+    def iter_shards(
+        self, shards: Iterable[int], num_shards: int, *, requesting: Callable[[], None] | None = None
+    ) -> Iterator[tuple[int, dict]]:
+        """``(shard, document)`` for every document in ``shards``. ``requesting``: as in
+        ``scan_all``, for the scan that reads them."""
         wanted = set(shards)
         if len(wanted) >= _FETCH_BY_ID_FRACTION * num_shards:
-            for doc in read_ahead(self.scan_all(), pages=pages_ahead(self._scan_page())):
+            scan = self.scan_all(requesting=requesting)
+            for doc in read_ahead(scan, pages=pages_ahead(self._scan_page())):
                 shard = self._shard(doc, num_shards)
                 if shard in wanted:
                     yield shard, doc
             return
         ids = [
             d["doc_id"]
-            for d in self.scan_all({"doc_id": 1, "_id": 1})
+            for d in self.scan_all({"doc_id": 1, "_id": 1}, requesting=requesting)
             if d.get("doc_id") is not None and self._shard(d, num_shards) in wanted
         ]
         for doc in self.iter_by_ids(ids):
             yield self._shard(doc, num_shards), doc
 
     def scan_all(
-        self, projection: dict | None = None, opened: Callable[[], None] | None = None
+        self,
+        projection: dict | None = None,
+        opened: Callable[[], None] | None = None,
+        requesting: Callable[[], None] | None = None,
     ) -> Iterator[dict]:
         """Every document, in ``_id`` order, through one cursor. A dropped connection reopens
         the cursor after the last ``_id`` read (with backoff) instead of starting over.
         ``opened`` is called once the cursor holds its first page, before anything is yielded:
-        the server has built the scan by then, and a caller may hold it there."""
+        the server has built the scan by then, and a caller may hold it there. ``requesting`` is
+        called once, in the reading thread, right before the first page is asked for: the wait
+        for it (the server building the scan) is where a caller's work that holds the
+        interpreter costs the read nothing."""
         full = projection is None
         if projection is None:
             # SecantusDB applies a projection in Python, per document: sending every field costs
@@ -260,6 +270,9 @@ class MongoDocumentSource:
             projection = None if self._is_secantus() else _PROJECTION
         last, stalled = None, 0
         while True:
+            if requesting is not None:
+                requesting, calling = None, requesting
+                calling()
             started = time.perf_counter()
             cursor = self._cursor_after(last, projection)
             if last is None and full:
