@@ -58,6 +58,13 @@ LANGUAGE_CODES = frozenset(
 )
 
 
+def _language_note(language: str) -> str | None:
+    """The note on a language code that is not ISO 639-1 (a region after it is allowed)."""
+    if language.split("-")[0].lower() in LANGUAGE_CODES:
+        return None
+    return f"unknown language code {language[:20]!r}"
+
+
 def snapshot_row(doc: dict) -> dict:
     """A source document as a typed row (dates as epoch milliseconds); oddities become notes,
     never exceptions."""
@@ -66,8 +73,8 @@ def snapshot_row(doc: dict) -> dict:
     body, body_note = coerce_text_field(doc.get("body"), "body")
     language, lang_note = coerce_text_field(doc.get("language"), "language")
     notes += [n for n in (title_note, body_note, lang_note) if n]
-    if language is not None and language.split("-")[0].lower() not in LANGUAGE_CODES:
-        notes.append(f"unknown language code {language[:20]!r}")
+    if language is not None and (note := _language_note(language)):
+        notes.append(note)
     doc_id = doc.get("doc_id")
     refused = refusal(doc_id)
     if refused:  # first, so that the skip reason is this note
@@ -142,11 +149,8 @@ def _plain_rows(docs: list[dict]) -> pl.DataFrame | None:
         if ms.null_count() < len(ms) and not (ms.min() >= _MIN_MS and ms.max() <= _MAX_MS):  # type: ignore[operator]
             return None
         dates[name] = ms
-    unknown = {
-        language: f"unknown language code {language[:20]!r}"
-        for language in set(text["language"]) - {None}
-        if language.split("-")[0].lower() not in LANGUAGE_CODES
-    }
+    notes = {language: _language_note(language) for language in set(text["language"]) - {None}}
+    unknown = {language: note for language, note in notes.items() if note}
     frame = pl.DataFrame(
         {
             "doc_id": ids,
