@@ -52,6 +52,10 @@ def static_dir() -> Path:
 
 
 def main() -> None:
+    from embedding_assets.process_memory import allow_an_arena_per_thread
+
+    # this process runs the pipeline as a run's process does, which imports definitions.py first
+    allow_an_arena_per_thread()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -11,7 +11,7 @@ import warnings
 
 import dagster as dg
 
-from embedding_assets import settings
+from embedding_assets import process_memory, settings
 from embedding_assets.defs.alerts import alert_sensors
 from embedding_assets.defs.assets import embedding_assets
 from embedding_assets.defs.audit import audit_checks, audit_jobs, audit_schedules, audit_sensors
@@ -21,6 +21,9 @@ from embedding_assets.defs.jobs import daily_sweep, embed_documents
 from embedding_assets.defs.orphaned_runs import orphaned_runs_sensor
 from embedding_assets.defs.resources import build_resources
 from embedding_assets.defs.sensors import document_changes_sensor, document_deletions_sensor
+
+# a run's process executes this first: a C heap for each of its threads, set before they start
+process_memory.allow_an_arena_per_thread()
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*map_(resolved_)?asset_specs.*")
 

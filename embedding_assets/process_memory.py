@@ -17,7 +17,15 @@ import ctypes
 import functools
 import gc
 import mmap
+import os
 from collections.abc import Callable
+
+M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+# glibc's own cap on the C heaps a process keeps (arenas): 8 per core on 64-bit systems
+ARENAS_PER_CORE = 8
+# what a run's process is allowed beyond that cap: one heap for each of its threads (it runs
+# 20-30: pymongo's, polars', the read-ahead's, the publish's, the tokenizer's)
+SPARE_ARENAS = 64
 
 
 @functools.cache
@@ -28,6 +36,25 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim
+
+
+def allow_an_arena_per_thread(spare: int = SPARE_ARENAS) -> bool:
+    """Let every thread of this process keep a C heap (arena) of its own: glibc's cap of 8 per
+    core is raised by ``spare``. False where the C library has no such setting (not glibc).
+
+    Past the cap a new thread shares a heap, picked in turn without a lock: the static tokenizer's
+    two worker threads, started with 16 heaps in use, were seen sharing one. Each then waited on
+    the other's heap lock (12,600 futex calls a second, a third of a core in the kernel) and the
+    embedding ran at 2,830-3,400 documents/s where it runs at 6,000-7,000 (docs/benchmarks.md).
+    glibc fixes its cap once a process has 9 heaps, so this is called where a run's process
+    starts: importing the code location (definitions.py)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return mallopt(M_ARENA_MAX, ARENAS_PER_CORE * cores + spare) == 1
 
 
 def release_freed_memory() -> bool:

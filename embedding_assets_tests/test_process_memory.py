@@ -37,3 +37,52 @@ def test_the_audits_sample_process_imports_neither_polars_nor_dagster():
     loaded = set(out.stdout.split())
     assert "pymongo" in loaded  # what it needs
     assert not {"polars", "dagster", "torch", "scipy"} & loaded
+
+
+_HEAPS_AFTER_THREADS = """
+import ctypes, sys, threading, time
+if sys.argv[1] == "definitions":
+    import embedding_assets.definitions  # what a run's process imports first
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+done = threading.Event()
+
+def hold():  # allocates from the C heap in this thread, and stays alive
+    kept = [bytes(2_000) for _ in range(100)]
+    done.wait()
+    return kept
+
+threads = [threading.Thread(target=hold, daemon=True) for _ in range(int(sys.argv[2]))]
+for t in threads:
+    t.start()
+time.sleep(0.5)
+out = libc.fopen(sys.argv[3].encode(), b"w")
+libc.malloc_info(0, ctypes.c_void_p(out))
+libc.fclose(ctypes.c_void_p(out))
+print(open(sys.argv[3]).read().count("<heap nr"))
+"""
+
+
+@pytest.mark.skipif(_malloc_trim() is None, reason="glibc's arenas (not glibc)")
+def test_a_runs_process_gives_each_thread_a_heap_of_its_own(tmp_path):
+    """Past glibc's cap (8 heaps per core) threads share heaps without a lock on the choice: the
+    static tokenizer's two workers were seen on one heap, each waiting on the other's lock, at
+    half the embedding speed. Importing the code location lifts the cap before threads start."""
+    import os
+    import subprocess
+    import sys
+
+    cap = 8 * len(os.sched_getaffinity(0))
+    threads = cap + 24
+
+    def heaps(entry: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _HEAPS_AFTER_THREADS, entry, str(threads), str(tmp_path / f"{entry}.xml")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout.split()[-1])
+
+    assert heaps("bare") <= cap  # the C library's default, which this test can tell apart
+    assert heaps("definitions") > threads  # a heap per thread, and the main one
