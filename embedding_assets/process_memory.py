@@ -9,6 +9,9 @@ heap to the system (glibc only; elsewhere nothing happens).
 The static table is mapped from a file, not allocated: its pages count in RSS once read (about
 256 MB at 100k documents, nearly every token), and no trim returns them. ``drop_mapped_pages``
 does, once a run has no more use for them.
+
+``allow_an_arena_per_thread`` keeps the C allocator from making threads share a heap, which
+halved the embedding's speed where the tokenizer's two threads shared one.
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ def allow_an_arena_per_thread(spare: int = SPARE_ARENAS) -> bool:
     two worker threads, started with 16 heaps in use, were seen sharing one. Each then waited on
     the other's heap lock (12,600 futex calls a second, a third of a core in the kernel) and the
     embedding ran at 2,830-3,400 documents/s where it runs at 6,000-7,000 (docs/benchmarks.md).
-    glibc fixes its cap once a process has 9 heaps, so this is called where a run's process
-    starts: importing the code location (definitions.py)."""
+    glibc fixes its cap once a process holds more than 8 heaps, so this is called where a run's
+    process starts: importing the code location (definitions.py)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
